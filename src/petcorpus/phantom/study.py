@@ -1,0 +1,655 @@
+"""A synthetic whole-body FDG-PET/CT study written as real DICOM (CT, PET, SEG).
+
+:func:`make_study` builds the datasets in memory together with the truth (HU, Bq/ml, SUV,
+lesion mask, the expected SUV factors); :func:`write_study` puts them in a TCIA-like tree.
+Everything is deterministic for a seed. Nothing resembles a real patient: names, IDs and
+dates are synthetic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import format_number_as_ds
+from scipy import ndimage
+
+from petcorpus.phantom.anatomy import TISSUES, Body, Lesion, Tissue, make_body, make_lesions
+from petcorpus.volume import Volume, lps_to_ras
+
+__all__ = [
+    "DIAGNOSES",
+    "PhantomGeometry",
+    "PhantomStudy",
+    "PhantomTruth",
+    "Vendor",
+    "make_study",
+    "write_study",
+]
+
+Vendor = Literal["siemens", "ge", "philips"]
+DIAGNOSES = ("LYMPHOMA", "MELANOMA", "LUNG_CANCER", "NEGATIVE")
+F18_HALF_LIFE_S = 6586.2
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
+PET_FWHM_MM = 6.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PhantomGeometry:
+    """Grid sizes. ``full`` is what a Biograph mCT writes; ``small`` keeps the same field of
+    view with coarser voxels so a study is built in well under a second."""
+
+    ct_matrix: int
+    ct_pixel_mm: float
+    pet_matrix: int
+    pet_pixel_mm: float
+    n_slices: int
+    slice_mm: float
+    slices_per_bed: int
+
+    @classmethod
+    def preset(cls, size: str) -> PhantomGeometry:
+        if size == "full":
+            return cls(512, 0.9765625, 400, 2.0364, 326, 3.0, 74)
+        if size == "small":
+            return cls(128, 3.90625, 100, 8.1456, 80, 12.0, 18)
+        raise ValueError(f"size must be 'small' or 'full', got {size!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PhantomTruth:
+    """What a correct converter must recover from the DICOM files."""
+
+    ct_hu: Volume  # int16, CT grid
+    pet_bqml: Volume  # float32, PET grid, per-slice rescale applied, decay-corrected to scan start
+    suv: Volume  # float32, PET grid, pet_bqml x suv_factors["bw"]
+    lesion_mask: Volume  # uint8 0/1, PET grid
+    ct_labels: Volume  # uint8 tissue labels (phantom.anatomy.Tissue), CT grid
+    pet_labels: Volume  # uint8 tissue labels, PET grid
+    lesions: tuple[Lesion, ...]
+    suv_factors: dict[str, float]  # "bw" (g/ml), "lbm" (g/ml), "bsa" (cm2/ml), QIBA timing
+    bqml_factor: float  # rescaled pixel value -> Bq/ml (1 for BQML, 7053,1009 for Philips)
+    weight_kg: float
+    height_m: float
+    sex: str
+    age: int
+    injected_dose_bq: float
+    injection_time: dt.datetime
+    scan_start: dt.datetime
+    diagnosis: str
+
+
+@dataclasses.dataclass
+class PhantomStudy:
+    """DICOM datasets of one study plus its truth and the TCIA-style names."""
+
+    subject_id: str
+    study_uid: str
+    study_folder: str
+    vendor: str
+    ct: list[Dataset]
+    pet: list[Dataset]
+    seg: Dataset | None
+    truth: PhantomTruth
+
+    @property
+    def series(self) -> dict[str, list[Dataset]]:
+        out = {"CT": self.ct, "PT": self.pet}
+        if self.seg is not None:
+            out["SEG"] = [self.seg]
+        return out
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _ds(value: float) -> str:
+    """A DS string (<= 16 characters) that parses back to the value used for the truth."""
+    return format_number_as_ds(float(value))
+
+
+def _uid(seed_parts: list[str]) -> str:
+    return str(generate_uid(entropy_srcs=["petcorpus-phantom", *seed_parts]))
+
+
+def _axis(n: int, pixel: float, offset: float) -> np.ndarray:
+    return (np.arange(n) - (n - 1) / 2.0) * pixel + offset
+
+
+def _dicom_dt(t: dt.datetime) -> tuple[str, str]:
+    return t.strftime("%Y%m%d"), t.strftime("%H%M%S.%f")[:13]
+
+
+def _lbm_kg(weight: float, height_m: float, sex: str) -> float:
+    """Lean body mass, Janmahasatian et al. 2005."""
+    bmi = weight / height_m**2
+    if sex == "M":
+        return 9270.0 * weight / (6680.0 + 216.0 * bmi)
+    return 9270.0 * weight / (8780.0 + 244.0 * bmi)
+
+
+def _bsa_m2(weight: float, height_m: float) -> float:
+    """Body surface area, Du Bois & Du Bois 1916."""
+    return 0.007184 * weight**0.425 * (height_m * 100.0) ** 0.725
+
+
+def _paint_lesions(
+    lesions: list[Lesion],
+    xs: np.ndarray,
+    ys: np.ndarray,
+    zs: np.ndarray,
+    suv: np.ndarray | None = None,
+) -> np.ndarray:
+    """Lesion mask (uint8) on a grid; also writes each lesion's SUV into ``suv``."""
+    mask = np.zeros((xs.size, ys.size, zs.size), dtype=np.uint8)
+    x = xs[:, None]
+    y = ys[None, :]
+    for lesion in lesions:
+        z0, z1 = lesion.shape.z_range()
+        for k in np.nonzero((zs >= z0) & (zs <= z1))[0]:
+            m = lesion.shape.slice_mask(x, y, float(zs[k]))
+            if m is None:
+                continue
+            m = np.broadcast_to(m, mask.shape[:2])
+            mask[:, :, k][m] = 1
+            if suv is not None:
+                suv[:, :, k][m] = lesion.suv
+    return mask
+
+
+# -- the study ----------------------------------------------------------------------------------
+def make_study(
+    seed: int = 0,
+    size: Literal["small", "full"] = "small",
+    vendor: Vendor = "siemens",
+    diagnosis: str | None = None,
+    contrast: bool = False,
+    seg_segments: int = 1,
+    seg_frame_order: Literal["sorted", "shuffled"] = "sorted",
+    seg_all_frames: bool = False,
+    midnight: bool = False,
+    index: int = 0,
+) -> PhantomStudy:
+    """Build one synthetic PET/CT study.
+
+    Parameters
+    ----------
+    seed : int
+        Everything (anatomy, uptake, noise, UIDs, dates) follows from it.
+    size : {"small", "full"}
+        Grid preset, see :class:`PhantomGeometry`.
+    vendor : {"siemens", "ge", "philips"}
+        Which scanner's tags to write (time tags, private SUV tags, Units).
+    diagnosis : str, optional
+        One of :data:`DIAGNOSES`; drawn from ``seed`` when omitted. ``NEGATIVE`` studies
+        have no lesions and a SEG with one empty segment, as in the published data.
+    contrast : bool
+        Contrast-enhanced CT (vessels, heart, kidneys, liver brighter).
+    seg_segments : int
+        Spread the lesions over this many SEG segments (round robin).
+    seg_frame_order : {"sorted", "shuffled"}
+        Store the SEG frames in slice order or shuffled (readers must place frames by position).
+    seg_all_frames : bool
+        Write a SEG frame for every PET slice instead of only slices holding a lesion.
+    midnight : bool
+        Inject before and scan after midnight (dates differ).
+    index : int
+        Number of the subject within a corpus (only used in the synthetic patient name).
+    """
+    rng = np.random.default_rng(seed)
+    geo = PhantomGeometry.preset(size)
+    if diagnosis is None:
+        diagnosis = str(rng.choice(DIAGNOSES))
+    if diagnosis not in DIAGNOSES:
+        raise ValueError(f"diagnosis must be one of {DIAGNOSES}, got {diagnosis!r}")
+    subject_id = "PETCT_" + "".join(f"{b:02x}" for b in rng.bytes(5))
+    sex = str(rng.choice(["M", "F"]))
+    age = int(rng.integers(25, 86))
+    height_m = round(float(rng.uniform(1.62, 1.95) if sex == "M" else rng.uniform(1.52, 1.80)), 2)
+    weight_kg = round(float(rng.uniform(52, 115)), 1)
+    dose_bq = round(float(rng.uniform(300e6, 350e6)), -3)
+    study_day = dt.datetime(2003, 1, 6) + dt.timedelta(days=int(rng.integers(0, 3650)))
+    if midnight:
+        injection = study_day.replace(hour=23, minute=12, second=int(rng.integers(0, 60)))
+    else:
+        injection = study_day + dt.timedelta(
+            hours=int(rng.integers(7, 16)),
+            minutes=int(rng.integers(0, 60)),
+            seconds=int(rng.integers(0, 60)),
+        )
+    uptake_s = int(rng.integers(55 * 60, 76 * 60))
+    scan_start = injection + dt.timedelta(seconds=uptake_s)
+    ct_time = scan_start - dt.timedelta(minutes=4, seconds=int(rng.integers(0, 60)))
+
+    # Grids (LPS+ mm). PET and CT share slice positions; the PET field of view is wider and
+    # its centre is offset by a fraction of a voxel so resampling is never trivial.
+    z_first = -1200.0 + float(rng.integers(0, 200))
+    zs = z_first + np.arange(geo.n_slices) * geo.slice_mm
+    z_top = float(zs[-1]) + 20.0
+    ct_x = _axis(geo.ct_matrix, geo.ct_pixel_mm, 0.0)
+    ct_y = _axis(geo.ct_matrix, geo.ct_pixel_mm, 0.0)
+    pet_x = _axis(geo.pet_matrix, geo.pet_pixel_mm, 0.7)
+    pet_y = _axis(geo.pet_matrix, geo.pet_pixel_mm, -1.3)
+
+    body: Body = make_body(rng, z_top, width_scale=float(np.clip(weight_kg / 80.0, 0.85, 1.2)))
+    lesions = make_lesions(
+        rng,
+        body,
+        diagnosis,
+        min_radius=1.2 * max(geo.pet_pixel_mm, geo.slice_mm),
+        gap=1.5 * max(geo.pet_pixel_mm, geo.slice_mm),
+    )
+
+    # CT: HU from the tissue table plus noise, stored as the vendor's integer type.
+    ct_labels = body.labels_on_grid(ct_x, ct_y, zs)
+    lut_hu = np.array([TISSUES[t].hu_contrast if contrast else TISSUES[t].hu for t in Tissue])
+    lut_sd = np.array([TISSUES[t].hu_sd for t in Tissue])
+    hu = (
+        lut_hu[ct_labels]
+        + rng.standard_normal(ct_labels.shape, dtype=np.float32) * lut_sd[ct_labels]
+    )
+    hu = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
+
+    # PET: SUV map with lesions, blurred to scanner resolution, with noise.
+    pet_labels = body.labels_on_grid(pet_x, pet_y, zs)
+    lut_suv = np.array([TISSUES[t].suv for t in Tissue], dtype=np.float64)
+    suv_ideal = lut_suv[pet_labels]
+    lesion_mask = _paint_lesions(lesions, pet_x, pet_y, zs, suv_ideal)
+    sigma_mm = PET_FWHM_MM / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    suv_blur = ndimage.gaussian_filter(
+        suv_ideal, sigma=[sigma_mm / geo.pet_pixel_mm] * 2 + [sigma_mm / geo.slice_mm]
+    )
+    suv_noisy = np.clip(
+        suv_blur + rng.standard_normal(suv_blur.shape) * 0.08 * np.sqrt(suv_blur), 0.0, None
+    )
+
+    decayed_dose = dose_bq * 0.5 ** ((scan_start - injection).total_seconds() / F18_HALF_LIFE_S)
+    factors = {
+        "bw": weight_kg * 1000.0 / decayed_dose,
+        "lbm": _lbm_kg(weight_kg, height_m, sex) * 1000.0 / decayed_dose,
+        "bsa": _bsa_m2(weight_kg, height_m) * 1e4 / decayed_dose,
+    }
+    activity = suv_noisy / factors["bw"]  # Bq/ml, decay-corrected to scan start
+    # Philips stores counts: Bq/ml = counts x (7053,1009).
+    bqml_factor = (
+        float(_ds(round(float(rng.uniform(4.0, 9.0)), 4))) if vendor == "philips" else 1.0
+    )
+
+    ct_affine = lps_to_ras(_grid_affine(ct_x, ct_y, zs, geo.ct_pixel_mm, geo.slice_mm))
+    pet_affine = lps_to_ras(_grid_affine(pet_x, pet_y, zs, geo.pet_pixel_mm, geo.slice_mm))
+
+    uid = lambda *p: _uid([str(seed), vendor, *p])  # noqa: E731 - tiny local alias
+    ids = _Ids(
+        study=uid("study"),
+        frame=uid("for"),
+        ct_series=uid("ct"),
+        pet_series=uid("pet"),
+        seg_series=uid("seg"),
+    )
+    common = _common(subject_id, index, sex, age, weight_kg, height_m, study_day, ct_time, ids)
+    ct = _ct_datasets(hu, ct_x, ct_y, zs, geo, vendor, contrast, ct_time, common, ids, uid, rng)
+    pet, stored_bqml = _pet_datasets(
+        activity / bqml_factor,
+        pet_x,
+        pet_y,
+        zs,
+        geo,
+        vendor,
+        common,
+        ids,
+        uid,
+        injection,
+        scan_start,
+        dose_bq,
+        factors["bw"],
+        bqml_factor,
+    )
+    truth = PhantomTruth(
+        ct_hu=Volume(hu, ct_affine),
+        pet_bqml=Volume(stored_bqml, pet_affine),
+        suv=Volume(
+            (stored_bqml.astype(np.float64) * factors["bw"]).astype(np.float32), pet_affine
+        ),
+        lesion_mask=Volume(lesion_mask, pet_affine),
+        ct_labels=Volume(ct_labels, ct_affine),
+        pet_labels=Volume(pet_labels, pet_affine),
+        lesions=tuple(lesions),
+        suv_factors=factors,
+        bqml_factor=bqml_factor,
+        weight_kg=weight_kg,
+        height_m=height_m,
+        sex=sex,
+        age=age,
+        injected_dose_bq=dose_bq,
+        injection_time=injection,
+        scan_start=scan_start,
+        diagnosis=diagnosis,
+    )
+    from petcorpus.phantom.seg import make_seg
+
+    seg = make_seg(
+        pet,
+        lesions,
+        pet_x,
+        pet_y,
+        zs,
+        lesion_mask,
+        ids.seg_series,
+        uid("seg-sop"),
+        segments=seg_segments,
+        all_frames=seg_all_frames,
+        shuffled=seg_frame_order == "shuffled",
+        rng=rng,
+    )
+    folder = (
+        f"{study_day:%m-%d-%Y}-NA-PET-CT Ganzkoerper  primaer mit KM-"
+        f"{int(rng.integers(10000, 99999))}"
+    )
+    return PhantomStudy(subject_id, ids.study, folder, vendor, ct, pet, seg, truth)
+
+
+def _grid_affine(
+    xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, pixel: float, slice_mm: float
+) -> np.ndarray:
+    aff = np.diag([pixel, pixel, slice_mm, 1.0])
+    aff[:3, 3] = [xs[0], ys[0], zs[0]]
+    return aff
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ids:
+    study: str
+    frame: str
+    ct_series: str
+    pet_series: str
+    seg_series: str
+
+
+def _common(
+    subject_id: str,
+    index: int,
+    sex: str,
+    age: int,
+    weight: float,
+    height: float,
+    study_day: dt.datetime,
+    study_time: dt.datetime,
+    ids: _Ids,
+) -> Dataset:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName = f"Phantom^Subject{index:04d}"
+    ds.PatientID = subject_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = sex
+    ds.PatientAge = f"{age:03d}Y"
+    ds.PatientWeight = _ds(weight)
+    ds.PatientSize = _ds(height)
+    ds.StudyInstanceUID = ids.study
+    ds.StudyDate = study_day.strftime("%Y%m%d")
+    ds.StudyTime = study_time.strftime("%H%M%S")
+    ds.StudyID = "1"
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = "PET-CT Ganzkoerper  primaer mit KM"
+    ds.FrameOfReferenceUID = ids.frame
+    ds.PositionReferenceIndicator = ""
+    ds.PatientPosition = "HFS"
+    ds.BodyPartExamined = "WHOLEBODY"
+    return ds
+
+
+_VENDOR_TAGS = {
+    "siemens": {
+        "Manufacturer": "SIEMENS",
+        "ManufacturerModelName": "Biograph128",
+        "ct_kernel": "B30f",
+        "pet_recon": "PSF+TOF 2i21s",
+        "pet_kernel": "XYZ Gauss2.00",
+        "ct_signed": False,
+    },
+    "ge": {
+        "Manufacturer": "GE MEDICAL SYSTEMS",
+        "ManufacturerModelName": "Discovery MI",
+        "ct_kernel": "STANDARD",
+        "pet_recon": "VPFXS 2i24s",
+        "pet_kernel": "Gaussian 2.00",
+        "ct_signed": True,
+    },
+    "philips": {
+        "Manufacturer": "Philips Medical Systems",
+        "ManufacturerModelName": "Vereos PET/CT",
+        "ct_kernel": "B",
+        "pet_recon": "BLOB-OS-TF 3i17s",
+        "pet_kernel": "Gaussian 2.00",
+        "ct_signed": True,
+    },
+}
+
+
+def _image_common(
+    ds: Dataset,
+    common: Dataset,
+    vendor: str,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    z: float,
+    pixel: float,
+    slice_mm: float,
+) -> None:
+    ds.update(common)
+    ds.Manufacturer = _VENDOR_TAGS[vendor]["Manufacturer"]
+    ds.ManufacturerModelName = _VENDOR_TAGS[vendor]["ManufacturerModelName"]
+    ds.DeviceSerialNumber = "PHANTOM"
+    ds.SoftwareVersions = "petcorpus-phantom"
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [_ds(xs[0]), _ds(ys[0]), _ds(z)]
+    ds.PixelSpacing = [_ds(pixel), _ds(pixel)]
+    ds.SliceThickness = _ds(slice_mm)
+    ds.SliceLocation = _ds(z)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ys.size
+    ds.Columns = xs.size
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+
+
+def _file_meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = "1.2.826.0.1.3680043.10.1463.1"
+    meta.ImplementationVersionName = "PETCORPUS_01"
+    return meta
+
+
+def _ct_datasets(
+    hu: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    zs: np.ndarray,
+    geo: PhantomGeometry,
+    vendor: str,
+    contrast: bool,
+    ct_time: dt.datetime,
+    common: Dataset,
+    ids: _Ids,
+    uid,
+    rng: np.random.Generator,
+) -> list[Dataset]:
+    tags = _VENDOR_TAGS[vendor]
+    signed = bool(tags["ct_signed"])
+    stored = (hu.astype(np.int32) + 1024).astype(np.int16 if signed else np.uint16)
+    tube_ma = int(rng.integers(80, 260))
+    date, time = _dicom_dt(ct_time)
+    out = []
+    n = zs.size
+    for k, z in enumerate(zs):
+        sop = uid("ct", str(k))
+        ds = Dataset()
+        ds.file_meta = _file_meta(CT_IMAGE_STORAGE, sop)
+        _image_common(ds, common, vendor, xs, ys, float(z), geo.ct_pixel_mm, geo.slice_mm)
+        ds.SOPClassUID = CT_IMAGE_STORAGE
+        ds.SOPInstanceUID = sop
+        ds.Modality = "CT"
+        ds.SeriesInstanceUID = ids.ct_series
+        ds.SeriesNumber = 2
+        ds.SeriesDescription = "CT IMAGES"
+        ds.SeriesDate, ds.SeriesTime = date, time
+        ds.AcquisitionDate, ds.AcquisitionTime = date, time
+        ds.ContentDate, ds.ContentTime = date, time
+        ds.InstanceNumber = n - k  # numbered from the head, as scanners do
+        ds.AcquisitionNumber = 1
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.PixelRepresentation = 1 if signed else 0
+        ds.RescaleIntercept = "-1024"
+        ds.RescaleSlope = "1"
+        ds.RescaleType = "HU"
+        ds.KVP = "120"
+        ds.XRayTubeCurrent = tube_ma
+        ds.ExposureTime = 500
+        ds.Exposure = round(tube_ma * 0.5)
+        ds.ConvolutionKernel = tags["ct_kernel"]
+        ds.FilterType = "FLAT"
+        ds.DataCollectionDiameter = "500"
+        ds.ReconstructionDiameter = _ds(geo.ct_pixel_mm * geo.ct_matrix)
+        ds.WindowCenter = "40"
+        ds.WindowWidth = "400"
+        if contrast:
+            ds.ContrastBolusAgent = "Iomeprol 350"
+            ds.ContrastBolusRoute = "IV"
+        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
+        out.append(ds)
+    return out
+
+
+def _pet_datasets(
+    values: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    zs: np.ndarray,
+    geo: PhantomGeometry,
+    vendor: str,
+    common: Dataset,
+    ids: _Ids,
+    uid,
+    injection: dt.datetime,
+    scan_start: dt.datetime,
+    dose_bq: float,
+    suv_bw: float,
+    bqml_factor: float,
+) -> tuple[list[Dataset], np.ndarray]:
+    """PET slices with a per-slice RescaleSlope; returns them and the Bq/ml a reader gets."""
+    tags = _VENDOR_TAGS[vendor]
+    n = zs.size
+    bed_s = 150.0
+    series_time = scan_start
+    if vendor == "ge":  # GE rewrites SeriesTime on post-processing: it is after the scan
+        series_time = scan_start + dt.timedelta(minutes=41, seconds=17)
+    s_date, s_time = _dicom_dt(series_time)
+    i_date, i_time = _dicom_dt(injection)
+    bqml_out = np.empty(values.shape, dtype=np.float32)
+    out = []
+    for k, z in enumerate(zs):
+        plane = values[:, :, k]
+        vmax = float(plane.max())
+        slope = float(_ds(vmax / 32767.0)) if vmax > 0 else 1.0
+        stored = np.clip(np.rint(plane / slope), 0, 32767).astype(np.int16)
+        bqml_out[:, :, k] = (stored.astype(np.float64) * slope * bqml_factor).astype(np.float32)
+        bed = (n - 1 - k) // geo.slices_per_bed  # beds acquired from the head down
+        acq = scan_start + dt.timedelta(seconds=bed * bed_s)
+        a_date, a_time = _dicom_dt(acq)
+        sop = uid("pet", str(k))
+        ds = Dataset()
+        ds.file_meta = _file_meta(PET_IMAGE_STORAGE, sop)
+        _image_common(ds, common, vendor, xs, ys, float(z), geo.pet_pixel_mm, geo.slice_mm)
+        ds.SOPClassUID = PET_IMAGE_STORAGE
+        ds.SOPInstanceUID = sop
+        ds.Modality = "PT"
+        ds.SeriesInstanceUID = ids.pet_series
+        ds.SeriesNumber = 4
+        ds.SeriesDescription = "PET corr."
+        ds.SeriesDate, ds.SeriesTime = s_date, s_time
+        ds.AcquisitionDate, ds.AcquisitionTime = a_date, a_time
+        ds.ContentDate, ds.ContentTime = a_date, a_time
+        ds.InstanceNumber = n - k
+        ds.ImageIndex = n - k
+        ds.ImageType = ["ORIGINAL", "PRIMARY"]
+        ds.PixelRepresentation = 1
+        ds.RescaleIntercept = "0"
+        ds.RescaleSlope = _ds(slope)
+        ds.Units = "CNTS" if vendor == "philips" else "BQML"
+        ds.DecayCorrection = "START"
+        ds.CorrectedImage = ["NORM", "DTIM", "ATTN", "SCAT", "DECY", "RAN"]
+        ds.CountsSource = "EMISSION"
+        ds.SeriesType = ["WHOLE BODY", "IMAGE"]
+        ds.RandomsCorrectionMethod = "DLYD"
+        ds.AttenuationCorrectionMethod = "measured,AC_CT"
+        ds.ScatterCorrectionMethod = "Model-based"
+        ds.ReconstructionMethod = tags["pet_recon"]
+        ds.ConvolutionKernel = tags["pet_kernel"]
+        ds.NumberOfSlices = n
+        # One static whole-body frame: its reference is the series start for every bed
+        # (per-bed values make dcm2niix split the series into time frames).
+        ds.FrameReferenceTime = "0"
+        ds.ActualFrameDuration = int(bed_s * 1000)
+        ds.DecayFactor = _ds(2.0 ** ((acq - scan_start).total_seconds() / F18_HALF_LIFE_S))
+        ds.DoseCalibrationFactor = "1"
+        ds.SliceSensitivityFactor = "1"
+        ds.PatientGantryRelationshipCodeSequence = []
+        rp = Dataset()
+        rp.Radiopharmaceutical = "Fluorodeoxyglucose"
+        rp.RadiopharmaceuticalVolume = "0"
+        rp.RadiopharmaceuticalStartTime = i_time
+        rp.RadiopharmaceuticalStartDateTime = i_date + i_time
+        rp.RadionuclideTotalDose = _ds(dose_bq)
+        rp.RadionuclideHalfLife = _ds(F18_HALF_LIFE_S)
+        rp.RadionuclidePositronFraction = "0.9673"
+        code = Dataset()
+        code.CodeValue = "C-111A1"
+        code.CodingSchemeDesignator = "SRT"
+        code.CodeMeaning = "^18^Fluorine"
+        rp.RadionuclideCodeSequence = [code]
+        ds.RadiopharmaceuticalInformationSequence = [rp]
+        if vendor == "ge":
+            block = ds.private_block(0x0009, "GEMS_PETD_01", create=True)
+            block.add_new(0x0D, "DT", scan_start.strftime("%Y%m%d%H%M%S.00"))
+        if vendor == "philips":
+            block = ds.private_block(0x7053, "Philips PET Private Group", create=True)
+            block.add_new(0x00, "DS", _ds(suv_bw * bqml_factor))  # SUV scale factor
+            block.add_new(0x09, "DS", _ds(bqml_factor))  # activity concentration scale
+        ds.PixelData = np.ascontiguousarray(stored.T).tobytes()
+        out.append(ds)
+    return out, bqml_out
+
+
+def write_study(study: PhantomStudy, root: str | Path) -> Path:
+    """Write a study as ``<root>/<subject>/<study folder>/<series folder>/1-NNN.dcm``.
+
+    Returns the study folder.
+    """
+    study_dir = Path(root) / study.subject_id / study.study_folder
+    names = {
+        "CT": "2.000000-CT IMAGES",
+        "PT": "4.000000-PET corr.",
+        "SEG": "300.000000-Segmentation",
+    }
+    for modality, datasets in study.series.items():
+        series_dir = study_dir / f"{names[modality]}-{_series_suffix(datasets[0])}"
+        series_dir.mkdir(parents=True, exist_ok=True)
+        for ds in datasets:
+            number = int(getattr(ds, "InstanceNumber", 1) or 1)
+            ds.save_as(series_dir / f"1-{number:03d}.dcm", enforce_file_format=True)
+    return study_dir
+
+
+def _series_suffix(ds: Dataset) -> str:
+    return str(int(str(ds.SeriesInstanceUID).replace(".", "")[-5:]) % 90000 + 10000)

@@ -1,0 +1,147 @@
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from petcorpus import Volume
+from petcorpus.errors import GeometryMismatchError
+from petcorpus.volume import lps_to_ras
+
+
+def _oblique_affine() -> np.ndarray:
+    # A rotation about an oblique axis, anisotropic voxels, arbitrary origin.
+    axis = np.array([0.3, -0.5, 0.81])
+    axis /= np.linalg.norm(axis)
+    angle = 0.37
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rot = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag([0.9765625, 1.3, 3.27])
+    aff[:3, 3] = [-249.5, 112.25, -1033.7]
+    return aff
+
+
+AFFINES = {
+    "axis_aligned_lps": lps_to_ras(np.diag([2.0364, 2.0364, 3.0, 1.0]))
+    + np.array([[0, 0, 0, 406.2], [0, 0, 0, 407.5], [0, 0, 0, -980.0], [0, 0, 0, 0]]),
+    "ras": np.diag([0.8, 0.8, 1.5, 1.0]),
+    "oblique": _oblique_affine(),
+}
+
+
+@pytest.fixture(params=sorted(AFFINES))
+def volume(request) -> Volume:
+    rng = np.random.default_rng(0)
+    return Volume(
+        rng.integers(-1024, 3000, size=(7, 9, 5)).astype(np.int16), AFFINES[request.param]
+    )
+
+
+def test_derived_geometry():
+    v = Volume(np.zeros((4, 5, 6), np.float32), lps_to_ras(np.diag([2.0, 3.0, 4.0, 1.0])))
+    assert v.shape == (4, 5, 6)
+    np.testing.assert_array_equal(v.spacing, [2.0, 3.0, 4.0])
+    assert v.orientation == ("L", "P", "S")
+    assert v.voxel_volume_ml == pytest.approx(0.024)
+
+
+def test_nifti_round_trip_exact(volume, tmp_path):
+    path = tmp_path / "v.nii.gz"
+    nib.save(volume.to_nifti(), path)
+    back = Volume.from_nifti(path)
+    assert back.dtype == volume.dtype
+    np.testing.assert_array_equal(back.array, volume.array)
+    # NIfTI-1 stores the sform as float32: the round trip is exact up to that rounding.
+    np.testing.assert_array_equal(back.affine, volume.affine.astype(np.float32))
+    img = nib.load(path)
+    assert int(img.header["qform_code"]) == 1 and int(img.header["sform_code"]) == 1
+    assert img.header.get_xyzt_units()[0] == "mm"
+
+
+def test_nifti_in_memory_round_trip_is_bit_exact(volume):
+    back = Volume.from_nifti(volume.to_nifti())
+    np.testing.assert_array_equal(back.affine, volume.affine.astype(np.float32))
+    np.testing.assert_array_equal(back.array, volume.array)
+
+
+def test_sitk_round_trip(volume):
+    img = volume.to_sitk()
+    back = Volume.from_sitk(img)
+    np.testing.assert_array_equal(back.array, volume.array)
+    np.testing.assert_allclose(back.affine, volume.affine, rtol=0, atol=1e-9)
+
+
+def test_sitk_geometry_matches_an_independent_computation(volume):
+    # SimpleITK's own index -> physical point mapping must equal our affine in LPS.
+    img = volume.to_sitk()
+    for ijk in [(0, 0, 0), (6, 0, 0), (0, 8, 4), (3, 2, 1)]:
+        lps = np.array(img.TransformIndexToPhysicalPoint(ijk))
+        ras = volume.voxel_to_world(ijk)
+        np.testing.assert_allclose(lps * [-1, -1, 1], ras, atol=1e-9)
+    # ...and sitk's array indexing is [k, j, i].
+    arr = sitk.GetArrayViewFromImage(img)
+    assert arr[1, 2, 3] == volume.array[3, 2, 1]
+
+
+def test_world_to_voxel_inverts_voxel_to_world(volume):
+    ijk = np.array([[0, 0, 0], [1.5, 2.25, 3.0], [6, 8, 4]])
+    np.testing.assert_allclose(volume.world_to_voxel(volume.voxel_to_world(ijk)), ijk, atol=1e-9)
+
+
+def test_nibabel_apply_affine_agrees(volume):
+    ijk = np.array([[1, 2, 3], [6, 0, 4]])
+    np.testing.assert_allclose(
+        volume.voxel_to_world(ijk), nib.affines.apply_affine(volume.affine, ijk), atol=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    ("array", "affine", "message"),
+    [
+        (np.zeros((2, 2)), np.eye(4), "3-D"),
+        (np.zeros((2, 2, 2)), np.eye(3), "4x4"),
+        (np.zeros((2, 2, 2)), np.diag([1, 1, 0, 1.0]), "singular"),
+        (np.zeros((2, 2, 2)), np.full((4, 4), np.nan), "NaN"),
+    ],
+)
+def test_invalid_inputs_raise_clear_errors(array, affine, message):
+    with pytest.raises(ValueError, match=message):
+        Volume(array, affine)
+
+
+def test_affine_is_copied_and_read_only():
+    aff = np.eye(4)
+    v = Volume(np.zeros((2, 2, 2)), aff)
+    aff[0, 0] = 5
+    assert v.affine[0, 0] == 1
+    with pytest.raises(ValueError, match="read-only"):
+        v.affine[0, 0] = 2
+
+
+def test_with_array_checks_shape():
+    v = Volume(np.zeros((2, 3, 4)), np.eye(4))
+    with pytest.raises(GeometryMismatchError):
+        v.with_array(np.zeros((4, 3, 2)))
+
+
+def test_resample_nearest_onto_own_grid_is_identity(volume):
+    out = volume.resample_to(volume, interpolation="nearest")
+    np.testing.assert_array_equal(out.array, volume.array)
+    assert out.dtype == volume.dtype
+
+
+def test_resample_linear_matches_scipy_on_shifted_grid():
+    # A linear ramp is reproduced exactly by linear interpolation anywhere inside.
+    i, j, k = np.meshgrid(np.arange(10), np.arange(12), np.arange(8), indexing="ij")
+    src = Volume((2.0 * i + 3.0 * j - k).astype(np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
+    aff = np.diag([3.0, 3.0, 3.0, 1.0])
+    aff[:3, 3] = [1.0, 1.0, 0.0]
+    target = Volume(np.zeros((5, 6, 6), np.float32), aff)
+    out = src.resample_to(target, interpolation="linear")
+    ijk_src = src.world_to_voxel(
+        target.voxel_to_world(
+            np.stack(np.meshgrid(*[np.arange(n) for n in target.shape], indexing="ij"), axis=-1)
+        )
+    )
+    expected = 2.0 * ijk_src[..., 0] + 3.0 * ijk_src[..., 1] - ijk_src[..., 2]
+    np.testing.assert_allclose(out.array, expected, atol=1e-4)
