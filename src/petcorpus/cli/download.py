@@ -1,0 +1,207 @@
+"""``petcorpus download``: fetch autoPET (TCIA) and ENHANCE.PET, resumable and verified."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from petcorpus.cli._app import app, console, err_console, handle_errors
+
+download_app = typer.Typer(
+    help="Download the corpora (autoPET from TCIA, ENHANCE.PET): resumable, verified, safe.",
+    no_args_is_help=True,
+)
+app.add_typer(download_app, name="download")
+
+
+def _policy(retries: int, timeout: float):
+    from petcorpus.download import RetryPolicy
+
+    return RetryPolicy(attempts=retries, timeout=timeout)
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "unknown size"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def _finish(report) -> None:
+    console.print(
+        f"done {len(report.done)}, skipped (already complete) {len(report.skipped)}, "
+        f"failed {len(report.failed)}; {_human(report.bytes_transferred)} transferred"
+    )
+    for rel, exc in sorted(report.failed.items()):
+        err_console.print(f"[red]failed[/red] [{exc.reason}] {rel}: {exc}")
+    if report.failed:
+        raise typer.Exit(code=1)
+
+
+_WORKERS = typer.Option(4, "--workers", "-j", min=1, help="Concurrent transfers.")
+_RETRIES = typer.Option(5, "--retries", min=1, help="Tries per file before giving up.")
+_TIMEOUT = typer.Option(60.0, "--timeout", min=0.1, help="Socket timeout in seconds.")
+_DRY = typer.Option(False, "--dry-run", help="List what would be fetched and the total size.")
+_VERIFY = typer.Option(False, "--verify", help="Re-hash complete files; fetch changed ones.")
+_PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
+
+
+@download_app.command("enhance")
+@handle_errors
+def enhance_cmd(
+    dest: Path = typer.Argument(..., help="Target folder (created)."),
+    release: str = typer.Option("v2", "--release", help="v2 (current, 13 files) or v1."),
+    only: list[str] = typer.Option(
+        [], "--only", help="metadata, labels, images or a group (Organs, Ribs, ...); repeat."
+    ),
+    unpack: bool = typer.Option(False, "--unpack", help="Unpack the zips (safely)."),
+    keep_zips: bool = typer.Option(True, "--keep-zips/--delete-zips", help="After unpacking."),
+    table: Path | None = typer.Option(
+        None, "--table", envvar="PETCORPUS_ENHANCE_TABLE", help="File table JSON (overrides)."
+    ),
+    base_url: str | None = typer.Option(
+        None, "--base-url", envvar="PETCORPUS_ENHANCE_URL", help="Host replacing the table's."
+    ),
+    cases: int | None = typer.Option(None, "--cases", min=1, help="Per-case layout: first N."),
+    workers: int = _WORKERS,
+    retries: int = _RETRIES,
+    timeout: float = _TIMEOUT,
+    dry_run: bool = _DRY,
+    verify: bool = _VERIFY,
+    progress: bool = _PROGRESS,
+) -> None:
+    """Download ENHANCE.PET (metadata, label zips, image zips) under their real names."""
+    from petcorpus.download import (
+        check_counts,
+        download_enhance,
+        enhance_specs,
+        load_table,
+        probe_size,
+    )
+    from petcorpus.download.transfer import is_complete
+
+    if release not in ("v1", "v2"):
+        raise typer.BadParameter("release must be v1 or v2", param_hint="--release")
+    policy = _policy(retries, timeout)
+    if dry_run:
+        from petcorpus.download import Ledger
+
+        tbl = load_table(table, release=release, base_url=base_url)
+        specs = enhance_specs(tbl, only=only, cases=cases)
+        ledger = Ledger(dest)
+        total, unknown = 0, 0
+        for spec in specs:
+            if is_complete(spec, dest, ledger):
+                console.print(f"complete  {spec.relpath}")
+                continue
+            size = spec.size if spec.size is not None else probe_size(spec.url, policy)
+            if size is None:
+                unknown += 1
+            else:
+                total += size
+            console.print(f"fetch     {spec.relpath}  {_human(size)}  {spec.url}")
+        tail = f" (+{unknown} of unknown size)" if unknown else ""
+        console.print(f"would fetch {_human(total)}{tail}")
+        return
+    report = download_enhance(
+        dest, release=release, only=only, table=table, base_url=base_url, cases=cases,
+        unpack=unpack, keep_zips=keep_zips, workers=workers, policy=policy, verify=verify,
+        progress=progress,
+    )  # fmt: skip
+    if unpack and not report.failed:
+        counts = check_counts(dest)
+        for group, n in counts.groups.items():
+            miss, extra = counts.missing[group], counts.extra[group]
+            flag = "ok" if not miss and not extra else "[yellow]MISMATCH[/yellow]"
+            console.print(
+                f"{group:17s} {n:5d} masks / {counts.cases} cases  {flag}"
+                + (f"  missing {miss[:5]}" if miss else "")
+                + (f"  extra {extra[:5]}" if extra else "")
+            )
+    _finish(report)
+
+
+@download_app.command("enhance-table")
+@handle_errors
+def enhance_table_cmd(
+    release: str = typer.Option("v2", "--release", help="v2 or v1."),
+) -> None:
+    """Print the built-in ENHANCE.PET file table as JSON (edit it, pass it with --table)."""
+    from petcorpus.download import builtin_table
+
+    if release not in ("v1", "v2"):
+        raise typer.BadParameter("release must be v1 or v2", param_hint="--release")
+    console.print_json(json.dumps(builtin_table(release)))
+
+
+@download_app.command("autopet")
+@handle_errors
+def autopet_cmd(
+    dest: Path = typer.Argument(..., help="Target folder for the TCIA-style DICOM tree."),
+    series_list: Path | None = typer.Option(
+        None, "--series-list", help="Saved getSeries JSON instead of asking NBIA."
+    ),
+    manifest: Path | None = typer.Option(None, "--manifest", help="A .tcia manifest file."),
+    subjects: list[str] = typer.Option([], "--subjects", help="Only these PatientIDs; repeat."),
+    collection: str = typer.Option("FDG-PET-CT-Lesions", "--collection", help="NBIA collection."),
+    nbia_url: str | None = typer.Option(
+        None, "--nbia-url", envvar="PETCORPUS_NBIA_URL", help="NBIA REST API base URL."
+    ),
+    clinical_url: str | None = typer.Option(
+        None,
+        "--clinical-url",
+        envvar="PETCORPUS_TCIA_CLINICAL_URL",
+        help="URL of the clinical metadata CSV (default: TCIA's).",
+    ),
+    clinical: bool = typer.Option(True, "--clinical/--no-clinical", help="Fetch the CSV."),
+    md5: bool = typer.Option(True, "--md5/--no-md5", help="Use getImageWithMD5Hash."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="First N series only."),
+    keep_zips: bool = typer.Option(False, "--keep-zips", help="Keep series zips."),
+    workers: int = _WORKERS,
+    retries: int = _RETRIES,
+    timeout: float = _TIMEOUT,
+    dry_run: bool = _DRY,
+    verify: bool = _VERIFY,
+    progress: bool = _PROGRESS,
+) -> None:
+    """Download autoPET (FDG-PET-CT-Lesions) from TCIA into a TCIA-style DICOM tree."""
+    from petcorpus.download import download_autopet, plan_autopet
+    from petcorpus.download.tcia import CLINICAL_CSV_URL
+
+    if series_list is not None and manifest is not None:
+        raise typer.BadParameter("give --series-list or --manifest, not both")
+    url = (clinical_url or CLINICAL_CSV_URL) if clinical else None
+    policy = _policy(retries, timeout)
+    kwargs = {
+        "series_list": series_list,
+        "manifest": manifest,
+        "subjects": subjects,
+        "collection": collection,
+        "nbia_url": nbia_url,
+        "clinical_url": url,
+        "md5": md5,
+        "limit": limit,
+        "policy": policy,
+    }
+    if dry_run:
+        plan = plan_autopet(dest, **kwargs)  # type: ignore[arg-type]
+        done = set(plan.done_series)
+        for uid, size in plan.series.items():
+            state = "complete" if uid in done else "fetch   "
+            console.print(f"{state}  {uid}  {_human(size)}")
+        todo = len(plan.series) - len(done)
+        console.print(
+            f"would fetch {todo} series of {len(plan.series)}, about "
+            f"{_human(plan.estimated_bytes)} of DICOM" + (" + the clinical CSV" if url else "")
+        )
+        return
+    report = download_autopet(
+        dest, workers=workers, verify=verify, keep_zips=keep_zips, progress=progress, **kwargs
+    )  # type: ignore[arg-type]
+    _finish(report)
