@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,9 @@ class Ledger:
         """All recorded keys, sorted."""
         with self._lock:
             return sorted(self._entries)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
 
     def record(self, key: str, **fields: Any) -> None:
         """Record (or replace) the entry ``key`` and write the ledger atomically."""

@@ -242,6 +242,28 @@ def _check_md5(zip_path: Path) -> int:
         return len(rows)
 
 
+def _tcia_names(files: Sequence[Path]) -> list[str]:
+    """``1-NNN.dcm`` names: kept when the zip has them (NewFileNames=Yes), else by
+    InstanceNumber (by order of the member names when it is missing or repeated)."""
+    import pydicom
+
+    tcia = all(re.fullmatch(r"\d+-\d+\.dcm", f.name) for f in files)
+    if tcia and len({f.name for f in files}) == len(files):
+        return [f.name for f in files]
+    numbers = []
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["InstanceNumber"])
+        n = getattr(ds, "InstanceNumber", None)
+        numbers.append(int(n) if n not in (None, "") else None)
+    if None in numbers or len(set(numbers)) != len(numbers):
+        order = sorted(range(len(files)), key=lambda i: files[i].name)
+        numbers = [0] * len(files)
+        for rank, i in enumerate(order, start=1):
+            numbers[i] = rank
+    width = max(3, len(str(max(numbers))))
+    return [f"1-{n:0{width}d}.dcm" for n in numbers]
+
+
 def unpack_series(
     zip_path: str | os.PathLike[str],
     dest: str | os.PathLike[str],
@@ -270,8 +292,7 @@ def unpack_series(
     final.parent.mkdir(parents=True, exist_ok=True)
     flat = stage / "flat"
     flat.mkdir()
-    for i, f in enumerate(sorted(files), start=1):
-        name = f.name if re.fullmatch(r"\d+-\d+\.dcm", f.name) else f"1-{i:03d}.dcm"
+    for f, name in zip(files, _tcia_names(files), strict=True):
         os.replace(f, flat / name)
     if final.exists():
         remove_tree(final)
