@@ -16,10 +16,10 @@ download_app = typer.Typer(
 app.add_typer(download_app, name="download")
 
 
-def _policy(retries: int, timeout: float):
+def _policy(retries: int, timeout: float, backoff: float):
     from petcorpus.download import RetryPolicy
 
-    return RetryPolicy(attempts=retries, timeout=timeout)
+    return RetryPolicy(attempts=retries, timeout=timeout, backoff=backoff)
 
 
 def _human(n: int | None) -> str:
@@ -47,6 +47,7 @@ def _finish(report) -> None:
 _WORKERS = typer.Option(4, "--workers", "-j", min=1, help="Concurrent transfers.")
 _RETRIES = typer.Option(5, "--retries", min=1, help="Tries per file before giving up.")
 _TIMEOUT = typer.Option(60.0, "--timeout", min=0.1, help="Socket timeout in seconds.")
+_BACKOFF = typer.Option(2.0, "--backoff", min=0.0, help="First retry delay (s), doubling.")
 _DRY = typer.Option(False, "--dry-run", help="List what would be fetched and the total size.")
 _VERIFY = typer.Option(False, "--verify", help="Re-hash complete files; fetch changed ones.")
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
@@ -72,6 +73,7 @@ def enhance_cmd(
     workers: int = _WORKERS,
     retries: int = _RETRIES,
     timeout: float = _TIMEOUT,
+    backoff: float = _BACKOFF,
     dry_run: bool = _DRY,
     verify: bool = _VERIFY,
     progress: bool = _PROGRESS,
@@ -88,7 +90,7 @@ def enhance_cmd(
 
     if release not in ("v1", "v2"):
         raise typer.BadParameter("release must be v1 or v2", param_hint="--release")
-    policy = _policy(retries, timeout)
+    policy = _policy(retries, timeout, backoff)
     if dry_run:
         from petcorpus.download import Ledger
 
@@ -166,6 +168,7 @@ def autopet_cmd(
     workers: int = _WORKERS,
     retries: int = _RETRIES,
     timeout: float = _TIMEOUT,
+    backoff: float = _BACKOFF,
     dry_run: bool = _DRY,
     verify: bool = _VERIFY,
     progress: bool = _PROGRESS,
@@ -177,7 +180,7 @@ def autopet_cmd(
     if series_list is not None and manifest is not None:
         raise typer.BadParameter("give --series-list or --manifest, not both")
     url = (clinical_url or CLINICAL_CSV_URL) if clinical else None
-    policy = _policy(retries, timeout)
+    policy = _policy(retries, timeout, backoff)
     kwargs = {
         "series_list": series_list,
         "manifest": manifest,
