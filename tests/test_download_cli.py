@@ -122,6 +122,11 @@ def test_autopet_download_dry_run_and_manifest(nbia, tmp_path) -> None:
     res = runner.invoke(app, ["download", "autopet", str(dest), "--series-list", str(listing),
                               "--subjects", nbia.rows[0]["PatientID"], *common])  # fmt: skip
     assert res.exit_code == 0 and "done 0" in res.output
+    who = nbia.rows[0]["PatientID"]
+    res = runner.invoke(app, ["download", "autopet", str(tmp_path / "b"), "--subjects", who,
+                              "--limit", "1", "--dry-run", *common])  # fmt: skip
+    assert res.exit_code == 0 and "would fetch 1 series of 1" in res.output
+    assert any(f"PatientID={who}" in g[1] for g in nbia.server.gets())
 
 
 def test_autopet_unreachable_server_exits_1_with_the_url(tmp_path) -> None:
