@@ -48,8 +48,9 @@ def test_enhance_table_prints_json() -> None:
 def test_enhance_dry_run_lists_files_and_total_without_get(enhance_server, tmp_path) -> None:
     server, files = enhance_server
     base = f"{server.url}/enhance"
-    res = runner.invoke(app, ["download", "enhance", str(tmp_path / "e"), "--base-url", base,
-                              "--dry-run", *FAST])  # fmt: skip
+    res = runner.invoke(
+        app, ["download", "enhance", str(tmp_path / "e"), "--base-url", base, "--dry-run", *FAST]
+    )
     assert res.exit_code == 0, res.output
     total = sum(len(d) for d in files.values())
     assert "labels.json" in res.output and "Organs.zip" in res.output
@@ -61,8 +62,9 @@ def test_enhance_download_with_env_base_url_then_rerun(enhance_server, tmp_path)
     server, _ = enhance_server
     env = {"PETCORPUS_ENHANCE_URL": f"{server.url}/enhance"}
     dest = str(tmp_path / "e")
-    res = runner.invoke(app, ["download", "enhance", dest, "--only", "labels", "--unpack",
-                              *FAST], env=env)  # fmt: skip
+    res = runner.invoke(
+        app, ["download", "enhance", dest, "--only", "labels", "--unpack", *FAST], env=env
+    )
     assert res.exit_code == 0, res.output
     assert "done 7" in res.output and "Organs" in res.output and "MISMATCH" not in res.output
     n = len(server.log)
@@ -77,8 +79,19 @@ def test_enhance_with_table_file_and_failure_exit_code(enhance_server, tmp_path)
     tbl["files"][2]["url"] = f"{server.url}/gone/labels.json"
     table = tmp_path / "table.json"
     table.write_text(json.dumps(tbl))
-    res = runner.invoke(app, ["download", "enhance", str(tmp_path / "e"), "--table", str(table),
-                              "--only", "metadata", *FAST])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "download",
+            "enhance",
+            str(tmp_path / "e"),
+            "--table",
+            str(table),
+            "--only",
+            "metadata",
+            *FAST,
+        ],
+    )
     assert res.exit_code == 1
     assert "failed 1" in res.output and "/gone/labels.json" in res.output
 
@@ -88,13 +101,39 @@ def test_enhance_v1_first_cases(tmp_path) -> None:
         for m in ("CT-details.xlsx", "PT-details.xlsx", "labels.json"):
             server.files[f"/v1/{m}"] = b"m"
         for c in ("0001",):
-            for sub in ("images/CT", "images/PT", *(f"ground-truth/{g}" for g in (
-                "Body-Composition", "Cardiac", "Muscles", "Organs", "Peripheral-Bones", "Ribs",
-                "Vertebrae"))):  # fmt: skip
+            for sub in (
+                "images/CT",
+                "images/PT",
+                *(
+                    f"ground-truth/{g}"
+                    for g in (
+                        "Body-Composition",
+                        "Cardiac",
+                        "Muscles",
+                        "Organs",
+                        "Peripheral-Bones",
+                        "Ribs",
+                        "Vertebrae",
+                    )
+                ),
+            ):
                 server.files[f"/v1/imaging-data/{sub}/{c}.nii.gz"] = b"nii" + c.encode()
-        res = runner.invoke(app, ["download", "enhance", str(tmp_path), "--release", "v1",
-                                  "--base-url", f"{server.url}/v1", "--cases", "1", "--unpack",
-                                  *FAST])  # fmt: skip
+        res = runner.invoke(
+            app,
+            [
+                "download",
+                "enhance",
+                str(tmp_path),
+                "--release",
+                "v1",
+                "--base-url",
+                f"{server.url}/v1",
+                "--cases",
+                "1",
+                "--unpack",
+                *FAST,
+            ],
+        )
     assert res.exit_code == 0, res.output
     assert "done 12" in res.output
     assert (tmp_path / "imaging-data/ground-truth/Ribs/0001.nii.gz").read_bytes() == b"nii0001"
@@ -114,17 +153,41 @@ def test_autopet_download_dry_run_and_manifest(nbia, tmp_path) -> None:
     assert len(list(dest.rglob("*.dcm"))) == sum(len(v) for v in nbia.truth.values())
     manifest = tmp_path / "m.tcia"
     manifest.write_text("manifestVersion=3.0\nListOfSeriesToDownload=\n" + "\n".join(nbia.truth))
-    res = runner.invoke(app, ["download", "autopet", str(dest), "--manifest", str(manifest),
-                              "--dry-run", *common])  # fmt: skip
+    res = runner.invoke(
+        app, ["download", "autopet", str(dest), "--manifest", str(manifest), "--dry-run", *common]
+    )
     assert f"would fetch 0 series of {len(nbia.truth)}" in res.output
     listing = tmp_path / "series.json"
     listing.write_text(json.dumps(nbia.rows))
-    res = runner.invoke(app, ["download", "autopet", str(dest), "--series-list", str(listing),
-                              "--subjects", nbia.rows[0]["PatientID"], *common])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "download",
+            "autopet",
+            str(dest),
+            "--series-list",
+            str(listing),
+            "--subjects",
+            nbia.rows[0]["PatientID"],
+            *common,
+        ],
+    )
     assert res.exit_code == 0 and "done 0" in res.output
     who = nbia.rows[0]["PatientID"]
-    res = runner.invoke(app, ["download", "autopet", str(tmp_path / "b"), "--subjects", who,
-                              "--limit", "1", "--dry-run", *common])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "download",
+            "autopet",
+            str(tmp_path / "b"),
+            "--subjects",
+            who,
+            "--limit",
+            "1",
+            "--dry-run",
+            *common,
+        ],
+    )
     assert res.exit_code == 0 and "would fetch 1 series of 1" in res.output
     assert any(f"PatientID={who}" in g[1] for g in nbia.server.gets())
 
@@ -135,7 +198,17 @@ def test_autopet_unreachable_server_exits_1_with_the_url(tmp_path) -> None:
         server.script["/nbia/getSeries?Collection=FDG-PET-CT-Lesions&format=json"] = [
             ("status", 502, None)
         ] * 5
-        res = runner.invoke(app, ["download", "autopet", str(tmp_path), "--nbia-url",
-                                  f"{server.url}/nbia", "--no-clinical", *FAST])  # fmt: skip
+        res = runner.invoke(
+            app,
+            [
+                "download",
+                "autopet",
+                str(tmp_path),
+                "--nbia-url",
+                f"{server.url}/nbia",
+                "--no-clinical",
+                *FAST,
+            ],
+        )
     assert res.exit_code == 1
     assert "getSeries" in res.output and "502" in res.output

@@ -150,8 +150,9 @@ def test_missing_mask_is_reported(tmp_path) -> None:
     with FakeServer() as server:
         for name, data in files.items():
             server.files[f"/enhance/{name}"] = data
-        report = download_enhance(tmp_path, base_url=f"{server.url}/enhance", unpack=True,
-                                  keep_zips=False, policy=POLICY)  # fmt: skip
+        report = download_enhance(
+            tmp_path, base_url=f"{server.url}/enhance", unpack=True, keep_zips=False, policy=POLICY
+        )
     assert report.ok
     assert not list(tmp_path.glob("*.zip"))  # deleted after unpacking
     counts = check_counts(tmp_path)
@@ -166,8 +167,9 @@ def test_zips_fetched_earlier_are_unpacked_on_a_later_unpack_run(release, tmp_pa
     download_enhance(tmp_path, base_url=base, only=["Cardiac"], policy=POLICY)
     assert not (tmp_path / "imaging-data").exists()
     n = len(server.log)
-    report = download_enhance(tmp_path, base_url=base, only=["Cardiac"], unpack=True,
-                              policy=POLICY)  # fmt: skip
+    report = download_enhance(
+        tmp_path, base_url=base, only=["Cardiac"], unpack=True, policy=POLICY
+    )
     assert report.ok and len(server.log) == n
     assert len(list((tmp_path / "imaging-data/ground-truth/Cardiac").iterdir())) == 3
 

@@ -156,8 +156,9 @@ def _check_tree(dest: Path, studies, nbia: FakeNbia) -> None:
 
 def test_tcia_flow_builds_a_tree_a_reader_accepts(nbia, studies, tmp_path) -> None:
     dest = tmp_path / "autopet"
-    report = download_autopet(dest, nbia_url=nbia.base, clinical_url=nbia.clinical_url,
-                              policy=POLICY, workers=3)  # fmt: skip
+    report = download_autopet(
+        dest, nbia_url=nbia.base, clinical_url=nbia.clinical_url, policy=POLICY, workers=3
+    )
     assert report.ok, report.failed
     assert len(report.done) == len(nbia.truth) + 1
     _check_tree(dest, studies, nbia)
@@ -167,14 +168,23 @@ def test_tcia_flow_builds_a_tree_a_reader_accepts(nbia, studies, tmp_path) -> No
     assert len([k for k in ledger if k.startswith("series:")]) == len(nbia.truth)
 
 
-def test_tree_is_read_by_the_scanner_when_present(nbia, studies, tmp_path) -> None:
+def test_tree_is_read_by_the_scanner(nbia, studies, tmp_path) -> None:
     scan_mod = pytest.importorskip("petcorpus.dicom.scan", reason="dicom/scan.py not landed")
     dest = tmp_path / "autopet"
-    download_autopet(dest, nbia_url=nbia.base, clinical_url=None, policy=POLICY)
-    result = scan_mod.scan(dest)
-    text = repr(result)
-    for st in studies:
-        assert st.subject_id in text or st.study_uid in text
+    download_autopet(dest, nbia_url=nbia.base, clinical_url=nbia.clinical_url, policy=POLICY)
+    result = scan_mod.scan(dest, workers=1)
+    assert result.skipped == [] or all(p.suffix != ".dcm" for p, _ in result.skipped)
+    assert {s.study_uid for s in result.studies} == {st.study_uid for st in studies}
+    assert {s.patient_id for s in result.studies} == {st.subject_id for st in studies}
+    for study in result.studies:
+        got = {(se.series_uid, se.modality, len(se.files)) for se in study.series}
+        want = {
+            (str(d[0].SeriesInstanceUID), m, len(d))
+            for st in studies
+            if st.study_uid == study.study_uid
+            for m, d in st.series.items()
+        }
+        assert got == want
 
 
 def test_rerun_after_completion_fetches_no_series(nbia, studies, tmp_path) -> None:
@@ -182,16 +192,22 @@ def test_rerun_after_completion_fetches_no_series(nbia, studies, tmp_path) -> No
     download_autopet(dest, nbia_url=nbia.base, clinical_url=nbia.clinical_url, policy=POLICY)
     n_images = len(nbia.image_gets())
     assert n_images == len(nbia.truth)
-    report = download_autopet(dest, nbia_url=nbia.base, clinical_url=nbia.clinical_url,
-                              policy=POLICY)  # fmt: skip
+    report = download_autopet(
+        dest, nbia_url=nbia.base, clinical_url=nbia.clinical_url, policy=POLICY
+    )
     assert report.done == [] and len(report.skipped) == len(nbia.truth) + 1
     assert len(nbia.image_gets()) == n_images  # no series fetched again
     # with a saved series list, not even the listing is requested
     listing = tmp_path / "series.json"
     listing.write_text(json.dumps(nbia.rows))
     n = len(nbia.server.log)
-    download_autopet(dest, series_list=listing, nbia_url=nbia.base,
-                     clinical_url=nbia.clinical_url, policy=POLICY)  # fmt: skip
+    download_autopet(
+        dest,
+        series_list=listing,
+        nbia_url=nbia.base,
+        clinical_url=nbia.clinical_url,
+        policy=POLICY,
+    )
     assert len(nbia.server.log) == n
 
 
@@ -205,19 +221,23 @@ def test_manifest_and_plain_getimage(nbia, studies, tmp_path) -> None:
     )
     assert read_manifest(manifest) == uids
     dest = tmp_path / "autopet"
-    report = download_autopet(dest, manifest=manifest, nbia_url=nbia.base, clinical_url=None,
-                              md5=False, policy=POLICY)  # fmt: skip
+    report = download_autopet(
+        dest, manifest=manifest, nbia_url=nbia.base, clinical_url=None, md5=False, policy=POLICY
+    )
     assert report.ok and len(report.done) == len(uids)
     assert all("NewFileNames=Yes" in g[1] for g in nbia.image_gets())
-    got = {str(pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID)
-           for f in dest.rglob("*.dcm")}  # fmt: skip
+    got = {
+        str(pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID)
+        for f in dest.rglob("*.dcm")
+    }
     assert got == set(uids)
 
 
 def test_subjects_filter_and_dry_run_plan(nbia, studies, tmp_path) -> None:
     who = studies[0].subject_id
-    plan = plan_autopet(tmp_path, subjects=[who], nbia_url=nbia.base, clinical_url=None,
-                        policy=POLICY)  # fmt: skip
+    plan = plan_autopet(
+        tmp_path, subjects=[who], nbia_url=nbia.base, clinical_url=None, policy=POLICY
+    )
     mine = [r for r in nbia.rows if r["PatientID"] == who]
     assert set(plan.series) == {r["SeriesInstanceUID"] for r in mine}
     assert plan.estimated_bytes == sum(r["FileSize"] for r in mine)
@@ -253,7 +273,13 @@ def test_manifest_without_uids_is_refused(tmp_path) -> None:
 
 def test_clinical_csv_reader_compatibility(nbia, tmp_path) -> None:
     dest = tmp_path / "autopet"
-    download_autopet(dest, series_list=None, nbia_url=nbia.base, clinical_url=nbia.clinical_url,
-                     policy=POLICY, limit=1)  # fmt: skip
+    download_autopet(
+        dest,
+        series_list=None,
+        nbia_url=nbia.base,
+        clinical_url=nbia.clinical_url,
+        policy=POLICY,
+        limit=1,
+    )
     rows = list(csv.DictReader((dest / CLINICAL_CSV_NAME).open()))
     assert rows == [{"Subject ID": "PETCT_x", "diagnosis": "LYMPHOMA"}]

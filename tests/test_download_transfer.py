@@ -20,8 +20,9 @@ MD5 = hashlib.md5(DATA).hexdigest()
 
 def fast(attempts: int = 4, timeout: float = 5.0) -> tuple[RetryPolicy, list[float]]:
     sleeps: list[float] = []
-    return RetryPolicy(attempts=attempts, backoff=0.01, timeout=timeout,
-                       sleep=sleeps.append), sleeps  # fmt: skip
+    return RetryPolicy(
+        attempts=attempts, backoff=0.01, timeout=timeout, sleep=sleeps.append
+    ), sleeps
 
 
 @pytest.fixture
@@ -144,8 +145,8 @@ def test_rerun_after_completion_transfers_nothing(server, tmp_path) -> None:
     second = fetch_all(specs, tmp_path, workers=2, policy=policy)
     assert second.done == [] and sorted(second.skipped) == ["b", "data.bin"]
     assert len(server.log) == n  # not even a HEAD
-    ledger = json.loads((tmp_path / LEDGER_NAME).read_text())
-    assert set(ledger["entries"]) == {"b", "data.bin"}
+    lines = [json.loads(x) for x in (tmp_path / LEDGER_NAME).read_text().splitlines()]
+    assert sorted(r["key"] for r in lines) == ["b", "data.bin"]  # one line per file
 
 
 def test_verify_catches_on_disk_corruption_and_refetches(server, tmp_path) -> None:
@@ -179,3 +180,24 @@ def test_relpath_must_stay_inside_dest() -> None:
     for bad in ("../x", "/etc/passwd", "a/../../x"):
         with pytest.raises(ValueError, match="inside DEST"):
             FileSpec("http://x/y", bad)
+
+
+def test_complete_part_file_is_verified_without_a_body(server, tmp_path) -> None:
+    (tmp_path / "data.bin.part").write_bytes(DATA)  # a run killed just before the rename
+    policy, _ = fast()
+    spec = FileSpec(f"{server.url}/data.bin", "data.bin", size=len(DATA), sha256=SHA)
+    assert fetch_file(spec, tmp_path, policy=policy).read_bytes() == DATA
+    assert server.gets("/data.bin") == [("GET", "/data.bin", f"bytes={len(DATA)}-")]  # 416
+
+
+def test_ledger_survives_a_cut_last_line_and_compacts(tmp_path) -> None:
+    ledger = Ledger(tmp_path)
+    for i in range(150):
+        ledger.record("a", size=i)
+    ledger.record("b", size=1)
+    ledger.forget("b")
+    with (tmp_path / LEDGER_NAME).open("a") as fh:
+        fh.write('{"key": "c", "entry": {"si')  # killed mid-write
+    again = Ledger(tmp_path)
+    assert again.keys() == ["a"] and again.get("a")["size"] == 149
+    assert len((tmp_path / LEDGER_NAME).read_text().splitlines()) == 1  # compacted

@@ -112,10 +112,19 @@ def enhance_cmd(
         console.print(f"would fetch {_human(total)}{tail}")
         return
     report = download_enhance(
-        dest, release=release, only=only, table=table, base_url=base_url, cases=cases,
-        unpack=unpack, keep_zips=keep_zips, workers=workers, policy=policy, verify=verify,
+        dest,
+        release=release,
+        only=only,
+        table=table,
+        base_url=base_url,
+        cases=cases,
+        unpack=unpack,
+        keep_zips=keep_zips,
+        workers=workers,
+        policy=policy,
+        verify=verify,
         progress=progress,
-    )  # fmt: skip
+    )
     if unpack and not report.failed:
         counts = check_counts(dest)
         for group, n in counts.groups.items():

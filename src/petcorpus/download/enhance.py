@@ -100,8 +100,9 @@ def load_table(
         try:
             table = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
-            raise CorruptFileError(f"cannot read the ENHANCE file table ({exc})",
-                                   path=path) from exc  # fmt: skip
+            raise CorruptFileError(
+                f"cannot read the ENHANCE file table ({exc})", path=path
+            ) from exc
         if not isinstance(table, dict) or ("files" not in table and "layout" not in table):
             raise CorruptFileError("an ENHANCE file table needs 'files' or 'layout'", path=path)
     else:
@@ -120,11 +121,14 @@ def _files(table: dict[str, Any], cases: int | None) -> list[dict[str, Any]]:
         files: list[dict[str, Any]] = [{"name": m, "kind": "metadata"} for m in _METADATA]
         ids = [f"{i:0{digits}d}" for i in range(1, n + 1)]
         for mod in ("CT", "PT"):
-            files += [{"name": f"imaging-data/images/{mod}/{c}.nii.gz", "kind": "images"}
-                      for c in ids]  # fmt: skip
+            files += [
+                {"name": f"imaging-data/images/{mod}/{c}.nii.gz", "kind": "images"} for c in ids
+            ]
         for g in ENHANCE_GROUPS:
-            files += [{"name": f"imaging-data/ground-truth/{g}/{c}.nii.gz", "kind": "labels",
-                       "group": g} for c in ids]  # fmt: skip
+            files += [
+                {"name": f"imaging-data/ground-truth/{g}/{c}.nii.gz", "kind": "labels", "group": g}
+                for c in ids
+            ]
         return files
     return list(table["files"])
 
@@ -179,22 +183,27 @@ def _kind_of(table: dict[str, Any], name: str) -> dict[str, Any]:
     return {"name": name, "kind": "metadata"}
 
 
-def _unpack_one(zip_path: Path, dest: Path, meta: dict[str, Any],
-                limits: UnpackLimits | None) -> int:  # fmt: skip
+def _unpack_one(
+    zip_path: Path, dest: Path, meta: dict[str, Any], limits: UnpackLimits | None
+) -> int:
     """Unpack one ENHANCE zip into ``imaging-data/{images,ground-truth}``; returns files."""
     kind = meta.get("kind")
     root = dest / "imaging-data" / ("ground-truth" if kind == "labels" else "images")
     stage = dest / _STAGE / "unpack" / zip_path.name
     remove_tree(stage)
     files = safe_extract(zip_path, stage, limits=limits)
-    anchor = "ground-truth" if kind == "labels" else "images"
+    group = meta.get("group")
     for f in files:
         parts = f.relative_to(stage).parts
-        if anchor in parts:  # drop everything up to the last anchor folder
-            parts = parts[len(parts) - parts[::-1].index(anchor) :]
-        group = meta.get("group")
-        if kind == "labels" and group and group not in parts:
+        if kind == "labels" and group:  # masks are flat per group: <Group>/NNNN.nii.gz
             parts = (group, parts[-1])
+        else:  # keep from the last CT*/PT* folder (images) or after an anchor folder
+            anchor = "ground-truth" if kind == "labels" else "images"
+            modal = [i for i, p in enumerate(parts[:-1]) if p[:2].upper() in ("CT", "PT")]
+            if kind != "labels" and modal:
+                parts = parts[modal[-1] :]
+            elif anchor in parts:
+                parts = parts[len(parts) - parts[::-1].index(anchor) :]
         out = root.joinpath(*parts)
         out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(f, out)
@@ -234,8 +243,11 @@ def check_counts(dest: str | os.PathLike[str]) -> CountReport:
     ct: set[str] = set()
     for folder in sorted((data / "images").glob("CT*")):
         ct |= _ids(folder)
-    groups = {g: _ids(data / "ground-truth" / g) for g in ENHANCE_GROUPS
-              if (data / "ground-truth" / g).is_dir()}  # fmt: skip
+    groups = {
+        g: _ids(data / "ground-truth" / g)
+        for g in ENHANCE_GROUPS
+        if (data / "ground-truth" / g).is_dir()
+    }
     cases = ct if ct else set().union(*groups.values())
     report = CountReport(cases=len(cases))
     for g, ids in groups.items():
@@ -287,8 +299,9 @@ def download_enhance(
     TransferReport
     """
     dest = Path(dest)
-    tbl = table if isinstance(table, dict) else load_table(table, release=release,
-                                                           base_url=base_url)  # fmt: skip
+    tbl = (
+        table if isinstance(table, dict) else load_table(table, release=release, base_url=base_url)
+    )
     if isinstance(table, dict) and base_url:
         tbl = {**tbl, "base_url": base_url}
     specs = enhance_specs(tbl, only=only, cases=cases)
@@ -304,8 +317,16 @@ def download_enhance(
         if not keep_zips:
             path.unlink()
 
-    report = fetch_all(specs, dest, workers=workers, policy=policy, ledger=ledger,
-                       verify=verify, progress=progress, on_done=after)  # fmt: skip
+    report = fetch_all(
+        specs,
+        dest,
+        workers=workers,
+        policy=policy,
+        ledger=ledger,
+        verify=verify,
+        progress=progress,
+        on_done=after,
+    )
     report.skipped.extend(s.relpath for s in already)
     # zips fetched earlier without --unpack: unpack them now
     if unpack:

@@ -209,7 +209,8 @@ def plan_autopet(
         size = row.get("FileSize")
         series[uid] = int(size) if size not in (None, "") else None
         entry = ledger.get(_series_key(uid))
-        if entry and (Path(dest) / entry["folder"]).is_dir():
+        folder = Path(dest) / entry["folder"] if entry else None
+        if folder is not None and sum(1 for _ in folder.glob("*.dcm")) == entry["files"]:
             done.append(uid)
             continue
         q = urllib.parse.urlencode({"SeriesInstanceUID": uid})
@@ -230,15 +231,17 @@ def _check_md5(zip_path: Path) -> int:
             name = row.get("Filename") or row.get("filename") or ""
             expected = (row.get("MD5Hash") or row.get("md5hash") or "").lower()
             if name not in names:
-                raise ChecksumError(f"md5hashes.csv lists {name!r}, absent from the zip",
-                                    path=zip_path)  # fmt: skip
+                raise ChecksumError(
+                    f"md5hashes.csv lists {name!r}, absent from the zip", path=zip_path
+                )
             h = hashlib.md5()
             with zf.open(name) as fh:
                 while chunk := fh.read(1 << 20):
                     h.update(chunk)
             if h.hexdigest() != expected:
-                raise ChecksumError(f"member {name!r} MD5 {h.hexdigest()} != {expected}",
-                                    path=zip_path)  # fmt: skip
+                raise ChecksumError(
+                    f"member {name!r} MD5 {h.hexdigest()} != {expected}", path=zip_path
+                )
         return len(rows)
 
 
@@ -276,6 +279,7 @@ def unpack_series(
     all (staging folder + rename); an existing folder of the same series is replaced.
     """
     import pydicom
+    from pydicom.errors import InvalidDicomError
 
     zip_path, dest = Path(zip_path), Path(dest)
     _check_md5(zip_path)
@@ -284,9 +288,14 @@ def unpack_series(
     files = [p for p in safe_extract(zip_path, stage, limits=limits) if p.suffix.lower() == ".dcm"]
     if not files:
         remove_tree(stage)
-        raise DownloadError("the series zip holds no .dcm file", path=zip_path,
-                            reason=Reason.NO_SERIES)  # fmt: skip
-    ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+        raise DownloadError(
+            "the series zip holds no .dcm file", path=zip_path, reason=Reason.NO_SERIES
+        )
+    try:
+        ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError) as exc:
+        remove_tree(stage)
+        raise CorruptFileError(f"not DICOM ({exc})", path=f"{zip_path}:{files[0].name}") from exc
     subject, study, series = series_folder_names(ds)
     final = dest / subject / study / series
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -335,10 +344,17 @@ def download_autopet(
     """
     dest = Path(dest)
     plan = plan_autopet(
-        dest, series_list=series_list, manifest=manifest, subjects=subjects,
-        collection=collection, nbia_url=nbia_url, clinical_url=clinical_url, md5=md5,
-        limit=limit, policy=policy,
-    )  # fmt: skip
+        dest,
+        series_list=series_list,
+        manifest=manifest,
+        subjects=subjects,
+        collection=collection,
+        nbia_url=nbia_url,
+        clinical_url=clinical_url,
+        md5=md5,
+        limit=limit,
+        policy=policy,
+    )
     ledger = Ledger(dest)
 
     def after(spec: FileSpec, path: Path) -> None:
@@ -347,7 +363,7 @@ def download_autopet(
         uid = Path(spec.relpath).stem
         try:
             folder = unpack_series(path, dest, limits=limits)
-        except (ChecksumError, DownloadError, zipfile.BadZipFile) as exc:
+        except (ChecksumError, CorruptFileError, DownloadError, zipfile.BadZipFile) as exc:
             path.unlink(missing_ok=True)  # fetch again next time
             ledger.forget(spec.relpath)
             if isinstance(exc, zipfile.BadZipFile):
@@ -359,8 +375,14 @@ def download_autopet(
             path.unlink(missing_ok=True)
 
     report = fetch_all(
-        plan.specs, dest, workers=workers, policy=policy, ledger=ledger, verify=verify,
-        progress=progress, on_done=after,
-    )  # fmt: skip
+        plan.specs,
+        dest,
+        workers=workers,
+        policy=policy,
+        ledger=ledger,
+        verify=verify,
+        progress=progress,
+        on_done=after,
+    )
     report.skipped.extend(f"{_STAGE}/series/{uid}.zip" for uid in plan.done_series)
     return report

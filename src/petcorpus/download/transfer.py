@@ -352,9 +352,12 @@ def fetch_file(
             size = part.stat().st_size
             os.replace(part, final)
             ledger.record(
-                spec.relpath, url=spec.url, size=size, sha256=digests["sha256"],
+                spec.relpath,
+                url=spec.url,
+                size=size,
+                sha256=digests["sha256"],
                 md5=digests.get("md5"),
-            )  # fmt: skip
+            )
             return final
         log.info("%s: try %d of %d failed: %s", spec.url, attempt + 1, policy.attempts, last)
         if attempt + 1 < policy.attempts:
@@ -363,12 +366,14 @@ def fetch_file(
         raise ChecksumError(
             f"{last_checksum.message} (after {policy.attempts} attempts)", path=spec.url
         )
-    raise DownloadError(f"gave up after {policy.attempts} attempts; last error: {last}",
-                        path=spec.url)  # fmt: skip
+    raise DownloadError(
+        f"gave up after {policy.attempts} attempts; last error: {last}", path=spec.url
+    )
 
 
-def is_complete(spec: FileSpec, dest: str | os.PathLike[str], ledger: Ledger,
-                verify: bool = False) -> bool:  # fmt: skip
+def is_complete(
+    spec: FileSpec, dest: str | os.PathLike[str], ledger: Ledger, verify: bool = False
+) -> bool:
     """True when ``spec`` is recorded complete and its file is still intact.
 
     Checks the ledger entry against the file's size (and, with ``verify``, its SHA-256) and
@@ -468,10 +473,15 @@ def fetch_all(
 def _one(spec: FileSpec, dest, policy, ledger, bar: _Progress, on_done) -> None:
     task = bar.start(spec)
     try:
-        path = fetch_file(spec, dest, policy=policy, ledger=ledger,
-                          on_bytes=lambda n: bar.advance(task, n))  # fmt: skip
+        path = fetch_file(
+            spec, dest, policy=policy, ledger=ledger, on_bytes=lambda n: bar.advance(task, n)
+        )
         if on_done is not None:
             on_done(spec, path)
+    except PetcorpusError:
+        raise
+    except OSError as exc:  # local disk full, permissions: fail this file, go on
+        raise DownloadError(f"local I/O error: {exc}", path=spec.url) from exc
     finally:
         bar.stop(task)
 

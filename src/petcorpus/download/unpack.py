@@ -89,16 +89,18 @@ def _check(archive: Path, zf: zipfile.ZipFile, target: Path, limits: UnpackLimit
         total += info.file_size
         if total > limits.max_total_bytes:
             raise _unsafe(
-                archive, info.filename,
+                archive,
+                info.filename,
                 f"takes the expanded size over the cap of {limits.max_total_bytes} bytes",
-            )  # fmt: skip
+            )
         if info.file_size > limits.ratio_floor_bytes:
             ratio = info.file_size / max(info.compress_size, 1)
             if ratio > limits.max_ratio:
                 raise _unsafe(
-                    archive, info.filename,
+                    archive,
+                    info.filename,
                     f"expands {ratio:.0f}:1 (cap {limits.max_ratio:.0f}:1), a zip bomb",
-                )  # fmt: skip
+                )
         plan.append((info, rel, "file", None))
     return plan
 
@@ -137,8 +139,9 @@ def safe_extract(
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise DownloadError(f"not a valid zip archive ({exc})", path=archive,
-                            reason=Reason.CORRUPT_FILE) from exc  # fmt: skip
+        raise DownloadError(
+            f"not a valid zip archive ({exc})", path=archive, reason=Reason.CORRUPT_FILE
+        ) from exc
     written: list[Path] = []
     with zf:
         target.mkdir(parents=True, exist_ok=True)
@@ -164,15 +167,19 @@ def safe_extract(
                     while chunk := src.read(_CHUNK):
                         got += len(chunk)
                         if got > declared or got > budget:
-                            raise _unsafe(archive, info.filename,
-                                          "expands beyond its declared size")  # fmt: skip
+                            raise _unsafe(
+                                archive, info.filename, "expands beyond its declared size"
+                            )
                         dst.write(chunk)
                 budget -= got
                 os.replace(tmp, out)
             except zipfile.BadZipFile as exc:
                 tmp.unlink(missing_ok=True)
-                raise DownloadError(f"member {info.filename!r} is corrupt ({exc})",
-                                    path=archive, reason=Reason.CORRUPT_FILE) from exc  # fmt: skip
+                raise DownloadError(
+                    f"member {info.filename!r} is corrupt ({exc})",
+                    path=archive,
+                    reason=Reason.CORRUPT_FILE,
+                ) from exc
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
