@@ -17,6 +17,7 @@ _COMMAND_MODULES = [
     "petcorpus.cli.phantom",
     "petcorpus.cli.demo",
     "petcorpus.cli.download",
+    "petcorpus.cli.viz",
 ]
 
 for _name in _COMMAND_MODULES:

@@ -1,0 +1,636 @@
+"""Maximum-intensity projections (MIPs) of PET volumes with lesion overlays.
+
+The flow is three pure steps, so each can be tested on its own:
+
+1. :func:`to_canonical` reorients any :class:`~petcorpus.volume.Volume` to RAS+ voxel axes
+   (nibabel's ``io_orientation``; no interpolation, only flips and transposes).
+2. :func:`mip` / :func:`mask_projection` / :func:`label_projection` project it to a 2-D
+   :class:`Projection` in *display order*: row 0 is the patient's head (superior), and
+   columns follow the radiological convention — on a coronal view the patient's right is on
+   the image's left; on a sagittal view the patient faces the image's left (anterior left).
+   The projected values are exactly ``np.max`` over the canonical array; nothing is resampled.
+3. :func:`render` turns projections into a PIL image at the physical aspect ratio (square
+   display pixels of ``pixel_mm``), PET in inverted grey (SUV 0..``vmax``), masks as coloured
+   contours or fills. Images are 8-bit palette PNGs: small and fast to write.
+
+:func:`compare_masks` splits ground truth and prediction into 18-connected components
+(cc3d) and classes them as matched, false negative (a ground-truth component that no
+prediction voxel touches) and false positive (a predicted component that touches no
+ground-truth voxel), the autoPET definitions.
+
+I/O lives only in :func:`read_study_dir` and :func:`study_figure` (which reads a study folder
+of the autoPET layout ``{CT,PET,SUV,CTres,SEG}.nii.gz`` + ``petcorpus.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
+
+from petcorpus.errors import CorruptFileError, GeometryMismatchError, PetcorpusError, Reason
+from petcorpus.volume import Volume
+
+__all__ = [
+    "COLOURS",
+    "MaskComparison",
+    "Projection",
+    "StudyImages",
+    "View",
+    "compare_masks",
+    "label_projection",
+    "mask_projection",
+    "mip",
+    "png_bytes",
+    "read_study_dir",
+    "render",
+    "study_figure",
+    "to_canonical",
+]
+
+log = logging.getLogger(__name__)
+
+View = Literal["coronal", "sagittal", "axial"]
+VIEWS: tuple[str, ...] = ("coronal", "sagittal", "axial")
+
+#: Overlay colours (RGB). Colour-blind-friendly picks from Paul Tol's "bright" scheme.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "lesion": (238, 51, 119),  # magenta-red
+    "tp": (34, 136, 51),  # green: matched components
+    "fp": (238, 102, 51),  # orange-red: predicted, no ground truth touched
+    "fn": (0, 119, 187),  # blue: ground truth, missed by the prediction
+    "text": (0, 0, 0),
+    "background": (255, 255, 255),
+}
+
+# Palette layout: indices 0..N_GREY-1 are grey levels (0 black .. N_GREY-1 white), the rest
+# are named colours (in COLOURS order) and a few organ colours.
+N_GREY = 224
+_NAMED = list(COLOURS)
+_ORGAN_COLOURS = [
+    (68, 119, 170),
+    (102, 204, 238),
+    (34, 136, 51),
+    (204, 187, 68),
+    (238, 102, 119),
+    (170, 51, 119),
+    (187, 187, 187),
+    (0, 153, 136),
+    (153, 153, 51),
+    (136, 34, 85),
+    (221, 204, 119),
+    (51, 34, 136),
+    (17, 119, 51),
+    (68, 170, 153),
+    (136, 204, 238),
+    (204, 102, 119),
+]
+
+
+def _palette() -> list[int]:
+    grey = [round(g * 255 / (N_GREY - 1)) for g in range(N_GREY)]
+    pal: list[int] = []
+    for g in grey:
+        pal += [g, g, g]
+    for name in _NAMED:
+        pal += list(COLOURS[name])
+    for c in _ORGAN_COLOURS:
+        pal += list(c)
+    pal += [0, 0, 0] * (256 - len(pal) // 3)
+    return pal
+
+
+PALETTE = _palette()
+
+
+def colour_index(name: str) -> int:
+    """Palette index of a named colour (see :data:`COLOURS`)."""
+    return N_GREY + _NAMED.index(name)
+
+
+def _organ_index(label: int) -> int:
+    return N_GREY + len(_NAMED) + (int(label) - 1) % len(_ORGAN_COLOURS)
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry: reorientation and projections
+# --------------------------------------------------------------------------------------------
+def to_canonical(vol: Volume) -> Volume:
+    """Reorient ``vol`` so its voxel axes point R, A, S (nibabel ``as_closest_canonical``).
+
+    Only flips and axis permutations (no interpolation); an oblique affine is mapped to the
+    closest RAS axes. The returned array is a view when possible.
+
+    >>> v = Volume(np.arange(8).reshape(2, 2, 2), np.diag([-2.0, -2.0, 3.0, 1.0]))
+    >>> c = to_canonical(v)
+    >>> c.orientation, int(c.array[0, 0, 0]), int(c.array[1, 1, 0])
+    (('R', 'A', 'S'), 6, 0)
+    """
+    ornt = nib.orientations.io_orientation(vol.affine)
+    if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        return vol
+    arr = nib.orientations.apply_orientation(vol.array, ornt)
+    affine = vol.affine @ nib.orientations.inv_ornt_aff(ornt, vol.shape)
+    return Volume(arr, affine)
+
+
+@dataclasses.dataclass(frozen=True)
+class Projection:
+    """A 2-D projection in display order.
+
+    Attributes
+    ----------
+    array : (rows, cols) ndarray
+        Row 0 is superior (head) for coronal/sagittal, anterior for axial. Coronal: column 0
+        is the patient's right. Sagittal: column 0 is anterior. Axial: column 0 is the
+        patient's right (viewed from the feet, as radiologists read axial slices).
+    view : str
+        ``coronal``, ``sagittal`` or ``axial``.
+    row_mm, col_mm : float
+        Physical size of one row and one column step.
+    """
+
+    array: np.ndarray
+    view: str
+    row_mm: float
+    col_mm: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        r, c = self.array.shape
+        return (r, c)
+
+    @property
+    def extent_mm(self) -> tuple[float, float]:
+        """(height, width) in mm."""
+        return (self.array.shape[0] * self.row_mm, self.array.shape[1] * self.col_mm)
+
+
+def _check_view(view: str) -> str:
+    if view not in VIEWS:
+        raise PetcorpusError(
+            f"unknown view {view!r}; use one of {', '.join(VIEWS)}", reason=Reason.INVALID_VALUE
+        )
+    return view
+
+
+def _project(
+    canon: np.ndarray, spacing: np.ndarray, view: str, reduce: Any
+) -> tuple[np.ndarray, float, float]:
+    """Reduce a RAS canonical array along the view axis; return it in display order."""
+    sx, sy, sz = (float(s) for s in spacing)
+    if view == "coronal":  # along A-P (j); display rows = S..I, cols = R..L
+        m = reduce(canon, axis=1)  # (I, K)
+        return m.T[::-1, ::-1], sz, sx
+    if view == "sagittal":  # along L-R (i); rows = S..I, cols = A..P
+        m = reduce(canon, axis=0)  # (J, K)
+        return m.T[::-1, ::-1], sz, sy
+    m = reduce(canon, axis=2)  # axial, along S-I; rows = A..P, cols = R..L
+    return m.T[::-1, ::-1], sy, sx
+
+
+def mip(vol: Volume, view: str = "coronal") -> Projection:
+    """Maximum-intensity projection of ``vol`` (any orientation) in display order.
+
+    Parameters
+    ----------
+    vol : Volume
+        Typically SUV (float32) on the PET grid.
+    view : {"coronal", "sagittal", "axial"}
+        Projection direction: coronal looks along anterior-posterior, sagittal along
+        left-right, axial along superior-inferior.
+
+    Returns
+    -------
+    Projection
+        Values equal ``np.max`` of the RAS-canonical array along the view axis, transposed
+        and flipped to display order (see :class:`Projection`).
+    """
+    _check_view(view)
+    canon = to_canonical(vol)
+    arr, row_mm, col_mm = _project(canon.array, canon.spacing, view, np.max)
+    return Projection(np.ascontiguousarray(arr), view, row_mm, col_mm)
+
+
+def mask_projection(mask: Volume, view: str = "coronal") -> Projection:
+    """Boolean projection of ``mask > 0`` (any voxel along the ray)."""
+    _check_view(view)
+    canon = to_canonical(mask)
+    arr, row_mm, col_mm = _project(np.asarray(canon.array) > 0, canon.spacing, view, np.any)
+    return Projection(np.ascontiguousarray(arr), view, row_mm, col_mm)
+
+
+def label_projection(labels: Volume, view: str = "coronal") -> Projection:
+    """Label of the first non-zero voxel seen from the viewer (a surface view of a label map).
+
+    The viewer looks from anterior (coronal), from the patient's left (sagittal: anterior is
+    on the image's left) and from the feet (axial). Rays through background give 0.
+    """
+    _check_view(view)
+    canon = to_canonical(labels)
+    arr = np.asarray(canon.array)
+    axis = {"coronal": 1, "sagittal": 0, "axial": 2}[view]
+    # The viewer sits at the high-index end for coronal (anterior = +j) and sagittal (+i is
+    # right; the left viewer sees the low-index end first) -- pick the nearest voxel.
+    from_high = view == "coronal"
+    a = np.flip(arr, axis=axis) if from_high else arr
+    nz = a != 0
+    first = np.argmax(nz, axis=axis)
+    picked = np.take_along_axis(a, np.expand_dims(first, axis), axis=axis).squeeze(axis)
+    picked = np.where(nz.any(axis=axis), picked, 0)
+    out = np.expand_dims(picked, axis)  # reuse _project's transpose/flip on a length-1 axis
+    disp, row_mm, col_mm = _project(out, canon.spacing, view, lambda x, axis: x.squeeze(axis))
+    return Projection(np.ascontiguousarray(disp), view, row_mm, col_mm)
+
+
+# --------------------------------------------------------------------------------------------
+# Ground truth vs prediction
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class MaskComparison:
+    """Connected components of ground truth and prediction, classed autoPET's way.
+
+    Attributes
+    ----------
+    matched_gt, missed_gt : Volume
+        uint8 masks: ground-truth components touched / not touched by the prediction (FN).
+    matched_pred, false_pos : Volume
+        uint8 masks: predicted components touching ground truth / touching none (FP).
+    n_gt, n_pred, n_fn, n_fp : int
+        Component counts.
+    fn_volume_ml, fp_volume_ml : float
+        Volumes of the missed and false-positive components (autoPET FNV, FPV).
+    """
+
+    matched_gt: Volume
+    missed_gt: Volume
+    matched_pred: Volume
+    false_pos: Volume
+    n_gt: int
+    n_pred: int
+    n_fn: int
+    n_fp: int
+    fn_volume_ml: float
+    fp_volume_ml: float
+
+
+def _components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
+    import cc3d
+
+    lab, n = cc3d.connected_components(
+        np.ascontiguousarray(mask, dtype=np.uint8), connectivity=connectivity, return_N=True
+    )
+    return lab, int(n)
+
+
+def _touching(labels: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Component ids in ``labels`` with at least one voxel where ``other`` is set."""
+    ids = np.unique(labels[other & (labels > 0)])
+    return ids[ids > 0]
+
+
+def compare_masks(gt: Volume, pred: Volume, connectivity: int = 18) -> MaskComparison:
+    """Split ground truth and prediction into components; class matched, FN and FP.
+
+    Raises
+    ------
+    GeometryMismatchError
+        If the two masks are not on the same grid.
+    """
+    if not gt.same_grid(pred, atol=1e-3):
+        raise GeometryMismatchError(
+            f"prediction grid {pred.shape} {pred.orientation} differs from the ground truth "
+            f"{gt.shape} {gt.orientation}; resample the prediction to the PET grid first"
+        )
+    g = np.asarray(gt.array) > 0
+    p = np.asarray(pred.array) > 0
+    glab, ng = _components(g, connectivity)
+    plab, npred = _components(p, connectivity)
+    g_hit = np.isin(glab, _touching(glab, p)) & g
+    p_hit = np.isin(plab, _touching(plab, g)) & p
+    missed = g & ~g_hit
+    fp = p & ~p_hit
+    ml = gt.voxel_volume_ml
+    n_fn = ng - len(_touching(glab, p))
+    n_fp = npred - len(_touching(plab, g))
+    u8 = np.uint8
+    return MaskComparison(
+        matched_gt=gt.with_array(g_hit.astype(u8)),
+        missed_gt=gt.with_array(missed.astype(u8)),
+        matched_pred=gt.with_array(p_hit.astype(u8)),
+        false_pos=gt.with_array(fp.astype(u8)),
+        n_gt=ng,
+        n_pred=npred,
+        n_fn=int(n_fn),
+        n_fp=int(n_fp),
+        fn_volume_ml=float(missed.sum() * ml),
+        fp_volume_ml=float(fp.sum() * ml),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+def _display_size(proj: Projection, pixel_mm: float) -> tuple[int, int]:
+    h_mm, w_mm = proj.extent_mm
+    return max(1, round(w_mm / pixel_mm)), max(1, round(h_mm / pixel_mm))
+
+
+def grey_index(values: npt.ArrayLike, vmin: float, vmax: float, invert: bool) -> np.ndarray:
+    """Map values to palette grey indices 0..N_GREY-1 (``invert``: vmax is black)."""
+    if not vmax > vmin:
+        raise PetcorpusError(f"window must have vmax > vmin, got {vmin}..{vmax}")
+    v = np.asarray(values, dtype=np.float64)
+    t = np.clip((np.nan_to_num(v, nan=vmin) - vmin) / (vmax - vmin), 0.0, 1.0)
+    if invert:
+        t = 1.0 - t
+    return np.rint(t * (N_GREY - 1)).astype(np.uint8)
+
+
+def _contour(mask: np.ndarray, width: int) -> np.ndarray:
+    from scipy import ndimage
+
+    inner = ndimage.binary_erosion(mask, iterations=width, border_value=0)
+    return mask & ~inner
+
+
+def render(
+    image: Projection,
+    overlays: Sequence[tuple[Projection, str]] = (),
+    *,
+    vmin: float = 0.0,
+    vmax: float = 10.0,
+    invert: bool = True,
+    pixel_mm: float | None = None,
+    style: Literal["contour", "fill"] = "contour",
+    line_px: int = 2,
+    labels: Projection | None = None,
+    title: str | None = None,
+) -> Any:
+    """Render a projection (and coloured masks on it) as a PIL palette image.
+
+    Parameters
+    ----------
+    image : Projection
+        Grey values, e.g. SUV (window ``vmin``..``vmax``, inverted grey by default).
+    overlays : sequence of (Projection, colour name)
+        Boolean projections of masks on the same grid, painted in order with a colour from
+        :data:`COLOURS` (``lesion``, ``tp``, ``fp``, ``fn``).
+    pixel_mm : float, optional
+        Size of a (square) display pixel in mm; default the finer of the projection's two
+        spacings, so the physical aspect ratio is right.
+    style : {"contour", "fill"}
+        Outline of each mask (``line_px`` wide) or a solid fill (thumbnails).
+    labels : Projection, optional
+        An organ label projection (see :func:`label_projection`), drawn as contours.
+    title : str, optional
+        Text written in the top-left corner.
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode ``P`` with :data:`PALETTE`.
+    """
+    from PIL import Image
+
+    px = float(pixel_mm) if pixel_mm is not None else min(image.row_mm, image.col_mm)
+    size = _display_size(image, px)
+    grey = Image.fromarray(grey_index(image.array, vmin, vmax, invert), mode="L")
+    idx = np.asarray(grey.resize(size, Image.Resampling.BILINEAR)).copy()
+    if labels is not None:
+        lab = np.asarray(
+            Image.fromarray(labels.array.astype(np.int32), mode="I").resize(
+                size, Image.Resampling.NEAREST
+            )
+        )
+        for value in np.unique(lab[lab > 0]):
+            idx[_contour(lab == value, 1)] = _organ_index(int(value))
+    for proj, colour in overlays:
+        if proj.array.shape != image.array.shape:
+            raise GeometryMismatchError(
+                f"overlay shape {proj.array.shape} differs from the image {image.array.shape}"
+            )
+        m = Image.fromarray(proj.array.astype(np.uint8) * 255, mode="L")
+        mask = np.asarray(m.resize(size, Image.Resampling.NEAREST)) > 0
+        if style == "contour":
+            mask = _contour(mask, line_px)
+        idx[mask] = colour_index(colour)
+    out = Image.fromarray(idx, mode="P")
+    out.putpalette(PALETTE)
+    if title:
+        _text(out, (3, 2), title)
+    return out
+
+
+def _text(img: Any, xy: tuple[int, int], text: str, colour: str = "text") -> None:
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(img).text(xy, text, fill=colour_index(colour))
+
+
+def _canvas(width: int, height: int) -> Any:
+    from PIL import Image
+
+    c = Image.new("P", (max(1, width), max(1, height)), N_GREY - 1)
+    c.putpalette(PALETTE)
+    return c
+
+
+def hstack(images: Sequence[Any], gap: int = 6, footer: Sequence[tuple[str, str]] = ()) -> Any:
+    """Place palette images side by side (top-aligned) on white, with an optional legend."""
+    width = sum(i.width for i in images) + gap * (len(images) - 1)
+    foot = 16 if footer else 0
+    height = max(i.height for i in images) + foot
+    canvas = _canvas(width, height)
+    x = 0
+    for im in images:
+        canvas.paste(im, (x, 0))
+        x += im.width + gap
+    x = 4
+    for text, colour in footer:
+        from PIL import ImageDraw
+
+        d = ImageDraw.Draw(canvas)
+        d.rectangle((x, height - 12, x + 9, height - 3), fill=colour_index(colour))
+        d.text((x + 13, height - 14), text, fill=colour_index("text"))
+        x += 13 + int(d.textlength(text)) + 12
+    return canvas
+
+
+def png_bytes(img: Any, optimize: bool = True) -> bytes:
+    """Encode a PIL image as PNG (palette kept; ``optimize`` shrinks by ~10-20 %)."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=optimize)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# A study folder of the autoPET layout
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class StudyImages:
+    """The volumes of one study folder that pictures need (any may be missing)."""
+
+    path: Path
+    suv: Volume | None
+    seg: Volume | None
+    ct: Volume | None
+    sidecar: dict[str, Any]
+    pet: Volume | None = None
+
+
+def _load(path: Path) -> Volume | None:
+    if not path.exists():
+        return None
+    try:
+        return Volume.from_nifti(path)
+    except Exception as exc:  # nibabel raises many kinds for truncated/invalid files
+        raise CorruptFileError(f"cannot read NIfTI: {exc}", path=path) from exc
+
+
+def read_sidecar(study_dir: str | Path) -> dict[str, Any]:
+    """The study's ``petcorpus.json`` as a dict ({} when absent)."""
+    p = Path(study_dir) / "petcorpus.json"
+    if not p.exists():
+        return {}
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise CorruptFileError(f"invalid JSON: {exc}", path=p) from exc
+    return data if isinstance(data, dict) else {}
+
+
+def read_study_dir(study_dir: str | Path, with_ct: bool = False) -> StudyImages:
+    """Read SUV (or PET × sidecar factor), SEG and optionally CTres/CT of a study folder.
+
+    Raises
+    ------
+    PetcorpusError
+        Reason ``MISSING_TAG``-free: ``INVALID_VALUE`` when neither SUV.nii.gz nor a PET with
+        an SUV factor in the sidecar is there; ``CORRUPT_FILE`` for unreadable files.
+    """
+    d = Path(study_dir)
+    if not d.is_dir():
+        raise PetcorpusError("not a study folder", path=d)
+    sidecar = read_sidecar(d)
+    suv = _load(d / "SUV.nii.gz")
+    pet = None
+    if suv is None:
+        pet = _load(d / "PET.nii.gz")
+        factor = (sidecar.get("suv") or {}).get("factor") if sidecar else None
+        if pet is None or not isinstance(factor, int | float):
+            raise PetcorpusError(
+                "no SUV.nii.gz (and no PET.nii.gz with an SUV factor in petcorpus.json)", path=d
+            )
+        suv = pet.with_array(np.asarray(pet.array, dtype=np.float32) * np.float32(factor))
+    seg = _load(d / "SEG.nii.gz")
+    if seg is not None and not seg.same_grid(suv, atol=1e-3):
+        raise GeometryMismatchError("SEG.nii.gz is not on the SUV grid", path=d / "SEG.nii.gz")
+    ct = None
+    if with_ct:
+        ct = _load(d / "CTres.nii.gz") or _load(d / "CT.nii.gz")
+    return StudyImages(path=d, suv=suv, seg=seg, ct=ct, sidecar=sidecar, pet=pet)
+
+
+def study_figure(
+    suv: Volume,
+    seg: Volume | None = None,
+    *,
+    pred: Volume | None = None,
+    ct: Volume | None = None,
+    labels: Volume | None = None,
+    views: Sequence[str] = ("coronal", "sagittal"),
+    vmax: float = 10.0,
+    pixel_mm: float | None = 2.0,
+    style: Literal["contour", "fill"] = "contour",
+    titles: bool = True,
+    legend: bool = True,
+) -> Any:
+    """One picture of a study: per view, the PET MIP with lesions (and more panels).
+
+    Panels per view: PET MIP with ground-truth lesions; with ``pred`` a second PET MIP shows
+    the prediction, and components are coloured matched (green), false negative (blue, on the
+    ground-truth panel) and false positive (orange, on the prediction panel); with ``ct`` a
+    CT MIP (HU -200..1200, bone white). ``labels`` (organ map on the PET grid) adds contours.
+    """
+    for v in views:
+        _check_view(v)
+    if not views:
+        raise PetcorpusError("no view asked for; use coronal, sagittal and/or axial")
+    canon_suv = to_canonical(suv)
+    if pixel_mm is None:
+        pixel_mm = 2.0
+    cmp = compare_masks(seg, pred) if (seg is not None and pred is not None) else None
+    if pred is not None and seg is None:
+        seg = pred.with_array(np.zeros(pred.shape, np.uint8))
+        cmp = compare_masks(seg, pred)
+    panels = []
+    for view in views:
+        base = mip(canon_suv, view)
+        lab = label_projection(labels, view) if labels is not None else None
+        if cmp is None:
+            ov = [(mask_projection(seg, view), "lesion")] if seg is not None else []
+            name = f"{view} PET" if titles else None
+            panels.append(
+                render(base, ov, vmax=vmax, pixel_mm=pixel_mm, style=style, labels=lab, title=name)
+            )
+        else:
+            gt_ov = [
+                (mask_projection(cmp.matched_gt, view), "tp"),
+                (mask_projection(cmp.missed_gt, view), "fn"),
+            ]
+            pr_ov = [
+                (mask_projection(cmp.matched_pred, view), "tp"),
+                (mask_projection(cmp.false_pos, view), "fp"),
+            ]
+            panels.append(
+                render(
+                    base,
+                    gt_ov,
+                    vmax=vmax,
+                    pixel_mm=pixel_mm,
+                    style=style,
+                    labels=lab,
+                    title=f"{view} truth" if titles else None,
+                )
+            )
+            panels.append(
+                render(
+                    base,
+                    pr_ov,
+                    vmax=vmax,
+                    pixel_mm=pixel_mm,
+                    style=style,
+                    labels=lab,
+                    title=f"{view} prediction" if titles else None,
+                )
+            )
+        if ct is not None:
+            panels.append(
+                render(
+                    mip(ct, view),
+                    vmin=-200.0,
+                    vmax=1200.0,
+                    invert=False,
+                    pixel_mm=pixel_mm,
+                    title=f"{view} CT" if titles else None,
+                )
+            )
+    footer: list[tuple[str, str]] = []
+    if legend and cmp is not None:
+        footer = [
+            (f"matched ({cmp.n_gt - cmp.n_fn} GT)", "tp"),
+            (f"FN ({cmp.n_fn}, {cmp.fn_volume_ml:.1f} ml)", "fn"),
+            (f"FP ({cmp.n_fp}, {cmp.fp_volume_ml:.1f} ml)", "fp"),
+        ]
+    elif legend and seg is not None and titles:
+        footer = [("lesion mask", "lesion"), (f"SUV 0-{vmax:g}", "text")]
+    return hstack(panels, footer=footer)
