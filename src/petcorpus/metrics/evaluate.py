@@ -1,0 +1,300 @@
+"""File-level evaluation: match ground-truth and predicted NIfTI masks in folders, compute
+the metrics, write per-case tables and a summary. The I/O edge of :mod:`petcorpus.metrics`.
+
+Folder layouts recognised (for both ground truth and prediction):
+
+- autoPET: ``<subject>/<study>/SEG.nii.gz`` (a prediction may be named ``PRED.nii.gz``);
+  the case id is ``<subject>/<study>``;
+- flat: ``<case>.nii.gz`` (or ``.nii``); the case id is the file name without extension.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable
+from os import PathLike
+from pathlib import Path
+from typing import Literal
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from petcorpus.errors import CorruptFileError, GeometryMismatchError, PetcorpusError, Reason
+from petcorpus.metrics.autopet import (
+    AutopetMetrics,
+    Edition,
+    aggregate_autopet,
+    autopet_metrics,
+    voxel_volume_source,
+)
+from petcorpus.metrics.lesions import lesion_statistics, study_summary
+from petcorpus.metrics.overlap import overlap_metrics
+from petcorpus.metrics.surface import surface_metrics
+from petcorpus.volume import Volume
+
+__all__ = [
+    "EvaluationResult",
+    "autopet_metrics_nifti",
+    "evaluate_folders",
+    "find_cases",
+    "lesion_tables",
+    "write_evaluation",
+]
+
+log = logging.getLogger(__name__)
+
+MetricSet = Literal["autopet", "organs", "all"]
+
+
+def _load(path: Path) -> tuple[Volume, nib.Nifti1Image]:
+    try:
+        img = nib.load(str(path))
+        vol = Volume.from_nifti(img)
+    except PetcorpusError:
+        raise
+    except Exception as exc:  # nibabel raises many types for a bad file
+        raise CorruptFileError(f"cannot read NIfTI: {exc}", path=path) from exc
+    return vol, img  # type: ignore[return-value]
+
+
+def _pixdim_ml(img: nib.Nifti1Image) -> float:
+    """``pixdim[1] * pixdim[2] * pixdim[3] / 1000`` in the header's float32, as the
+    challenge scripts compute it (so FPV/FNV equal theirs to the last bit of the voxel
+    volume)."""
+    pix = np.asarray(img.header["pixdim"], dtype=np.float32)
+    return float(pix[1] * pix[2] * pix[3] / np.float32(1000))
+
+
+def _paired(
+    gt_path: Path, pred_path: Path, resample: bool
+) -> tuple[Volume, Volume, nib.Nifti1Image, nib.Nifti1Image]:
+    gt, gimg = _load(gt_path)
+    pred, pimg = _load(pred_path)
+    if not gt.same_grid(pred):
+        if not resample:
+            raise GeometryMismatchError(
+                f"grids differ: ground truth {gt_path} is {gt!r} but prediction {pred_path} "
+                f"is {pred!r}; resample the prediction (--resample, nearest neighbour) or "
+                "fix the files",
+                path=pred_path,
+            )
+        pred = pred.resample_to(gt, interpolation="nearest")
+        pimg = gimg  # the prediction now lives on the ground truth's grid
+    return gt, pred, gimg, pimg
+
+
+def autopet_metrics_nifti(
+    gt_path: str | PathLike[str],
+    pred_path: str | PathLike[str],
+    edition: Edition = "III",
+    resample: bool = False,
+) -> AutopetMetrics:
+    """autoPET metrics of two NIfTI masks, the voxel volume from the header the edition's
+    script reads (:func:`~petcorpus.metrics.autopet.voxel_volume_source`)."""
+    gt, pred, gimg, pimg = _paired(Path(gt_path), Path(pred_path), resample)
+    img = gimg if voxel_volume_source(edition) == "gt" else pimg
+    return autopet_metrics(gt.array, pred.array, _pixdim_ml(img), edition=edition)
+
+
+def find_cases(folder: str | PathLike[str]) -> dict[str, Path]:
+    """Case id -> mask file of a folder in autoPET or flat layout (module docstring)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise PetcorpusError("not a folder", path=root, reason=Reason.INVALID_VALUE)
+    cases: dict[str, Path] = {}
+    for name in ("SEG.nii.gz", "PRED.nii.gz"):
+        for f in sorted(root.glob(f"*/*/{name}")):
+            cases.setdefault(f"{f.parent.parent.name}/{f.parent.name}", f)
+    if cases:
+        return cases
+    for f in sorted([*root.glob("*.nii.gz"), *root.glob("*.nii")]):
+        cases[f.name.removesuffix(".gz").removesuffix(".nii")] = f
+    if not cases:
+        raise PetcorpusError(
+            "no masks found: expected <subject>/<study>/SEG.nii.gz or <case>.nii.gz",
+            path=root,
+            reason=Reason.NO_SERIES,
+        )
+    return cases
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    """Per-case rows and the summary of :func:`evaluate_folders`."""
+
+    autopet: pd.DataFrame  # one row per case
+    organs: pd.DataFrame  # one row per case and label
+    summary: dict[str, object]
+
+
+def _nanmean(values: Iterable[float]) -> float:
+    arr = np.asarray(list(values), dtype=np.float64)
+    arr = arr[~np.isnan(arr) & ~np.isinf(arr)] if arr.size else arr
+    return float(arr.mean()) if arr.size else math.nan
+
+
+def evaluate_folders(
+    gt_dir: str | PathLike[str],
+    pred_dir: str | PathLike[str],
+    metrics: MetricSet = "autopet",
+    edition: Edition = "III",
+    resample: bool = False,
+    tolerance_mm: float = 2.0,
+    progress: Callable[[str], None] | None = None,
+) -> EvaluationResult:
+    """Evaluate every ground-truth case against the prediction of the same id.
+
+    Parameters
+    ----------
+    gt_dir, pred_dir : path
+        Folders in autoPET or flat layout.
+    metrics : {"autopet", "organs", "all"}
+        ``autopet``: binary lesion metrics (mask != 0); ``organs``: per-label Dice, IoU,
+        volumes, ASSD, HD, HD95, NSD; ``all``: both.
+    edition : {"I", "III", "IV"}
+        autoPET edition for the empty-ground-truth rules and the voxel volume.
+    resample : bool
+        Resample a prediction on another grid onto the ground truth's (nearest neighbour)
+        instead of refusing it.
+    tolerance_mm : float
+        Tolerance of the normalised surface Dice.
+
+    Raises
+    ------
+    PetcorpusError
+        A ground-truth case has no prediction (reason ``NO_SERIES``), a file is unreadable,
+        or grids differ without ``resample`` (``GeometryMismatchError`` naming both files).
+    """
+    if metrics not in ("autopet", "organs", "all"):
+        raise ValueError(f"metrics must be autopet, organs or all, got {metrics!r}")
+    gt_cases = find_cases(gt_dir)
+    pred_cases = find_cases(pred_dir)
+    missing = sorted(set(gt_cases) - set(pred_cases))
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise PetcorpusError(
+            f"{len(missing)} ground-truth case(s) have no prediction: {shown}",
+            path=pred_dir,
+            reason=Reason.NO_SERIES,
+        )
+    extra = sorted(set(pred_cases) - set(gt_cases))
+    if extra:
+        log.warning("%d prediction(s) without ground truth ignored: %s", len(extra), extra[:5])
+    ap_rows: list[dict[str, object]] = []
+    organ_rows: list[dict[str, object]] = []
+    for case, gpath in gt_cases.items():
+        if progress is not None:
+            progress(case)
+        gt, pred, gimg, pimg = _paired(gpath, pred_cases[case], resample)
+        if metrics in ("autopet", "all"):
+            img = gimg if voxel_volume_source(edition) == "gt" else pimg
+            m = autopet_metrics(gt.array, pred.array, _pixdim_ml(img), edition=edition)
+            ap_rows.append({"case": case, **m.as_dict()})
+        if metrics in ("organs", "all"):
+            sp = gt.spacing
+            ov = overlap_metrics(gt.array, pred.array, spacing=sp)
+            sm = surface_metrics(gt.array, pred.array, spacing=sp, tolerance_mm=tolerance_mm)
+            for lab, o in ov.items():
+                s = sm[lab].as_dict()
+                s.pop("label")
+                organ_rows.append({"case": case, **o.as_dict(), **s})
+    ap = pd.DataFrame(ap_rows)
+    organs = pd.DataFrame(organ_rows)
+    summary: dict[str, object] = {
+        "edition": edition,
+        "metrics": metrics,
+        "n_cases": len(gt_cases),
+        "aggregation": "nan-mean over cases (as the autoPET challenge)",
+    }
+    if ap_rows:
+        summary["autopet"] = aggregate_autopet(
+            [{k: v for k, v in r.items() if k != "case"} for r in ap_rows]  # type: ignore[misc]
+        )
+    if organ_rows:
+        per_label: dict[str, dict[str, float]] = {}
+        for lab, grp in organs.groupby("label"):
+            per_label[str(lab)] = {
+                k: _nanmean(grp[k])
+                for k in ("dice", "iou", "volume_difference_ml", "assd", "hd", "hd95", "nsd")
+            }
+        summary["organs"] = {
+            "mean_over_labels": {
+                k: _nanmean(v[k] for v in per_label.values())
+                for k in ("dice", "assd", "hd95", "nsd")
+            },
+            "per_label": per_label,
+            "tolerance_mm": tolerance_mm,
+            "note": "inf distances (label missing on one side) are left out of the means",
+        }
+    return EvaluationResult(autopet=ap, organs=organs, summary=summary)
+
+
+def _json_safe(obj: object) -> object:
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_evaluation(result: EvaluationResult, out_csv: str | PathLike[str]) -> list[Path]:
+    """Write ``out_csv`` (autoPET rows, or organ rows when only organs were evaluated),
+    ``<stem>_organs.csv`` (when both) and ``<stem>.json`` (summary; nan/inf as null)."""
+    out = Path(out_csv)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if not result.autopet.empty:
+        result.autopet.to_csv(out, index=False)
+        written.append(out)
+    if not result.organs.empty:
+        organs_path = out if result.autopet.empty else out.with_name(f"{out.stem}_organs.csv")
+        result.organs.to_csv(organs_path, index=False)
+        written.append(organs_path)
+    summary_path = out.with_suffix(".json")
+    summary_path.write_text(json.dumps(_json_safe(result.summary), indent=2) + "\n")
+    written.append(summary_path)
+    return written
+
+
+def lesion_tables(
+    corpus: str | PathLike[str], progress: Callable[[str], None] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Lesion statistics of every ``<subject>/<study>/{SUV,SEG}.nii.gz`` of a corpus.
+
+    Returns
+    -------
+    lesions, studies : DataFrame
+        One row per lesion (subject, study, then :class:`LesionStats` fields) and one per
+        study (subject, study, then :class:`StudyLesionSummary` fields).
+    """
+    root = Path(corpus)
+    segs = sorted(root.glob("*/*/SEG.nii.gz"))
+    if not segs:
+        raise PetcorpusError(
+            "no <subject>/<study>/SEG.nii.gz found (autoPET layout)",
+            path=root,
+            reason=Reason.NO_SERIES,
+        )
+    lesion_rows: list[dict[str, object]] = []
+    study_rows: list[dict[str, object]] = []
+    for seg_path in segs:
+        subject, study = seg_path.parent.parent.name, seg_path.parent.name
+        if progress is not None:
+            progress(f"{subject}/{study}")
+        suv_path = seg_path.with_name("SUV.nii.gz")
+        if not suv_path.exists():
+            raise PetcorpusError("SUV.nii.gz missing beside SEG.nii.gz", path=suv_path)
+        suv, _ = _load(suv_path)
+        seg, _ = _load(seg_path)
+        if not suv.same_grid(seg):
+            raise GeometryMismatchError(
+                f"SEG grid {seg!r} differs from SUV grid {suv!r} ({suv_path})", path=seg_path
+            )
+        stats = lesion_statistics(suv, seg.array)
+        lesion_rows += [{"subject": subject, "study": study, **s.as_dict()} for s in stats]
+        study_rows.append({"subject": subject, "study": study, **study_summary(stats).as_dict()})
+    return pd.DataFrame(lesion_rows), pd.DataFrame(study_rows)
