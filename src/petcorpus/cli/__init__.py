@@ -18,6 +18,7 @@ _COMMAND_MODULES = [
     "petcorpus.cli.demo",
     "petcorpus.cli.download",
     "petcorpus.cli.viz",
+    "petcorpus.cli.suv",
 ]
 
 for _name in _COMMAND_MODULES:

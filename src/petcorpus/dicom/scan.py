@@ -1,0 +1,394 @@
+"""Index a DICOM tree by its headers: studies → series → files, and pick a study's CT and PET.
+
+Files are grouped by StudyInstanceUID and SeriesInstanceUID, never by folder depth; files
+that are not DICOM (or cannot be read) are skipped and listed with the reason. Only headers
+are read (``stop_before_pixels`` with a short list of tags).
+
+The choice of a study's series (:meth:`StudyInfo.select`):
+
+PET
+    Among the PT series, attenuation-corrected ones (CorrectedImage contains ATTN and the
+    description does not say NAC) first, then the one with the most slices, then the lowest
+    SeriesInstanceUID (for a deterministic answer).
+CT
+    Among the CT series, those whose z-extent covers the chosen PET's (± half a slice)
+    first, then those sharing the PET's FrameOfReferenceUID, then the most slices, then the
+    lowest UID.
+SEG
+    Every SEG series of the study, those referencing the chosen PET first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+from petcorpus.dicom.series import read_dataset
+from petcorpus.errors import PetcorpusError, Reason
+
+__all__ = ["ScanResult", "Selection", "SeriesInfo", "StudyInfo", "scan"]
+
+_KEYWORDS = [
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality",
+    "PatientID", "PatientSex", "PatientAge", "PatientWeight", "PatientSize", "StudyDate",
+    "StudyTime", "SeriesDate", "SeriesTime", "AcquisitionDate", "AcquisitionTime",
+    "AcquisitionDateTime", "SeriesDescription", "SeriesNumber", "InstanceNumber",
+    "Manufacturer", "ManufacturerModelName", "FrameOfReferenceUID", "ImagePositionPatient",
+    "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns", "SliceThickness", "KVP",
+    "XRayTubeCurrent", "Exposure", "ConvolutionKernel", "ContrastBolusAgent", "Units",
+    "DecayCorrection", "CorrectedImage", "ReconstructionMethod", "FilterType",
+    "RadiopharmaceuticalInformationSequence", "ReferencedSeriesSequence", "NumberOfFrames",
+    "ImageType",
+]  # fmt: skip
+# Private creators and elements used for SUV (GE scan start; Philips scale factors).
+_PRIVATE = [(0x0009, 0x0010), (0x0009, 0x100D), (0x7053, 0x0010), (0x7053, 0x1000),
+            (0x7053, 0x1009)]  # fmt: skip
+_SPECIFIC_TAGS = [*_KEYWORDS, *(Tag(g, e) for g, e in _PRIVATE)]
+_ITER_RE = re.compile(r"(\d+)\s*i\s*(\d+)\s*s", re.IGNORECASE)
+
+
+@dataclasses.dataclass(frozen=True)
+class SeriesInfo:
+    """Header summary of one series (what the catalog stores)."""
+
+    series_uid: str
+    study_uid: str
+    modality: str
+    files: tuple[Path, ...]
+    manufacturer: str | None = None
+    model: str | None = None
+    frame_of_reference_uid: str | None = None
+    description: str | None = None
+    series_number: int | None = None
+    #: (min, max) of ImagePositionPatient z (LPS, mm) over the slices; None without positions
+    z_extent: tuple[float, float] | None = None
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        return hash((self.series_uid, self.files))
+
+    @property
+    def n_files(self) -> int:
+        return len(self.files)
+
+    @property
+    def is_attenuation_corrected(self) -> bool:
+        ci = self.params.get("CorrectedImage") or ()
+        desc = (self.description or "").upper()
+        return "ATTN" in ci and not re.search(r"\bNAC\b|NON.?AC|UNCORR", desc)
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """The series chosen for conversion, and why."""
+
+    ct: SeriesInfo
+    pet: SeriesInfo
+    segs: list[SeriesInfo]
+    reasons: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyInfo:
+    """One study: its UID, anonymised identifiers and its series."""
+
+    study_uid: str
+    patient_id: str | None
+    study_date: str | None
+    series: list[SeriesInfo]
+
+    def by_modality(self, modality: str) -> list[SeriesInfo]:
+        return [s for s in self.series if s.modality == modality]
+
+    def select(self) -> Selection:
+        """Choose the PET, the CT and the SEGs (rule in the module docstring).
+
+        Raises
+        ------
+        PetcorpusError
+            Reason NO_SERIES when the study has no PT or no CT series.
+        """
+        reasons: list[str] = []
+        pets = self.by_modality("PT")
+        cts = self.by_modality("CT")
+        for name, found in (("PT", pets), ("CT", cts)):
+            if not found:
+                have = sorted({s.modality for s in self.series}) or ["nothing"]
+                raise PetcorpusError(
+                    f"study {self.study_uid} has no {name} series (it has {', '.join(have)})",
+                    path=self.series[0].files[0].parent if self.series else None,
+                    reason=Reason.NO_SERIES,
+                )
+        pets = sorted(pets, key=lambda s: (not s.is_attenuation_corrected, -s.n_files,
+                                           s.series_uid))  # fmt: skip
+        pet = pets[0]
+        if len(pets) == 1:
+            reasons.append(f"PET {pet.series_uid}: the only PT series")
+        else:
+            why = "attenuation corrected" if pet.is_attenuation_corrected else "no AC series"
+            reasons.append(
+                f"PET {pet.series_uid} ({pet.description}): {why}, {pet.n_files} slices, "
+                f"chosen from {len(pets)} PT series"
+            )
+
+        def covers(ct: SeriesInfo) -> bool:
+            if ct.z_extent is None or pet.z_extent is None:
+                return False
+            tol = 0.5 * float(pet.params.get("SliceThickness") or 0.0) + 1e-3
+            return ct.z_extent[0] <= pet.z_extent[0] + tol and ct.z_extent[1] >= (
+                pet.z_extent[1] - tol
+            )
+
+        def same_for(ct: SeriesInfo) -> bool:
+            return bool(ct.frame_of_reference_uid) and (
+                ct.frame_of_reference_uid == pet.frame_of_reference_uid
+            )
+
+        cts = sorted(cts, key=lambda s: (not covers(s), not same_for(s), -s.n_files,
+                                         s.series_uid))  # fmt: skip
+        ct = cts[0]
+        parts = [
+            "covers the PET's z-extent" if covers(ct) else "does NOT cover the PET's z-extent"
+        ]
+        if same_for(ct):
+            parts.append("same frame of reference")
+        parts.append(f"{ct.n_files} slices")
+        reasons.append(
+            f"CT {ct.series_uid} ({ct.description}): {', '.join(parts)}"
+            + (f", chosen from {len(cts)} CT series" if len(cts) > 1 else ", the only CT series")
+        )
+        segs = sorted(
+            self.by_modality("SEG"),
+            key=lambda s: (s.params.get("ReferencedSeriesUID") != pet.series_uid, s.series_uid),
+        )
+        for s in segs:
+            ref = s.params.get("ReferencedSeriesUID")
+            what = "the PET" if ref == pet.series_uid else (
+                "the CT" if ref == ct.series_uid else f"series {ref}"
+            )  # fmt: skip
+            reasons.append(f"SEG {s.series_uid}: references {what}")
+        return Selection(ct=ct, pet=pet, segs=segs, reasons=reasons)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanResult:
+    """Studies found under a root, and the files skipped with the reason."""
+
+    root: Path
+    studies: list[StudyInfo]
+    skipped: list[tuple[Path, str]]
+
+    @property
+    def n_files(self) -> int:
+        return sum(s.n_files for st in self.studies for s in st.series)
+
+
+# -- reading -----------------------------------------------------------------------------------
+def _walk(root: Path) -> Iterator[Path]:
+    if root.is_file():
+        yield root
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            yield Path(dirpath) / name
+
+
+def _read_header(path: Path) -> Dataset | str:
+    try:
+        ds = _read_specific(path)
+    except PetcorpusError as exc:
+        return exc.message
+    if not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID"):
+        if ds.get("DirectoryRecordSequence") is not None or path.name.upper() == "DICOMDIR":
+            return "DICOMDIR (not an image)"
+        return "no StudyInstanceUID/SeriesInstanceUID"
+    return ds
+
+
+def _read_specific(path: Path) -> Dataset:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from petcorpus.errors import CorruptFileError
+
+    try:
+        if path.stat().st_size == 0:
+            raise CorruptFileError("zero-byte file", path=path)
+    except OSError as exc:
+        raise CorruptFileError(f"cannot read ({exc.strerror})", path=path) from exc
+    try:
+        try:
+            return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_SPECIFIC_TAGS)
+        except InvalidDicomError:
+            return read_dataset(path, stop_before_pixels=True)
+    except CorruptFileError:
+        raise
+    except Exception as exc:
+        raise CorruptFileError(f"cannot parse as DICOM ({type(exc).__name__})", path=path) from exc
+
+
+def _f(v: Any) -> float | None:
+    try:
+        return None if v is None or v == "" else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _s(v: Any) -> str | None:
+    if v is None or v == "":
+        return None
+    return str(v).strip() or None
+
+
+def _params(modality: str, first: Dataset, earliest: Dataset) -> dict[str, Any]:
+    def get(kw: str) -> Any:
+        v = first.get(kw)
+        if v is None or v == "":
+            return None
+        if kw in ("PixelSpacing", "CorrectedImage", "ImageType"):
+            return [str(x) if kw != "PixelSpacing" else float(x) for x in
+                    ([v] if isinstance(v, str) else v)]  # fmt: skip
+        if kw in ("Rows", "Columns"):
+            return int(v)
+        if kw in ("KVP", "XRayTubeCurrent", "Exposure", "SliceThickness", "PatientWeight",
+                  "PatientSize"):  # fmt: skip
+            return _f(v)
+        return _s(v) if not isinstance(v, (list, tuple)) else "\\".join(map(str, v))
+
+    p: dict[str, Any] = {}
+    common = ["Rows", "Columns", "PixelSpacing", "SliceThickness", "ConvolutionKernel"]
+    if modality == "CT":
+        for kw in ["KVP", "XRayTubeCurrent", "Exposure", *common, "ContrastBolusAgent"]:
+            p[kw] = get(kw)
+    elif modality == "PT":
+        for kw in ["Units", "DecayCorrection", "CorrectedImage", "ReconstructionMethod",
+                   "FilterType", *common, "PatientWeight", "PatientSize", "PatientAge",
+                   "PatientSex"]:  # fmt: skip
+            p[kw] = get(kw)
+        m = _ITER_RE.search(p.get("ReconstructionMethod") or "")
+        p["Iterations"], p["Subsets"] = (int(m.group(1)), int(m.group(2))) if m else (None, None)
+        seq = first.get("RadiopharmaceuticalInformationSequence")
+        rp = seq[0] if seq else None
+        p["RadionuclideTotalDose"] = _f(rp.get("RadionuclideTotalDose")) if rp else None
+        p["Radiopharmaceutical"] = _s(rp.get("Radiopharmaceutical")) if rp else None
+        from petcorpus.dicom.suv import SuvInputs, _scan_datetime
+
+        inp = SuvInputs.from_datasets([first, earliest])
+        inj = inp.injection_datetime.value if inp.injection_datetime else None
+        try:
+            scan_dt = _scan_datetime(inp).value
+        except PetcorpusError:
+            scan_dt = None
+        p["InjectionDateTime"] = inj.isoformat() if inj else None
+        p["ScanDateTime"] = scan_dt.isoformat() if scan_dt else None
+        p["UptakeTimeS"] = (scan_dt - inj).total_seconds() if inj and scan_dt else None
+    elif modality == "SEG":
+        ref = first.get("ReferencedSeriesSequence")
+        p["ReferencedSeriesUID"] = _s(ref[0].get("SeriesInstanceUID")) if ref else None
+    else:
+        for kw in common:
+            p[kw] = get(kw)
+    return p
+
+
+def _acq_key(ds: Dataset) -> str:
+    adt = _s(ds.get("AcquisitionDateTime"))
+    if adt:
+        return adt
+    return (_s(ds.get("AcquisitionDate")) or "") + (_s(ds.get("AcquisitionTime")) or "~")
+
+
+def scan(root: str | PathLike[str], *, workers: int | None = None) -> ScanResult:
+    """Index every DICOM file under ``root`` by its headers.
+
+    Parameters
+    ----------
+    root : path
+        A folder (walked recursively, any layout) or a single file.
+    workers : int, optional
+        Threads reading headers (default: CPU count + 4, capped at 16; reading is I/O bound).
+
+    Returns
+    -------
+    ScanResult
+        Studies (sorted by UID) with their series (sorted by modality, number, UID; files
+        sorted along the slice normal, else by InstanceNumber), and the skipped files.
+    """
+    root_p = Path(root)
+    if not root_p.exists():
+        raise PetcorpusError("no such file or folder", path=root_p, reason=Reason.NO_SERIES)
+    paths = list(_walk(root_p))
+    n_workers = workers or min(16, (os.cpu_count() or 1) + 4)
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        headers = list(pool.map(_read_header, paths))
+
+    skipped: list[tuple[Path, str]] = []
+    groups: dict[tuple[str, str], list[tuple[Path, Dataset]]] = {}
+    for p, h in zip(paths, headers, strict=True):
+        if isinstance(h, str):
+            skipped.append((p, h))
+            continue
+        key = (str(h.StudyInstanceUID), str(h.SeriesInstanceUID))
+        groups.setdefault(key, []).append((p, h))
+
+    studies: dict[str, list[SeriesInfo]] = {}
+    study_meta: dict[str, Dataset] = {}
+    for (study_uid, series_uid), members in groups.items():
+        first = members[0][1]
+        modality = _s(first.get("Modality")) or "OT"
+        iop = first.get("ImageOrientationPatient")
+        zs: list[float] = []
+        if iop is not None and len(iop) == 6:
+            normal = np.cross([float(x) for x in iop[:3]], [float(x) for x in iop[3:]])
+
+            def key(m: tuple[Path, Dataset], normal: np.ndarray = normal) -> tuple:
+                ipp = m[1].get("ImagePositionPatient")
+                if ipp is None or len(ipp) != 3:
+                    return (1, 0.0, str(m[0]))
+                return (0, float(np.dot([float(x) for x in ipp], normal)), str(m[0]))
+        else:
+
+            def key(m: tuple[Path, Dataset], normal: Any = None) -> tuple:
+                inst = m[1].get("InstanceNumber")
+                return (0, float(inst) if inst not in (None, "") else 0.0, str(m[0]))
+
+        members.sort(key=key)
+        for _, ds in members:
+            ipp = ds.get("ImagePositionPatient")
+            if ipp is not None and len(ipp) == 3:
+                zs.append(float(ipp[2]))
+        earliest = min((ds for _, ds in members), key=_acq_key)
+        info = SeriesInfo(
+            series_uid=series_uid,
+            study_uid=study_uid,
+            modality=modality,
+            files=tuple(p for p, _ in members),
+            manufacturer=_s(first.get("Manufacturer")),
+            model=_s(first.get("ManufacturerModelName")),
+            frame_of_reference_uid=_s(first.get("FrameOfReferenceUID")),
+            description=_s(first.get("SeriesDescription")),
+            series_number=int(first.SeriesNumber) if first.get("SeriesNumber") else None,
+            z_extent=(min(zs), max(zs)) if zs else None,
+            params=_params(modality, first, earliest),
+        )
+        studies.setdefault(study_uid, []).append(info)
+        study_meta.setdefault(study_uid, first)
+
+    out = []
+    for uid in sorted(studies):
+        series = sorted(studies[uid], key=lambda s: (s.modality, s.series_number or 0,
+                                                     s.series_uid))  # fmt: skip
+        meta = study_meta[uid]
+        out.append(StudyInfo(uid, _s(meta.get("PatientID")), _s(meta.get("StudyDate")), series))
+    return ScanResult(root=root_p, studies=out, skipped=skipped)

@@ -1,0 +1,409 @@
+"""Load one single-frame image series (CT, PET, ...) into a :class:`~petcorpus.volume.Volume`.
+
+Slices are read and decoded in parallel threads, sorted along the slice normal (the cross
+product of ImageOrientationPatient's row and column directions), checked (same orientation,
+rows/columns and pixel spacing; positions on one line along the normal; uniform spacing, no
+duplicates) and rescaled per slice: CT to int16 HU, PET to float32 in the series' Units.
+
+Voxel order is the one DICOM stores and SimpleITK's ImageSeriesReader returns:
+``i`` = column, ``j`` = row, ``k`` = ascending position along the normal. The affine is the
+one ITK builds: direction columns = row direction, column direction, normal; spacing =
+PixelSpacing[1], PixelSpacing[0] and |last − first position| / (n − 1); origin = the first
+slice's ImagePositionPatient; then flipped from LPS to RAS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from petcorpus.errors import (
+    CorruptFileError,
+    GeometryMismatchError,
+    MissingTagError,
+    PetcorpusError,
+    Reason,
+    SliceGapError,
+    UnsupportedError,
+)
+from petcorpus.volume import Volume, lps_to_ras
+
+if TYPE_CHECKING:
+    from petcorpus.dicom.scan import SeriesInfo
+
+__all__ = ["LoadedSeries", "affine_lps", "load_series", "read_dataset"]
+
+log = logging.getLogger(__name__)
+
+_NATIVE = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+#: relative tolerance on the slice spacing (a missing slice doubles it)
+_SPACING_RTOL = 0.01
+#: orientation cosines must agree within this
+_ORIENT_ATOL = 1e-4
+#: in-plane offset between consecutive slices (gantry tilt / misstacking), mm
+_INPLANE_ATOL = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedSeries:
+    """A loaded series: the volume and, in slice order, its headers, SOP UIDs and files."""
+
+    volume: Volume
+    datasets: tuple[Dataset, ...]
+    sop_instance_uids: tuple[str, ...]
+    files: tuple[Path, ...]
+    modality: str
+    series_uid: str
+    #: positions of the slices along the normal (mm, ascending)
+    positions: tuple[float, ...]
+
+
+def read_dataset(path: str | PathLike[str], *, stop_before_pixels: bool = False) -> Dataset:
+    """Read one DICOM file, also without preamble/file meta (implicit or explicit VR).
+
+    Raises
+    ------
+    CorruptFileError
+        Zero bytes, not DICOM, or truncated before the header ends.
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise CorruptFileError(f"cannot read the file ({exc.strerror})", path=p) from exc
+    if size == 0:
+        raise CorruptFileError("zero-byte file", path=p)
+    try:
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels)
+        except InvalidDicomError:
+            # No 128-byte preamble / 'DICM' / file meta: a "headerless" dataset.
+            ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels, force=True)
+            if "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
+                raise CorruptFileError("not a DICOM file", path=p) from None
+    except CorruptFileError:
+        raise
+    except Exception as exc:  # pydicom raises many types on truncated/garbled input
+        raise CorruptFileError(
+            f"cannot parse as DICOM ({type(exc).__name__}: {exc})", path=p
+        ) from exc
+    _ensure_transfer_syntax(ds)
+    return ds
+
+
+def _ensure_transfer_syntax(ds: Dataset) -> None:
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = ds.original_encoding
+    if implicit is None:
+        implicit, little = True, True
+    if meta is None:
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian
+        if implicit
+        else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    )
+
+
+def _need(ds: Dataset, keyword: str, path: Path) -> object:
+    v = ds.get(keyword)
+    if v is None or v == "":
+        raise MissingTagError(f"{keyword} is missing or empty", path=path)
+    return v
+
+
+def _pixels(ds: Dataset, path: Path) -> np.ndarray:
+    """Stored values of a single-frame slice, shape (rows, columns)."""
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    if int(ds.get("NumberOfFrames", 1) or 1) != 1:
+        raise UnsupportedError(
+            "multi-frame (enhanced) images are not supported; export single-frame slices",
+            path=path,
+        )
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        raise UnsupportedError("colour images are not supported", path=path)
+    if "PixelData" not in ds:
+        raise CorruptFileError("no PixelData (file truncated?)", path=path)
+    ts = ds.file_meta.TransferSyntaxUID
+    bits = int(ds.BitsAllocated)
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    stored_bits = int(ds.get("BitsStored", bits))
+    if ts in _NATIVE:
+        nbytes = rows * cols * bits // 8
+        if len(ds.PixelData) < nbytes:
+            raise CorruptFileError(
+                f"PixelData holds {len(ds.PixelData)} bytes, {nbytes} expected (truncated file)",
+                path=path,
+            )
+        if bits in (8, 16, 32) and stored_bits == bits:
+            dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+            return np.frombuffer(ds.PixelData, dtype=dtype, count=rows * cols).reshape(rows, cols)
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        raise CorruptFileError(
+            f"cannot decode pixel data ({ts.name}: {type(exc).__name__}: {exc})", path=path
+        ) from exc
+    if arr.shape != (rows, cols):
+        raise CorruptFileError(f"decoded shape {arr.shape} != ({rows}, {cols})", path=path)
+    return arr
+
+
+def _float_list(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
+    """A DS/FD multi-value as float64, parsed from the raw bytes when still raw (fast)."""
+    elem = ds.get_item(keyword)
+    if elem is None or elem.value in (None, b"", ""):
+        raise MissingTagError(f"{keyword} is missing or empty", path=path)
+    v = elem.value
+    try:
+        if isinstance(v, bytes) and getattr(elem, "VR", None) in ("DS", None):
+            arr = np.array([float(x) for x in v.split(b"\\")], dtype=np.float64)
+        else:
+            v = ds[keyword].value
+            vals = [v] if isinstance(v, (int, float, str)) else v
+            arr = np.array([float(x) for x in vals], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise GeometryMismatchError(f"{keyword} = {v!r} is not numeric", path=path) from exc
+    if arr.size != n:
+        raise GeometryMismatchError(f"{keyword} has {arr.size} values, {n} expected", path=path)
+    return arr
+
+
+def _float1(ds: Dataset, keyword: str, default: float) -> float:
+    elem = ds.get_item(keyword)
+    if elem is None or elem.value in (None, b"", ""):
+        return default
+    v = elem.value
+    if isinstance(v, bytes):
+        return float(v.split(b"\\")[0])
+    return float(ds[keyword].value)
+
+
+def affine_lps(
+    orientation: np.ndarray, pixel_spacing: np.ndarray, origin: np.ndarray, slice_step: float
+) -> np.ndarray:
+    """The voxel → LPS mm affine of a stack (ITK's geometry).
+
+    Parameters
+    ----------
+    orientation : (6,) array
+        ImageOrientationPatient: row direction (along a row, i.e. the column index ``i``)
+        then column direction (down a column, the row index ``j``).
+    pixel_spacing : (2,) array
+        PixelSpacing = (row spacing, column spacing): the distance between rows (along ``j``)
+        and between columns (along ``i``).
+    origin : (3,) array
+        ImagePositionPatient of the first slice (centre of its first voxel).
+    slice_step : float
+        Distance between consecutive slices along the normal (mm, > 0).
+    """
+    row_dir = orientation[:3]
+    col_dir = orientation[3:]
+    normal = np.cross(row_dir, col_dir)
+    aff = np.eye(4)
+    aff[:3, 0] = row_dir * pixel_spacing[1]
+    aff[:3, 1] = col_dir * pixel_spacing[0]
+    aff[:3, 2] = normal * slice_step
+    aff[:3, 3] = origin
+    return aff
+
+
+def _rescale(ds: Dataset) -> tuple[float, float]:
+    return _float1(ds, "RescaleSlope", 1.0) or 1.0, _float1(ds, "RescaleIntercept", 0.0)
+
+
+def load_series(
+    series: SeriesInfo | Sequence[str | PathLike[str]],
+    *,
+    workers: int | None = None,
+) -> LoadedSeries:
+    """Read, check, sort and rescale one image series.
+
+    Parameters
+    ----------
+    series : SeriesInfo or sequence of paths
+        The series' files (any order).
+    workers : int, optional
+        Threads reading and decoding slices (default: the CPU count).
+
+    Returns
+    -------
+    LoadedSeries
+        ``.volume`` is int16 HU for CT, float32 ``stored * RescaleSlope + RescaleIntercept``
+        (per slice; Bq/ml for BQML, counts for CNTS) for PET, and for other modalities int16
+        when the rescale is integral and fits, else float32.
+
+    Raises
+    ------
+    CorruptFileError
+        A truncated, zero-byte or non-DICOM file (named).
+    GeometryMismatchError
+        Orientation, rows/columns or pixel spacing differ between slices (the file named),
+        or positions are not on one line along the normal.
+    SliceGapError
+        Non-uniform spacing (a missing slice) or, with reason DUPLICATE_SLICE, two slices at
+        one position; the positions are in the message.
+    """
+    files = [Path(p) for p in getattr(series, "files", series)]  # type: ignore[arg-type]
+    if not files:
+        raise PetcorpusError("no files in the series", reason=Reason.NO_SERIES)
+    n_workers = workers or os.cpu_count() or 1
+
+    def read(p: Path) -> tuple[Dataset, np.ndarray]:
+        ds = read_dataset(p)
+        for kw in ("Rows", "Columns", "BitsAllocated"):
+            _need(ds, kw, p)
+        return ds, _pixels(ds, p)
+
+    if n_workers > 1 and len(files) > 1:
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            read_results = list(pool.map(read, files))
+    else:
+        read_results = [read(p) for p in files]
+    dss = [r[0] for r in read_results]
+
+    # -- geometry checks ----------------------------------------------------------------------
+    first, f0 = dss[0], files[0]
+    iop0 = _float_list(first, "ImageOrientationPatient", 6, f0)
+    ps0 = _float_list(first, "PixelSpacing", 2, f0)
+    rows, cols = int(first.Rows), int(first.Columns)
+    modality = str(first.get("Modality", "") or "")
+    series_uid = str(first.get("SeriesInstanceUID", "") or "")
+    ipps = np.empty((len(dss), 3))
+    for n, (ds, p) in enumerate(zip(dss, files, strict=True)):
+        iop = _float_list(ds, "ImageOrientationPatient", 6, p)
+        if np.max(np.abs(iop - iop0)) > _ORIENT_ATOL:
+            raise GeometryMismatchError(
+                f"ImageOrientationPatient {iop.tolist()} differs from {iop0.tolist()} "
+                f"in {f0.name}: mixed orientations in one series",
+                path=p,
+            )
+        if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
+            raise GeometryMismatchError(
+                f"Rows/Columns {int(ds.Rows)}x{int(ds.Columns)} differ from {rows}x{cols} "
+                f"in {f0.name}",
+                path=p,
+            )
+        ps = _float_list(ds, "PixelSpacing", 2, p)
+        if np.max(np.abs(ps - ps0)) > 1e-4 * max(1.0, float(ps0.max())):
+            raise GeometryMismatchError(
+                f"PixelSpacing {ps.tolist()} differs from {ps0.tolist()} in {f0.name}", path=p
+            )
+        if str(ds.get("SeriesInstanceUID", "") or "") != series_uid:
+            raise GeometryMismatchError(
+                f"SeriesInstanceUID {ds.get('SeriesInstanceUID')} differs from {series_uid} "
+                f"in {f0.name}: files of two series",
+                path=p,
+            )
+        ipps[n] = _float_list(ds, "ImagePositionPatient", 3, p)
+    normal = np.cross(iop0[:3], iop0[3:])
+    pos = ipps @ normal
+    order = np.argsort(pos, kind="stable")
+    pos = pos[order]
+    ipps = ipps[order]
+    dss = [dss[i] for i in order]
+    files = [files[i] for i in order]
+    pixels = [read_results[i][1] for i in order]
+    del read_results
+
+    n = len(dss)
+    if n > 1:
+        diffs = np.diff(pos)
+        for a in range(n - 1):
+            if diffs[a] < 1e-3:
+                raise SliceGapError(
+                    f"two slices at position {pos[a]:.4f} mm along the normal: "
+                    f"{files[a].name} and {files[a + 1].name}",
+                    path=files[a + 1],
+                    reason=Reason.DUPLICATE_SLICE,
+                )
+        step = float(np.linalg.norm(ipps[-1] - ipps[0]) / (n - 1))
+        bad = np.nonzero(np.abs(diffs - step) > _SPACING_RTOL * step)[0]
+        if bad.size:
+            a = int(bad[0])
+            raise SliceGapError(
+                f"slice spacing is not uniform: {pos[a]:.4f} → {pos[a + 1]:.4f} mm "
+                f"({diffs[a]:.4f} mm, the series averages {step:.4f} mm) between "
+                f"{files[a].name} and {files[a + 1].name}; a slice is missing?",
+                path=files[a + 1],
+            )
+        inplane = (ipps[1:] - ipps[:-1]) - np.outer(diffs, normal)
+        if np.max(np.abs(inplane)) > _INPLANE_ATOL:
+            a = int(np.argmax(np.max(np.abs(inplane), axis=1)))
+            raise GeometryMismatchError(
+                f"slice positions are not on one line along the normal (gantry tilt?): "
+                f"{ipps[a].tolist()} → {ipps[a + 1].tolist()}",
+                path=files[a + 1],
+            )
+    else:
+        step = float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
+    aff = affine_lps(iop0, ps0, ipps[0], step)
+
+    # -- rescale into one (k, j, i) block; returned transposed as an (i, j, k) view ------------
+    rescale = [_rescale(ds) for ds in dss]
+    if modality == "PT":
+        dtype: np.dtype = np.dtype(np.float32)
+    elif modality == "CT" or all(s == 1.0 and float(b).is_integer() for s, b in rescale):
+        dtype = np.dtype(np.int16)
+    else:
+        dtype = np.dtype(np.float32)
+    block = np.empty((n, rows, cols), dtype=dtype)
+
+    def fill(k: int) -> bool:
+        slope, inter = rescale[k]
+        px = pixels[k]
+        if dtype != np.int16:
+            t = px * slope  # float64: exact products, rounded once to float32 below
+            if inter != 0.0:
+                t += inter
+            block[k] = t
+            return False
+        if slope == 1.0 and inter.is_integer():
+            lo, hi = int(px.min()), int(px.max())
+            if lo + inter >= -32768 and hi + inter <= 32767 and lo >= -32768 and hi <= 32767:
+                np.add(px, int(inter), out=block[k], dtype=np.int16, casting="unsafe")
+                return False
+            v = px.astype(np.int32) + int(inter)
+        else:
+            v = np.rint(px * slope + inter)
+        clipped = bool(v.min() < -32768 or v.max() > 32767)
+        np.clip(v, -32768, 32767, out=block[k], casting="unsafe")
+        return clipped
+
+    if n_workers > 1 and n > 1:
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            clipped = any(pool.map(fill, range(n)))
+    else:
+        clipped = any(fill(k) for k in range(n))
+    if clipped:
+        log.warning("%s: rescaled values outside int16 were clipped", files[0].parent)
+    for ds in dss:
+        if "PixelData" in ds:
+            del ds.PixelData
+    return LoadedSeries(
+        volume=Volume(block.transpose(2, 1, 0), lps_to_ras(aff)),
+        datasets=tuple(dss),
+        sop_instance_uids=tuple(str(ds.get("SOPInstanceUID", "")) for ds in dss),
+        files=tuple(files),
+        modality=modality,
+        series_uid=series_uid,
+        positions=tuple(float(x) for x in pos),
+    )
