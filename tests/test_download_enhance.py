@@ -155,6 +155,9 @@ def test_missing_mask_is_reported(tmp_path) -> None:
         )
     assert report.ok
     assert not list(tmp_path.glob("*.zip"))  # deleted after unpacking
+    n = len(server.log)
+    again = download_enhance(tmp_path, base_url=f"{server.url}/enhance", policy=POLICY)
+    assert again.done == [] and len(again.skipped) == 13 and len(server.log) == n
     counts = check_counts(tmp_path)
     assert not counts.ok
     assert counts.missing["Ribs"] == ["0002"] and counts.groups["Ribs"] == 2

@@ -99,7 +99,7 @@ def enhance_cmd(
         ledger = Ledger(dest)
         total, unknown = 0, 0
         for spec in specs:
-            if is_complete(spec, dest, ledger):
+            if ledger.get(f"unpacked:{spec.relpath}") or is_complete(spec, dest, ledger):
                 console.print(f"complete  {spec.relpath}")
                 continue
             size = spec.size if spec.size is not None else probe_size(spec.url, policy)

@@ -306,7 +306,8 @@ def download_enhance(
         tbl = {**tbl, "base_url": base_url}
     specs = enhance_specs(tbl, only=only, cases=cases)
     ledger = Ledger(dest)
-    already = [s for s in specs if unpack and ledger.get(f"unpacked:{s.relpath}")]
+    # unpacked zips count as complete even when deleted (--delete-zips)
+    already = [s for s in specs if ledger.get(f"unpacked:{s.relpath}")]
     specs = [s for s in specs if s not in already]
 
     def after(spec: FileSpec, path: Path) -> None:
