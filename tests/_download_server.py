@@ -15,6 +15,7 @@ Every request is logged as ``(method, path, range header or None)``.
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import threading
 import time
@@ -84,6 +85,10 @@ class FakeServer:
             if kind == "corrupt":
                 body = bytes([body[0] ^ 0xFF]) + body[1:]
             start = 0
+            etag = '"' + hashlib.md5(body).hexdigest() + '"'
+            if_range = h.headers.get("If-Range")
+            if if_range is not None and if_range != etag:
+                rng = None  # the file changed since the partial download: send it whole
             if rng and kind != "norange" and rng.startswith("bytes="):
                 start = int(rng[6:].split("-")[0])
                 if start >= len(body):
@@ -93,6 +98,7 @@ class FakeServer:
             h.send_response(206 if start else 200)
             h.send_header("Content-Length", str(len(payload)))
             h.send_header("Accept-Ranges", "bytes")
+            h.send_header("ETag", etag)
             if start:
                 h.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
             h.end_headers()

@@ -201,3 +201,16 @@ def test_ledger_survives_a_cut_last_line_and_compacts(tmp_path) -> None:
     again = Ledger(tmp_path)
     assert again.keys() == ["a"] and again.get("a")["size"] == 149
     assert len((tmp_path / LEDGER_NAME).read_text().splitlines()) == 1  # compacted
+
+
+def test_if_range_restarts_when_the_remote_file_changed(server, tmp_path) -> None:
+    server.script["/data.bin"] = [("cut", 500_000)]
+    policy, _ = fast(attempts=1)
+    spec = FileSpec(f"{server.url}/data.bin", "data.bin")
+    with pytest.raises(DownloadError):
+        fetch_file(spec, tmp_path, policy=policy)
+    assert (tmp_path / "data.bin.part.validator").read_text().startswith('"')
+    server.files["/data.bin"] = new = os.urandom(600_000)  # the host replaced the file
+    assert fetch_file(spec, tmp_path, policy=policy).read_bytes() == new  # no spliced halves
+    assert server.gets("/data.bin")[-1][2] == "bytes=500000-"
+    assert not (tmp_path / "data.bin.part.validator").exists()

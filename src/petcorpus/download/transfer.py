@@ -230,11 +230,17 @@ def _stream(
     if spec.size is not None and offset > spec.size:
         part.unlink()
         offset = 0
+    # If-Range: resume only if the remote file is unchanged, else the server sends it whole
+    validator = part.with_name(part.name + ".validator")
     headers = {"Range": f"bytes={offset}-"} if offset else {}
+    if offset and validator.exists():
+        headers["If-Range"] = validator.read_text()
     try:
         resp = _open(spec.url, policy.timeout, headers)
     except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset and (spec.size is None or spec.size == offset):
+        total = exc.headers.get("Content-Range", "").rpartition("/")[2]
+        remote = int(total) if total.isdigit() else spec.size
+        if exc.code == 416 and offset and remote in (None, offset):
             _rehash(part, hashers)
             return 0  # already complete; verification decides
         if exc.code == 416:
@@ -251,10 +257,15 @@ def _stream(
                 raise _RetryableError(f"unexpected Content-Range {content_range!r}; restarting")
             mode = "ab"
             _rehash(part, hashers)
-        else:  # 200: the server sent the whole file (no or ignored Range)
+        else:  # 200: the server sent the whole file (no or ignored Range, or it changed)
             offset, mode = 0, "wb"
             for name in hashers:
                 hashers[name] = hashlib.new(name)
+            tag = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+            if tag and not tag.startswith("W/"):  # weak ETags are not valid in If-Range
+                validator.write_text(tag)
+            else:
+                validator.unlink(missing_ok=True)
         length = resp.headers.get("Content-Length")
         expected_end = offset + int(length) if length and length.isdigit() else None
         with open(part, mode) as fh:
@@ -351,6 +362,7 @@ def fetch_file(
         else:
             size = part.stat().st_size
             os.replace(part, final)
+            part.with_name(part.name + ".validator").unlink(missing_ok=True)
             ledger.record(
                 spec.relpath,
                 url=spec.url,
