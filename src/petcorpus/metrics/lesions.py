@@ -135,13 +135,15 @@ def lesion_statistics(
     sums = np.bincount(flat, weights=values.ravel(), minlength=n + 1)[1:]
     index = np.arange(1, n + 1)
     maxima = np.asarray(ndimage.maximum(values, lab, index), dtype=np.float64).reshape(n)
-    hottest = np.asarray(ndimage.maximum_position(values, lab, index), dtype=np.int64).reshape(
-        n, 3
-    )
+    vox = np.nonzero(m)  # mask voxels in C order
+    lab_at = lab[vox]
+    # Hottest voxel: the first (C order) voxel of each lesion holding the lesion's maximum.
+    at_max = values[vox] == maxima[lab_at.astype(np.int64) - 1]
+    firsts = np.flatnonzero(at_max)
+    _, first_of_label = np.unique(lab_at[firsts], return_index=True)
+    hottest = np.stack([v[firsts[first_of_label]] for v in vox], axis=1).astype(np.int64)
     # Centroids: mean voxel index per lesion, then the affine. Index sums per axis via
     # bincount on the flat labels of the mask voxels only.
-    vox = np.nonzero(m)
-    lab_at = lab[vox]
     centre_idx = np.stack(
         [np.bincount(lab_at, weights=v, minlength=n + 1)[1:] / counts for v in vox], axis=1
     )
