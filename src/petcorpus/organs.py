@@ -294,10 +294,7 @@ def percist_references(
     lv = None if liver is None else np.asarray(liver, dtype=bool)
     ao = None if aorta is None else np.asarray(aorta, dtype=bool)
     ex = None if exclude is None else np.asarray(exclude, dtype=bool)
-    if lv is not None and ex is not None:
-        lv_place = lv & ~ex
-    else:
-        lv_place = lv
+    lv_place = lv & ~ex if lv is not None and ex is not None else lv
     if lv_place is not None:
         sphere, lc, ls = _liver_sphere(pet, lv_place, liver_diameter_mm / 2)
     else:
