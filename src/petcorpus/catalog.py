@@ -352,6 +352,7 @@ class Catalog:
         self.out_dir = out_dir
         self._conn = conn
         self.readonly = readonly
+        self._depth = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
     @classmethod
@@ -442,9 +443,20 @@ class Catalog:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Group several ``record_*`` calls into one atomic commit."""
-        with self._conn:
-            yield self._conn
+        """Group several ``record_*`` calls into one atomic commit (nesting is allowed)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self._conn
+            finally:
+                self._depth -= 1
+            return
+        self._depth = 1
+        try:
+            with self._conn:
+                yield self._conn
+        finally:
+            self._depth = 0
 
     # -- recording ----------------------------------------------------------------------------
     def record_subject(
@@ -458,7 +470,7 @@ class Catalog:
         licence: str | None = None,
     ) -> None:
         """Insert or update a subject; ``None`` keeps the stored value."""
-        with self._conn:
+        with self.transaction():
             self._conn.execute(
                 """INSERT INTO subjects VALUES (?, ?, ?, ?, ?, ?)
                 ON CONFLICT(subject_id) DO UPDATE SET
@@ -484,7 +496,7 @@ class Catalog:
         ``study_date`` is ISO ``YYYY-MM-DD``; ``None`` arguments keep stored values; a new
         study starts with status ``scanned``.
         """
-        with self._conn:
+        with self.transaction():
             self._conn.execute(
                 "INSERT OR IGNORE INTO subjects(subject_id) VALUES (?)", (subject_id,)
             )
@@ -510,7 +522,7 @@ class Catalog:
 
     def set_status(self, study_uid: str, status: str) -> None:
         """Set a study's status (``scanned``, ``done``, ``failed``, ...)."""
-        with self._conn:
+        with self.transaction():
             cur = self._conn.execute(
                 "UPDATE studies SET status = ?, updated = ? WHERE study_uid = ?",
                 (status, _now(), study_uid),
@@ -533,7 +545,7 @@ class Catalog:
             Number of series recorded.
         """
         n = 0
-        with self._conn:
+        with self.transaction():
             for info in series_infos:
                 study_uid = _attr(info, "study_uid")
                 known = self._conn.execute(
@@ -597,7 +609,7 @@ class Catalog:
         else:
             records = list(artifacts)
         created = _now()
-        with self._conn:
+        with self.transaction():
             for rec in records:
                 self._conn.execute(
                     "DELETE FROM artifacts WHERE path = ? OR (study_uid IS ? AND kind = ?)",
@@ -645,7 +657,7 @@ class Catalog:
             if isinstance(exc, FailureRecord)
             else FailureRecord.from_exception(study_uid, stage, exc)
         )
-        with self._conn:
+        with self.transaction():
             self._conn.execute(
                 "INSERT INTO failures(run_id, study_uid, stage, error_class, reason, message, "
                 "path, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -672,7 +684,7 @@ class Catalog:
     ) -> int:
         """Open a run row (versions, command line, options as JSON); returns its ``run_id``."""
         cmd = command if isinstance(command, str) or command is None else " ".join(command)
-        with self._conn:
+        with self.transaction():
             cur = self._conn.execute(
                 "INSERT INTO runs(started, command, petcorpus_version, python_version, options) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -688,7 +700,7 @@ class Catalog:
 
     def finish_run(self, run_id: int, counts: Mapping[str, int] | None = None) -> None:
         """Close a run with its counts (e.g. ``{"done": 5, "skipped": 1, "failed": 1}``)."""
-        with self._conn:
+        with self.transaction():
             self._conn.execute(
                 "UPDATE runs SET finished = ?, counts = ? WHERE run_id = ?",
                 (_now(), json.dumps(dict(counts or {}), sort_keys=True), run_id),

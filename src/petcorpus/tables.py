@@ -1,0 +1,600 @@
+"""Metadata tables: ingest the TCIA clinical CSV, export clinical / CT / PT tables.
+
+Ingest reads the autoPET release's "Clinical Metadata FDG PET_CT Lesions.csv" (one row per
+series; column names vary in case and spacing between versions) into the catalog's
+``subjects`` and ``studies``. Exports join the catalog into three tables:
+
+- ``clinical``: one row per study (subject, date, diagnosis, age, sex, site, licence, status);
+- ``CT-details``: one row per CT series, the columns of ENHANCE.PET's ``CT-details.xlsx``
+  (kVp, tube current, exposure, slice thickness, kernel, pixel spacing, matrix,
+  manufacturer/model, contrast, Data-Source);
+- ``PT-details``: one row per PET series, like ENHANCE.PET's ``PT-details.xlsx`` (Patient,
+  Age, Sex, Weight [kg], Height [m], injected activity, uptake time, reconstruction method,
+  iterations, subsets, filter, matrix, Data-Source);
+
+written as ``clinical.csv``, ``CT-details.xlsx``, ``PT-details.xlsx`` and Parquet of all three.
+
+Acquisition parameters are read from the catalog's ``params`` table by DICOM keyword (the
+names in :data:`CT_KEYWORDS` and :data:`PT_KEYWORDS`; matching ignores case and
+underscores, so ``kvp`` or ``slice_thickness`` also work). :func:`params_from_datasets`
+builds that mapping from pydicom headers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from petcorpus.errors import PetcorpusError, Reason, UnsupportedError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pydicom.dataset import Dataset
+
+    from petcorpus.catalog import Catalog
+
+__all__ = [
+    "CT_KEYWORDS",
+    "PT_KEYWORDS",
+    "TABLE_NAMES",
+    "clinical_table",
+    "ct_details",
+    "export_tables",
+    "ingest_clinical",
+    "params_from_datasets",
+    "pt_details",
+    "read_clinical_csv",
+]
+
+log = logging.getLogger(__name__)
+
+#: DICOM keywords the CT table reads from a series' params.
+CT_KEYWORDS = (
+    "KVP",
+    "XRayTubeCurrent",
+    "Exposure",
+    "ExposureTime",
+    "SliceThickness",
+    "ConvolutionKernel",
+    "PixelSpacing",
+    "Rows",
+    "Columns",
+    "ContrastBolusAgent",
+)
+#: DICOM keywords the PT table reads (radiopharmaceutical items flattened into the series).
+PT_KEYWORDS = (
+    "Units",
+    "DecayCorrection",
+    "PatientWeight",
+    "PatientSize",
+    "Radiopharmaceutical",
+    "RadionuclideTotalDose",
+    "RadiopharmaceuticalStartDateTime",
+    "RadiopharmaceuticalStartTime",
+    "AcquisitionDate",
+    "AcquisitionTime",
+    "SeriesDate",
+    "SeriesTime",
+    "ReconstructionMethod",
+    "ConvolutionKernel",
+    "SliceThickness",
+    "PixelSpacing",
+    "Rows",
+    "Columns",
+)
+TABLE_NAMES = ("clinical", "CT-details", "PT-details")
+
+_CSV_COLUMNS = {
+    "subjectid": "subject_id",
+    "patientid": "subject_id",
+    "studyuid": "study_uid",
+    "studyinstanceuid": "study_uid",
+    "studydate": "study_date",
+    "seriesid": "series_uid",
+    "seriesuid": "series_uid",
+    "seriesinstanceuid": "series_uid",
+    "modality": "modality",
+    "manufacturer": "manufacturer",
+    "diagnosis": "diagnosis",
+    "age": "age",
+    "patientage": "age",
+    "sex": "sex",
+    "patientsex": "sex",
+    "studydescription": "study_description",
+}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+
+
+# -- clinical CSV ------------------------------------------------------------------------------
+def _parse_date(text: str, path: Path) -> str | None:
+    text = str(text).strip()
+    if not text or text.lower() == "nan":
+        return None
+    for fmt in ("%m/%d/%Y", "%Y-%m-%d", "%Y%m%d", "%m-%d-%Y"):
+        try:
+            return dt.datetime.strptime(text, fmt).date().isoformat()
+        except ValueError:
+            continue
+    raise PetcorpusError(f"cannot read the study date {text!r} (expected M/D/YYYY)", path=path)
+
+
+def _parse_age(text: Any, path: Path) -> int | None:
+    s = str(text).strip().upper()
+    if not s or s == "NAN":
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([YMWD]?)", s)
+    if m is None:
+        raise PetcorpusError(f"cannot read the age {text!r} (expected e.g. 054Y)", path=path)
+    value, unit = float(m.group(1)), m.group(2) or "Y"
+    years = value / {"Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}[unit]
+    return int(years)
+
+
+def read_clinical_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read the TCIA clinical CSV leniently into one row per study.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``subject_id, study_uid, study_date`` (ISO), ``diagnosis`` (upper case),
+        ``age`` (years, nullable Int64), ``sex``.
+
+    Raises
+    ------
+    PetcorpusError
+        No subject or study column, an unreadable date or age, or one study given two
+        different diagnoses.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise PetcorpusError(f"cannot read the clinical CSV: {exc}", path=path) from exc
+    rename = {c: _CSV_COLUMNS[_norm(c)] for c in raw.columns if _norm(c) in _CSV_COLUMNS}
+    df = raw.rename(columns=rename)
+    missing = [c for c in ("subject_id", "study_uid") if c not in df.columns]
+    if missing:
+        raise PetcorpusError(
+            f"the clinical CSV has no {' or '.join(missing)} column "
+            f"(columns: {', '.join(raw.columns)})",
+            path=path,
+            reason=Reason.MISSING_TAG,
+        )
+    rows = []
+    for study_uid, grp in df.groupby("study_uid", sort=True):
+
+        def first(col: str, grp: pd.DataFrame = grp) -> str:
+            if col not in grp.columns:
+                return ""
+            vals = [v.strip() for v in grp[col] if v.strip()]
+            return vals[0] if vals else ""
+
+        diags = {v.strip().upper() for v in grp.get("diagnosis", []) if v.strip()}
+        if len(diags) > 1:
+            raise PetcorpusError(
+                f"study {study_uid} has several diagnoses: {', '.join(sorted(diags))}", path=path
+            )
+        rows.append(
+            {
+                "subject_id": first("subject_id"),
+                "study_uid": str(study_uid).strip(),
+                "study_date": _parse_date(first("study_date"), path),
+                "diagnosis": diags.pop() if diags else None,
+                "age": _parse_age(first("age"), path),
+                "sex": first("sex").upper() or None,
+            }
+        )
+    out = pd.DataFrame(
+        rows, columns=["subject_id", "study_uid", "study_date", "diagnosis", "age", "sex"]
+    )
+    out["age"] = out["age"].astype("Int64")
+    return out
+
+
+def ingest_clinical(
+    catalog: Catalog,
+    path: str | os.PathLike[str],
+    *,
+    site: str | None = None,
+    licence: str | None = None,
+) -> int:
+    """Record the CSV's subjects (sex, age, diagnosis) and studies (date, diagnosis).
+
+    ``site``/``licence`` label every subject (for the TCIA autoPET release: ``autoPET``,
+    ``CC BY-NC 4.0``). Returns the number of studies read.
+    """
+    import pandas as pd
+
+    table = read_clinical_csv(path)
+    with catalog.transaction():
+        for row in table.itertuples(index=False):
+            age = None if pd.isna(row.age) else int(row.age)
+            catalog.record_subject(
+                row.subject_id,
+                sex=row.sex,
+                age=age,
+                diagnosis=row.diagnosis,
+                site=site,
+                licence=licence,
+            )
+            catalog.record_study(
+                row.study_uid,
+                subject_id=row.subject_id,
+                study_date=row.study_date,
+                diagnosis=row.diagnosis,
+            )
+    return len(table)
+
+
+# -- parameters from DICOM headers -------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    from pydicom.multival import MultiValue
+    from pydicom.valuerep import IS, DSfloat
+
+    if isinstance(value, MultiValue | list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, DSfloat):
+        return float(value)
+    if isinstance(value, IS):
+        return int(value)
+    if isinstance(value, int | float):
+        return value
+    return str(value)
+
+
+def params_from_datasets(datasets: Sequence[Dataset]) -> dict[str, Any]:
+    """The acquisition parameters of one series (the keywords the tables read).
+
+    Values come from the first header, except ``AcquisitionDate``/``AcquisitionTime``,
+    which are the earliest over all headers (the scan start of a multi-bed PET).
+    """
+    if not datasets:
+        raise PetcorpusError("no datasets given")
+    first = datasets[0]
+    out: dict[str, Any] = {}
+    for kw in dict.fromkeys((*CT_KEYWORDS, *PT_KEYWORDS)):
+        value = first.get(kw)
+        if value is not None and value != "":
+            out[kw] = _plain(value)
+    rp_seq = first.get("RadiopharmaceuticalInformationSequence")
+    if rp_seq:
+        for kw in (
+            "Radiopharmaceutical",
+            "RadionuclideTotalDose",
+            "RadiopharmaceuticalStartDateTime",
+            "RadiopharmaceuticalStartTime",
+            "RadionuclideHalfLife",
+        ):
+            value = rp_seq[0].get(kw)
+            if value is not None and value != "":
+                out[kw] = _plain(value)
+    stamps = [
+        (str(ds.AcquisitionDate), str(ds.AcquisitionTime))
+        for ds in datasets
+        if ds.get("AcquisitionDate") and ds.get("AcquisitionTime")
+    ]
+    if stamps:
+        out["AcquisitionDate"], out["AcquisitionTime"] = min(stamps)
+    return out
+
+
+# -- exports -----------------------------------------------------------------------------------
+def _series_params(catalog: Catalog, modality: str) -> pd.DataFrame:
+    return catalog.query(
+        """SELECT se.series_uid, se.study_uid, se.manufacturer, se.model, st.subject_id,
+                  su.age, su.sex, coalesce(su.site, '') AS site
+           FROM series se JOIN studies st USING (study_uid)
+           JOIN subjects su USING (subject_id)
+           WHERE se.modality = ? ORDER BY st.subject_id, st.study_date, se.series_uid""",
+        (modality,),
+    )
+
+
+def _params_by_series(catalog: Catalog) -> dict[str, dict[str, tuple[Any, Any]]]:
+    out: dict[str, dict[str, tuple[Any, Any]]] = {}
+    for uid, name, value, num in catalog.query(
+        "SELECT series_uid, name, value, value_num FROM params"
+    ).itertuples(index=False):
+        out.setdefault(uid, {})[_norm(name)] = (value, num)
+    return out
+
+
+class _P:
+    """Typed lookups in one series' params (names normalised)."""
+
+    def __init__(self, params: Mapping[str, tuple[Any, Any]]) -> None:
+        self.p = params
+
+    def num(self, *names: str) -> float | None:
+        for n in names:
+            v = self.p.get(_norm(n))
+            if v is not None and v[1] is not None and v[1] == v[1]:
+                return float(v[1])
+        return None
+
+    def text(self, *names: str) -> str | None:
+        for n in names:
+            v = self.p.get(_norm(n))
+            if v is not None and v[0] not in (None, ""):
+                return str(v[0])
+        return None
+
+    def pair(self, *names: str) -> list[float] | None:
+        import json
+
+        t = self.text(*names)
+        if t is None:
+            return None
+        try:
+            vals = json.loads(t) if t.startswith("[") else re.split(r"[\\,x ]+", t)
+            return [float(v) for v in vals]
+        except (ValueError, TypeError):
+            return None
+
+
+def _fmt_pair(values: Sequence[float] | None) -> str | None:
+    if not values:
+        return None
+    return " x ".join(f"{v:g}" for v in values)
+
+
+def _matrix(p: _P) -> str | None:
+    r, c = p.num("Rows"), p.num("Columns")
+    return None if r is None or c is None else f"{int(r)} x {int(c)}"
+
+
+def _dicom_datetime(date: str | None, time: str | None, dtm: str | None) -> dt.datetime | None:
+    text = dtm or (None if date is None or time is None else f"{date}{time}")
+    if not text:
+        return None
+    text = re.split(r"[+-]", text.strip(), maxsplit=1)[0]
+    m = re.fullmatch(r"(\d{8})(\d{2})(\d{2})?(\d{2})?(\.\d+)?", text)
+    if m is None:
+        return None
+    base = dt.datetime.strptime(m.group(1), "%Y%m%d")
+    frac = float(m.group(5)) if m.group(5) else 0.0
+    return base + dt.timedelta(
+        hours=int(m.group(2)),
+        minutes=int(m.group(3) or 0),
+        seconds=int(m.group(4) or 0) + frac,
+    )
+
+
+def _uptake_minutes(p: _P) -> float | None:
+    """Scan start (earliest acquisition, else series) minus injection, in minutes."""
+    explicit = p.num("uptake_time_s", "UptakeTime")
+    if explicit is not None:
+        return explicit / 60.0
+    scan = _dicom_datetime(
+        p.text("AcquisitionDate"), p.text("AcquisitionTime"), p.text("AcquisitionDateTime")
+    ) or _dicom_datetime(p.text("SeriesDate"), p.text("SeriesTime"), None)
+    inj = _dicom_datetime(None, None, p.text("RadiopharmaceuticalStartDateTime"))
+    if inj is None and scan is not None:
+        inj = _dicom_datetime(
+            scan.strftime("%Y%m%d"), p.text("RadiopharmaceuticalStartTime"), None
+        )
+    if scan is None or inj is None:
+        return None
+    return (scan - inj).total_seconds() / 60.0
+
+
+def _recon_iterations_subsets(method: str | None) -> tuple[int | None, int | None]:
+    """Iterations and subsets from strings such as ``PSF+TOF 2i21s`` or ``OSEM 3i/24s``."""
+    if not method:
+        return None, None
+    m = re.search(r"(\d+)\s*i\s*[/x]?\s*(\d+)\s*s", method, re.I)
+    if m is None:
+        return None, None
+    return int(m.group(1)), int(m.group(2))
+
+
+def clinical_table(catalog: Catalog) -> pd.DataFrame:
+    """One row per study: subject, date, diagnosis, age, sex, site, licence, status, series."""
+    return catalog.query(
+        """SELECT st.subject_id AS "Patient", st.study_uid AS "Study UID",
+                  st.study_date AS "Study Date",
+                  coalesce(st.diagnosis, su.diagnosis) AS "Diagnosis",
+                  su.age AS "Age", su.sex AS "Sex",
+                  su.site AS "Data-Source", su.licence AS "Licence",
+                  st.status AS "Status",
+                  (SELECT count(*) FROM series se WHERE se.study_uid = st.study_uid)
+                    AS "Series"
+           FROM studies st JOIN subjects su USING (subject_id)
+           ORDER BY st.subject_id, st.study_date, st.study_uid"""
+    )
+
+
+def ct_details(catalog: Catalog) -> pd.DataFrame:
+    """One row per CT series, ENHANCE ``CT-details.xlsx``-style columns."""
+    params = _params_by_series(catalog)
+    rows = []
+    for r in _series_params(catalog, "CT").itertuples(index=False):
+        p = _P(params.get(r.series_uid, {}))
+        rows.append(
+            {
+                "Patient": r.subject_id,
+                "Study UID": r.study_uid,
+                "Series UID": r.series_uid,
+                "Age": r.age,
+                "Sex": r.sex,
+                "Manufacturer": r.manufacturer,
+                "Model": r.model,
+                "kVp": p.num("KVP"),
+                "Tube current [mA]": p.num("XRayTubeCurrent", "tube_current"),
+                "Exposure [mAs]": p.num("Exposure"),
+                "Exposure time [ms]": p.num("ExposureTime"),
+                "Slice thickness [mm]": p.num("SliceThickness"),
+                "Kernel": p.text("ConvolutionKernel", "kernel"),
+                "Pixel spacing [mm]": _fmt_pair(p.pair("PixelSpacing")),
+                "Matrix": _matrix(p),
+                "Contrast": p.text("ContrastBolusAgent", "contrast") or "",
+                "Data-Source": r.site,
+            }
+        )
+    return _frame(rows, _CT_COLUMNS)
+
+
+def pt_details(catalog: Catalog) -> pd.DataFrame:
+    """One row per PET series, ENHANCE ``PT-details.xlsx``-style columns."""
+    params = _params_by_series(catalog)
+    rows = []
+    for r in _series_params(catalog, "PT").itertuples(index=False):
+        p = _P(params.get(r.series_uid, {}))
+        method = p.text("ReconstructionMethod")
+        iters, subsets = _recon_iterations_subsets(method)
+        dose = p.num("RadionuclideTotalDose")
+        rows.append(
+            {
+                "Patient": r.subject_id,
+                "Study UID": r.study_uid,
+                "Series UID": r.series_uid,
+                "Age": r.age,
+                "Sex": r.sex,
+                "Weight [kg]": p.num("PatientWeight"),
+                "Height [m]": p.num("PatientSize"),
+                "Radiopharmaceutical": p.text("Radiopharmaceutical"),
+                "Injected activity [MBq]": None if dose is None else dose / 1e6,
+                "Uptake time [min]": _uptake_minutes(p),
+                "Units": p.text("Units"),
+                "Decay correction": p.text("DecayCorrection"),
+                "Reconstruction method": method,
+                "Iterations": iters,
+                "Subsets": subsets,
+                "Filter": p.text("ConvolutionKernel"),
+                "Matrix": _matrix(p),
+                "Pixel spacing [mm]": _fmt_pair(p.pair("PixelSpacing")),
+                "Slice thickness [mm]": p.num("SliceThickness"),
+                "Manufacturer": r.manufacturer,
+                "Model": r.model,
+                "Data-Source": r.site,
+            }
+        )
+    df = _frame(rows, _PT_COLUMNS)
+    for col in ("Iterations", "Subsets"):
+        df[col] = df[col].astype("Int64")
+    return df
+
+
+_CT_COLUMNS = [
+    "Patient",
+    "Study UID",
+    "Series UID",
+    "Age",
+    "Sex",
+    "Manufacturer",
+    "Model",
+    "kVp",
+    "Tube current [mA]",
+    "Exposure [mAs]",
+    "Exposure time [ms]",
+    "Slice thickness [mm]",
+    "Kernel",
+    "Pixel spacing [mm]",
+    "Matrix",
+    "Contrast",
+    "Data-Source",
+]
+_PT_COLUMNS = [
+    "Patient",
+    "Study UID",
+    "Series UID",
+    "Age",
+    "Sex",
+    "Weight [kg]",
+    "Height [m]",
+    "Radiopharmaceutical",
+    "Injected activity [MBq]",
+    "Uptake time [min]",
+    "Units",
+    "Decay correction",
+    "Reconstruction method",
+    "Iterations",
+    "Subsets",
+    "Filter",
+    "Matrix",
+    "Pixel spacing [mm]",
+    "Slice thickness [mm]",
+    "Manufacturer",
+    "Model",
+    "Data-Source",
+]
+
+
+def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=columns)
+    if "Age" in df:
+        df["Age"] = df["Age"].astype("Int64")
+    return df
+
+
+_FORMATS = ("csv", "xlsx", "parquet")
+
+
+def export_tables(
+    catalog: Catalog,
+    dest: str | os.PathLike[str],
+    formats: Iterable[str] | None = None,
+) -> list[Path]:
+    """Write the three tables into ``dest`` (atomically, file by file).
+
+    Parameters
+    ----------
+    formats : iterable of {"csv", "xlsx", "parquet"}, optional
+        Default: ``clinical.csv``, ``CT-details.xlsx``, ``PT-details.xlsx`` and the three
+        as Parquet (needs pyarrow: ``pip install petcorpus[parquet]``). Given formats
+        write every table in each.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tables = {
+        "clinical": clinical_table(catalog),
+        "CT-details": ct_details(catalog),
+        "PT-details": pt_details(catalog),
+    }
+    if formats is None:
+        plan = [("clinical", "csv"), ("CT-details", "xlsx"), ("PT-details", "xlsx")]
+        plan += [(name, "parquet") for name in TABLE_NAMES]
+    else:
+        fmts = list(dict.fromkeys(formats))
+        bad = [f for f in fmts if f not in _FORMATS]
+        if bad:
+            raise PetcorpusError(f"unknown table format(s) {bad}; use csv, xlsx or parquet")
+        plan = [(name, f) for f in fmts for name in TABLE_NAMES]
+    if any(f == "parquet" for _, f in plan):
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as exc:
+            raise UnsupportedError(
+                "Parquet export needs pyarrow: pip install 'petcorpus[parquet]'"
+            ) from exc
+    written = []
+    for name, fmt in plan:
+        final = dest / f"{name}.{fmt}"
+        tmp = final.with_name(f".{final.name}.tmp")
+        df = tables[name]
+        if fmt == "csv":
+            df.to_csv(tmp, index=False)
+        elif fmt == "xlsx":
+            df.to_excel(tmp, index=False, engine="openpyxl", sheet_name=name)
+        else:
+            df.to_parquet(tmp, index=False)
+        os.replace(tmp, final)
+        written.append(final)
+    return written
