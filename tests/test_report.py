@@ -1,0 +1,244 @@
+"""The HTML report: content from folders/sidecars or the catalog, embedded images, metrics,
+and a real browser (headless Chromium) that opens it without broken images or errors."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from petcorpus.cli import app
+from petcorpus.report import find_studies, lesion_summary, read_catalog, write_report
+from tests.conftest import phantom
+from tests.test_viz import write_layout
+
+SEEDS = {"LYMPHOMA": 5, "NEGATIVE": 6}
+
+
+def _truths():
+    return {
+        d: phantom(seed=s, size="small", vendor="ge", diagnosis=d).truth for d, s in SEEDS.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Three readable studies (two lymphoma, one negative) and one with a corrupt SEG."""
+    out = tmp_path_factory.mktemp("corpus")
+    truths = _truths()
+    for i, (diag, subj) in enumerate(
+        [
+            ("LYMPHOMA", "PETCT_000000000a"),
+            ("NEGATIVE", "PETCT_000000000b"),
+            ("LYMPHOMA", "PETCT_000000000c"),
+        ]
+    ):
+        t = truths[diag]
+        write_layout(
+            t,
+            out / subj / "01-02-2003-NA-PET-CT-1",
+            {
+                "study_instance_uid": f"1.2.826.0.1.{i}",
+                "diagnosis": diag,
+                "sex": t.sex,
+                "suv": {
+                    "kind": "bw",
+                    "factor": t.suv_factors["bw"],
+                    "time_reference": "qiba",
+                    "inputs": {"weight_kg": t.weight_kg, "injected_dose_bq": t.injected_dose_bq},
+                    "future_key": [1, 2],
+                },
+                "unknown_top_level": {"x": 1},
+            },
+            ct=(i == 0),
+        )
+    broken = write_layout(truths["NEGATIVE"], out / "PETCT_00000000ff" / "study", ct=False)
+    (broken / "SEG.nii.gz").write_bytes(b"not a nifti file")
+    return out
+
+
+def _imgs(html: str) -> list[str]:
+    return re.findall(r"<img [^>]*src=\"([^\"]+)\"", html)
+
+
+def test_find_studies(corpus: Path) -> None:
+    found = find_studies(corpus)
+    assert [p.parent.name for p in found] == [
+        "PETCT_000000000a", "PETCT_000000000b", "PETCT_000000000c", "PETCT_00000000ff"
+    ]  # fmt: skip
+
+
+def test_lesion_summary_matches_scipy_reference() -> None:
+    t = _truths()["LYMPHOMA"]
+    s = lesion_summary(t.suv, t.lesion_mask)
+    m = np.asarray(t.lesion_mask.array) > 0
+    _, n = ndimage.label(m, structure=ndimage.generate_binary_structure(3, 2))
+    ml = float(np.prod(np.abs(np.diag(t.suv.affine)[:3]))) / 1000.0
+    assert s.count == n == len(t.lesions)
+    assert s.mtv_ml == pytest.approx(m.sum() * ml)
+    assert s.tlg == pytest.approx(float(np.asarray(t.suv.array, np.float64)[m].sum()) * ml)
+    assert s.suv_max == pytest.approx(float(t.suv.array[m].max()))
+    neg = _truths()["NEGATIVE"]
+    e = lesion_summary(neg.suv, neg.lesion_mask)
+    assert (e.count, e.mtv_ml, e.tlg) == (0, 0.0, 0.0) and np.isnan(e.suv_max)
+
+
+def test_report_from_folders(corpus: Path, tmp_path: Path) -> None:
+    path = write_report(corpus, output=tmp_path / "r.html")
+    html = path.read_text()
+    assert "study folders and sidecars" in html
+    for subj in ("PETCT_000000000a", "PETCT_000000000b", "PETCT_000000000c"):
+        assert subj in html
+    # summary counts: 2 lymphoma, 1 negative, 1 unknown (the broken study has no diagnosis)
+    assert re.search(r"<td>LYMPHOMA</td><td class=n>2</td>", html)
+    assert re.search(r"<td>NEGATIVE</td><td class=n>1</td>", html)
+    # lesion count and MTV of the lymphoma study, as in the truth
+    s = lesion_summary(_truths()["LYMPHOMA"].suv, _truths()["LYMPHOMA"].lesion_mask)
+    assert f"<td class=n>{s.count}</td><td class=n>{s.mtv_ml:.1f}</td>" in html
+    # the corrupt study is listed as a failure with its reason, not silently dropped
+    assert "Failures (1)" in html and "CorruptFileError" in html and "PETCT_00000000ff" in html
+    # SUV factor and its inputs from the sidecar
+    f = _truths()["LYMPHOMA"].suv_factors["bw"]
+    assert f"{f:.4g}" in html and "weight_kg=" in html
+    # every image is an embedded PNG that decodes; thumbnails are small
+    srcs = _imgs(html)
+    assert len(srcs) == 6  # 3 thumbnails + 3 study figures
+    for src in srcs:
+        assert src.startswith("data:image/png;base64,")
+        img = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        img.verify()
+    sizes = [len(s) for s in srcs]
+    assert max(sizes[:3]) < 15_000  # base64 thumbnails
+    assert path.stat().st_size < 400_000
+
+
+def test_report_with_catalog(corpus: Path, tmp_path: Path) -> None:
+    from petcorpus.catalog import Catalog
+    from petcorpus.errors import SliceGapError
+
+    out = tmp_path / "withcat"
+    shutil.copytree(corpus, out)
+    with Catalog.open(out) as cat:
+        cat.record_subject("PETCT_000000000a", sex="F", age=61, diagnosis="LYMPHOMA",
+                           site="Tübingen")  # fmt: skip
+        cat.record_study("1.2.826.0.1.0", subject_id="PETCT_000000000a")
+        cat.record_series(
+            [{"series_uid": "1.2.9", "study_uid": "1.2.826.0.1.0", "modality": "PT",
+              "manufacturer": "SIEMENS", "model": "Biograph", "files": 3,
+              "frame_of_reference_uid": "1.2.3", "description": "PET", "params": {}}]
+        )  # fmt: skip
+        cat.record_study("1.2.826.0.1.99", subject_id="PETCT_0000000099")
+        cat.record_failure(None, "1.2.826.0.1.99", "convert", SliceGapError("gap at slice 7"))
+    html = write_report(out).read_text()
+    assert (out / "report.html").exists()
+    assert "catalog.sqlite + study folders" in html
+    assert "Tübingen" in html and "SIEMENS" in html and "61" in html
+    assert "Failures (2)" in html and "SLICE_GAP" in html and "gap at slice 7" in html
+
+
+def test_report_with_partial_catalog(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "partial"
+    shutil.copytree(corpus, out)
+    con = sqlite3.connect(out / "catalog.sqlite")
+    con.execute("CREATE TABLE subjects (subject_id TEXT, sex TEXT)")  # no age/diagnosis/site
+    con.execute("INSERT INTO subjects VALUES ('PETCT_000000000b', 'M')")
+    con.commit()
+    con.close()
+    cat = read_catalog(out)
+    assert cat.present and cat.subjects["PETCT_000000000b"]["sex"] == "M"
+    assert any("no table 'failures'" in n for n in cat.notes)
+    html = write_report(out).read_text()
+    assert "lacks age, diagnosis, site" in html
+
+
+def test_report_with_metrics_and_external_images(corpus: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "metrics.csv"
+    csv.write_text(
+        "case,dice,fp_volume_ml,fn_volume_ml,extra\n"
+        "PETCT_000000000a/01-02-2003-NA-PET-CT-1,0.8,1.5,2.0,x\n"
+        "PETCT_000000000b,,0.0,,y\n"
+        "PETCT_000000000c,0.6,0.0,10.0,z\n"
+    )
+    path = write_report(corpus, metrics=csv, output=tmp_path / "m" / "rep.html", embed=False)
+    html = path.read_text()
+    assert "Evaluation (3 cases)" in html
+    assert "<td class=n>0.700</td>" in html  # nan-mean Dice of 0.8 and 0.6
+    assert "href='#s-PETCT_000000000a-01-02-2003-NA-PET-CT-1'" in html
+    srcs = _imgs(html)
+    assert len(srcs) == 8  # 6 MIP images + 2 plots
+    for src in srcs:
+        assert not src.startswith(("data:", "/", "http"))
+        Image.open(path.parent / src).verify()
+
+
+def test_cli_report(corpus: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["report", str(corpus), "-o", str(tmp_path / "x.html")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "x.html").stat().st_size > 10_000
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
+    assert res.exit_code == 1
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,score\na,1\n")
+    res = CliRunner().invoke(app, ["report", str(corpus), "--metrics", str(bad)])
+    assert res.exit_code == 1 and "case" in res.output
+
+
+# -- a real browser ------------------------------------------------------------------------
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _chromium(args: list[str], url: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={tmp / 'profile'}", "--enable-logging=stderr",
+        "--v=0", *args, url,
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def _console_errors(stderr: str) -> list[str]:
+    """Console output of the page (Chromium logs each message as ``INFO:CONSOLE(n)``); the
+    report logs nothing unless something is wrong."""
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)"
+)
+def test_report_in_headless_chromium(corpus: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "metrics.csv"
+    csv.write_text("case,dice,fp_volume_ml,fn_volume_ml\nPETCT_000000000a,0.8,1.5,2.0\n")
+    path = write_report(corpus, metrics=csv, output=tmp_path / "report.html")
+    url = path.resolve().as_uri()
+    shot = tmp_path / "shot.png"
+    res = _chromium(["--screenshot=" + str(shot), "--window-size=1280,2000"], url, tmp_path)
+    assert shot.exists(), res.stderr[-2000:]
+    assert not _console_errors(res.stderr), _console_errors(res.stderr)
+    px = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert px.std() > 20 and (px < 80).mean() > 0.005  # not blank: text and dark MIP pixels
+    dom = _chromium(["--dump-dom", "--virtual-time-budget=3000"], url, tmp_path)
+    assert dom.returncode == 0 and "<h1>petcorpus report" in dom.stdout
+    assert "data-broken-images" not in re.search(r"<html[^>]*>", dom.stdout).group(0)
+    assert not _console_errors(dom.stderr), _console_errors(dom.stderr)
+    srcs = _imgs(dom.stdout)
+    assert len(srcs) == 8 and all(s.startswith("data:image/png;base64,") for s in srcs)
+
+    # negative control: the same checks catch a broken image
+    bad = tmp_path / "bad.html"
+    bad.write_text(
+        path.read_text().replace("data:image/png;base64,", "data:image/png;base64,AA", 1)
+    )
+    dom = _chromium(["--dump-dom", "--virtual-time-budget=3000"], bad.resolve().as_uri(), tmp_path)
+    assert 'data-broken-images="1"' in re.search(r"<html[^>]*>", dom.stdout).group(0)
+    assert any("broken image" in line for line in _console_errors(dom.stderr))
