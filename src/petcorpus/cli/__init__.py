@@ -19,6 +19,9 @@ _COMMAND_MODULES = [
     "petcorpus.cli.download",
     "petcorpus.cli.viz",
     "petcorpus.cli.suv",
+    "petcorpus.cli.evaluate",
+    "petcorpus.cli.enhance",
+    "petcorpus.cli.catalog",
 ]
 
 for _name in _COMMAND_MODULES:

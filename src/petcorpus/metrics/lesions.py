@@ -112,7 +112,8 @@ def lesion_statistics(
     Returns
     -------
     list of LesionStats
-        In cc3d label order (scan order of the first voxel of each lesion).
+        Numbered in C order of each lesion's first voxel (index i slowest), whatever the
+        memory layout of the input.
     """
     if isinstance(mask, Volume):
         if not suv.same_grid(mask):
@@ -127,6 +128,9 @@ def lesion_statistics(
                 f"mask shape {m.shape} does not match the SUV shape {suv.shape}"
             )
     values = np.asarray(suv.array, dtype=np.float64)
+    # cc3d numbers components in memory order: make it C order so the lesion numbering
+    # does not depend on how the array was loaded (nibabel gives Fortran order).
+    m = np.ascontiguousarray(m)
     lab, n = cc3d.connected_components(m, connectivity=connectivity, return_N=True)
     if n == 0:
         return []
