@@ -26,8 +26,12 @@ def scan_cmd(
     for st in result.studies:
         try:
             sel = st.select()
-            choice = {"ct": sel.ct.series_uid, "pet": sel.pet.series_uid,
-                      "segs": [s.series_uid for s in sel.segs], "reasons": sel.reasons}  # fmt: skip
+            choice = {
+                "ct": sel.ct.series_uid,
+                "pet": sel.pet.series_uid,
+                "segs": [s.series_uid for s in sel.segs],
+                "reasons": sel.reasons,
+            }
         except PetcorpusError as exc:
             choice = {"error": f"[{exc.reason}] {exc.message}"}
         studies.append((st, choice))
@@ -46,7 +50,7 @@ def scan_cmd(
                             "manufacturer": s.manufacturer,
                             "z_extent": s.z_extent,
                             "params": s.params,
-                        }  # fmt: skip
+                        }
                         for s in st.series
                     ],
                     "selection": choice,
@@ -142,20 +146,24 @@ def suv_cmd(
             obj["per_slice"] = res.per_slice
         print(json.dumps(obj, indent=2, default=str))
         return
-    console.print(f"PET series {next(iter(series))}: {len(dss)} files, time reference "
-                  f"{res.time_reference}")  # fmt: skip
+    console.print(
+        f"PET series {next(iter(series))}: {len(dss)} files, time reference {res.time_reference}"
+    )
     console.print("[bold]inputs[/bold]")
     for name, v in res.inputs.items():
-        console.print(
-            f"  {name:30s} {v['value']!s:28s} {v['source']}  [dim]{Path(v['file']).name if v['file'] else ''}[/dim]"
-        )
+        fname = Path(v["file"]).name if v["file"] else ""
+        console.print(f"  {name:30s} {v['value']!s:28s} {v['source']}  [dim]{fname}[/dim]")
     if res.scan_datetime:
         console.print(
             f"  {'scan time used':30s} {res.scan_datetime:28s} {res.scan_datetime_source}"
         )
     console.print("[bold]factors[/bold] (multiply a rescaled pixel value)")
-    for key, label in (("bqml", "Bq/ml"), ("suv_bw", "SUVbw (g/ml)"), ("suv_lbm", "SUL (g/ml)"),
-                       ("suv_bsa", "SUVbsa (cm2/ml)")):  # fmt: skip
+    for key, label in (
+        ("bqml", "Bq/ml"),
+        ("suv_bw", "SUVbw (g/ml)"),
+        ("suv_lbm", "SUL (g/ml)"),
+        ("suv_bsa", "SUVbsa (cm2/ml)"),
+    ):
         val = getattr(res, key)
         text = f"{val:.9g}" if val is not None else f"[yellow]n/a[/yellow] {res.errors[key]}"
         console.print(f"  {key:8s} {label:16s} {text}")

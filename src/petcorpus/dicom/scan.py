@@ -39,20 +39,58 @@ from petcorpus.errors import PetcorpusError, Reason
 __all__ = ["ScanResult", "Selection", "SeriesInfo", "StudyInfo", "scan"]
 
 _KEYWORDS = [
-    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality",
-    "PatientID", "PatientSex", "PatientAge", "PatientWeight", "PatientSize", "StudyDate",
-    "StudyTime", "SeriesDate", "SeriesTime", "AcquisitionDate", "AcquisitionTime",
-    "AcquisitionDateTime", "SeriesDescription", "SeriesNumber", "InstanceNumber",
-    "Manufacturer", "ManufacturerModelName", "FrameOfReferenceUID", "ImagePositionPatient",
-    "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns", "SliceThickness", "KVP",
-    "XRayTubeCurrent", "Exposure", "ConvolutionKernel", "ContrastBolusAgent", "Units",
-    "DecayCorrection", "CorrectedImage", "ReconstructionMethod", "FilterType",
-    "RadiopharmaceuticalInformationSequence", "ReferencedSeriesSequence", "NumberOfFrames",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+    "PatientID",
+    "PatientSex",
+    "PatientAge",
+    "PatientWeight",
+    "PatientSize",
+    "StudyDate",
+    "StudyTime",
+    "SeriesDate",
+    "SeriesTime",
+    "AcquisitionDate",
+    "AcquisitionTime",
+    "AcquisitionDateTime",
+    "SeriesDescription",
+    "SeriesNumber",
+    "InstanceNumber",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "FrameOfReferenceUID",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "Rows",
+    "Columns",
+    "SliceThickness",
+    "KVP",
+    "XRayTubeCurrent",
+    "Exposure",
+    "ConvolutionKernel",
+    "ContrastBolusAgent",
+    "Units",
+    "DecayCorrection",
+    "CorrectedImage",
+    "ReconstructionMethod",
+    "FilterType",
+    "RadiopharmaceuticalInformationSequence",
+    "ReferencedSeriesSequence",
+    "NumberOfFrames",
     "ImageType",
-]  # fmt: skip
+]
 # Private creators and elements used for SUV (GE scan start; Philips scale factors).
-_PRIVATE = [(0x0009, 0x0010), (0x0009, 0x100D), (0x7053, 0x0010), (0x7053, 0x1000),
-            (0x7053, 0x1009)]  # fmt: skip
+_PRIVATE = [
+    (0x0009, 0x0010),
+    (0x0009, 0x100D),
+    (0x7053, 0x0010),
+    (0x7053, 0x1000),
+    (0x7053, 0x1009),
+]
 _SPECIFIC_TAGS = [*_KEYWORDS, *(Tag(g, e) for g, e in _PRIVATE)]
 _ITER_RE = re.compile(r"(\d+)\s*i\s*(\d+)\s*s", re.IGNORECASE)
 
@@ -129,8 +167,9 @@ class StudyInfo:
                     path=self.series[0].files[0].parent if self.series else None,
                     reason=Reason.NO_SERIES,
                 )
-        pets = sorted(pets, key=lambda s: (not s.is_attenuation_corrected, -s.n_files,
-                                           s.series_uid))  # fmt: skip
+        pets = sorted(
+            pets, key=lambda s: (not s.is_attenuation_corrected, -s.n_files, s.series_uid)
+        )
         pet = pets[0]
         if len(pets) == 1:
             reasons.append(f"PET {pet.series_uid}: the only PT series")
@@ -154,8 +193,7 @@ class StudyInfo:
                 ct.frame_of_reference_uid == pet.frame_of_reference_uid
             )
 
-        cts = sorted(cts, key=lambda s: (not covers(s), not same_for(s), -s.n_files,
-                                         s.series_uid))  # fmt: skip
+        cts = sorted(cts, key=lambda s: (not covers(s), not same_for(s), -s.n_files, s.series_uid))
         ct = cts[0]
         parts = [
             "covers the PET's z-extent" if covers(ct) else "does NOT cover the PET's z-extent"
@@ -173,9 +211,11 @@ class StudyInfo:
         )
         for s in segs:
             ref = s.params.get("ReferencedSeriesUID")
-            what = "the PET" if ref == pet.series_uid else (
-                "the CT" if ref == ct.series_uid else f"series {ref}"
-            )  # fmt: skip
+            what = (
+                "the PET"
+                if ref == pet.series_uid
+                else ("the CT" if ref == ct.series_uid else f"series {ref}")
+            )
             reasons.append(f"SEG {s.series_uid}: references {what}")
         return Selection(ct=ct, pet=pet, segs=segs, reasons=reasons)
 
@@ -257,12 +297,20 @@ def _params(modality: str, first: Dataset, earliest: Dataset) -> dict[str, Any]:
         if v is None or v == "":
             return None
         if kw in ("PixelSpacing", "CorrectedImage", "ImageType"):
-            return [str(x) if kw != "PixelSpacing" else float(x) for x in
-                    ([v] if isinstance(v, str) else v)]  # fmt: skip
+            return [
+                str(x) if kw != "PixelSpacing" else float(x)
+                for x in ([v] if isinstance(v, str) else v)
+            ]
         if kw in ("Rows", "Columns"):
             return int(v)
-        if kw in ("KVP", "XRayTubeCurrent", "Exposure", "SliceThickness", "PatientWeight",
-                  "PatientSize"):  # fmt: skip
+        if kw in (
+            "KVP",
+            "XRayTubeCurrent",
+            "Exposure",
+            "SliceThickness",
+            "PatientWeight",
+            "PatientSize",
+        ):
             return _f(v)
         return _s(v) if not isinstance(v, (list, tuple)) else "\\".join(map(str, v))
 
@@ -272,9 +320,18 @@ def _params(modality: str, first: Dataset, earliest: Dataset) -> dict[str, Any]:
         for kw in ["KVP", "XRayTubeCurrent", "Exposure", *common, "ContrastBolusAgent"]:
             p[kw] = get(kw)
     elif modality == "PT":
-        for kw in ["Units", "DecayCorrection", "CorrectedImage", "ReconstructionMethod",
-                   "FilterType", *common, "PatientWeight", "PatientSize", "PatientAge",
-                   "PatientSex"]:  # fmt: skip
+        for kw in [
+            "Units",
+            "DecayCorrection",
+            "CorrectedImage",
+            "ReconstructionMethod",
+            "FilterType",
+            *common,
+            "PatientWeight",
+            "PatientSize",
+            "PatientAge",
+            "PatientSex",
+        ]:
             p[kw] = get(kw)
         m = _ITER_RE.search(p.get("ReconstructionMethod") or "")
         p["Iterations"], p["Subsets"] = (int(m.group(1)), int(m.group(2))) if m else (None, None)
@@ -387,8 +444,9 @@ def scan(root: str | PathLike[str], *, workers: int | None = None) -> ScanResult
 
     out = []
     for uid in sorted(studies):
-        series = sorted(studies[uid], key=lambda s: (s.modality, s.series_number or 0,
-                                                     s.series_uid))  # fmt: skip
+        series = sorted(
+            studies[uid], key=lambda s: (s.modality, s.series_number or 0, s.series_uid)
+        )
         meta = study_meta[uid]
         out.append(StudyInfo(uid, _s(meta.get("PatientID")), _s(meta.get("StudyDate")), series))
     return ScanResult(root=root_p, studies=out, skipped=skipped)

@@ -93,7 +93,14 @@ def read_dataset(path: str | PathLike[str], *, stop_before_pixels: bool = False)
         try:
             ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels)
         except InvalidDicomError:
-            # No 128-byte preamble / 'DICM' / file meta: a "headerless" dataset.
+            # No 128-byte preamble / 'DICM' / file meta: a "headerless" dataset. It must start
+            # with a little-endian element of group 0002..0008 (checked before forcing pydicom,
+            # which would otherwise "parse" any file).
+            with open(p, "rb") as fh:
+                head = fh.read(8)
+            group = int.from_bytes(head[:2], "little") if len(head) >= 8 else -1
+            if not 0x0002 <= group <= 0x0008:
+                raise CorruptFileError("not a DICOM file", path=p) from None
             ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels, force=True)
             if "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
                 raise CorruptFileError("not a DICOM file", path=p) from None

@@ -120,15 +120,24 @@ def _float(ds: Dataset, keyword: str) -> float | None:
 
 
 def _private(ds: Dataset, group: int, creator: str, offset: int) -> Any:
-    try:
-        block = ds.private_block(group, creator)
-        elem = block[offset]
-    except KeyError:
-        return None
-    v = elem.value
-    if isinstance(v, bytes):  # implicit VR / unknown private dictionary entry
-        v = v.decode("ascii", "replace").strip("\x00 ")
-    return v
+    """A private element by its creator's name (the block may sit in any slot)."""
+    for slot in range(0x10, 0x100):
+        elem = ds.get((group, slot))
+        if elem is None:
+            continue
+        name = elem.value
+        if isinstance(name, bytes):
+            name = name.decode("ascii", "replace")
+        if str(name).strip("\x00 ") != creator:
+            continue
+        data = ds.get((group, (slot << 8) | offset))
+        if data is None:
+            return None
+        v = data.value
+        if isinstance(v, bytes):  # implicit VR / unknown private dictionary entry
+            v = v.decode("ascii", "replace").strip("\x00 ")
+        return v
+    return None
 
 
 def _tagname(tag: str, keyword: str) -> str:
