@@ -1,0 +1,157 @@
+"""``petcorpus status|verify|query|export|clinical``: the catalog of a corpus folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from petcorpus.cli._app import app, console, err_console, handle_errors
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+@app.command("status")
+@handle_errors
+def status_cmd(
+    out: Path = typer.Argument(..., help="Corpus folder (holds catalog.sqlite)."),
+) -> None:
+    """Summarise a corpus: subjects, studies by status, series, artifacts, failures."""
+    from petcorpus.catalog import Catalog
+
+    with Catalog.open(out, readonly=True) as cat:
+        s = cat.summary()
+        failed = cat.query(
+            """SELECT st.subject_id, f.stage, f.reason, f.message FROM failures f
+               JOIN studies st USING (study_uid)
+               WHERE st.status = 'failed'
+                 AND f.failure_id = (SELECT max(failure_id) FROM failures g
+                                     WHERE g.study_uid = f.study_uid)
+               ORDER BY st.subject_id"""
+        )
+    table = Table(title=f"{out} (catalog schema {s['schema_version']})", show_header=False)
+    table.add_row("subjects", str(s["subjects"]))
+    studies = s["studies"]
+    table.add_row(
+        "studies",
+        f"{sum(studies.values())} (" + ", ".join(f"{k} {v}" for k, v in studies.items()) + ")"
+        if studies
+        else "0",
+    )
+    table.add_row("series", ", ".join(f"{k} {v}" for k, v in s["series"].items()) or "0")
+    table.add_row("artifacts", f"{s['artifacts']} ({_human_bytes(s['artifact_bytes'])})")
+    if s["last_run"]:
+        run = s["last_run"]
+        counts = json.loads(run["counts"]) if run["counts"] else {}
+        table.add_row(
+            "last run",
+            f"#{run['run_id']} {run['started']} → {run['finished'] or 'unfinished'} "
+            + " ".join(f"{k}={v}" for k, v in counts.items()),
+        )
+    console.print(table)
+    if len(failed):
+        ft = Table(title="failed studies")
+        for col in ("subject", "stage", "reason", "message"):
+            ft.add_column(col)
+        for row in failed.itertuples(index=False):
+            ft.add_row(*(str(v) for v in row))
+        console.print(ft)
+
+
+@app.command("verify")
+@handle_errors
+def verify_cmd(
+    out: Path = typer.Argument(..., help="Corpus folder (holds catalog.sqlite)."),
+    quick: bool = typer.Option(False, "--quick", help="Compare sizes only, do not re-hash."),
+) -> None:
+    """Re-hash every catalogued artifact; exit 1 if any file is missing or changed."""
+    from petcorpus.catalog import verify
+
+    report = verify(out, rehash=not quick)
+    for issue in report.issues:
+        detail = (
+            ""
+            if issue.problem == "missing"
+            else f" (catalog {issue.expected[:12]}…, " + (f"file {issue.actual[:12]}…)")
+        )
+        err_console.print(f"[red]{issue.problem}[/red] {issue.path}{detail}")
+    if report.ok:
+        console.print(f"verified {report.checked} artifacts: all present and unchanged")
+        return
+    err_console.print(
+        f"{len(report.issues)} of {report.checked} artifacts failed: "
+        f"{len(report.missing)} missing, {len(report.mismatched)} changed"
+    )
+    raise typer.Exit(code=1)
+
+
+@app.command("query")
+@handle_errors
+def query_cmd(
+    out: Path = typer.Argument(..., help="Corpus folder (holds catalog.sqlite)."),
+    sql: str = typer.Argument(..., help='SQL, e.g. "SELECT * FROM studies" (read-only).'),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
+) -> None:
+    """Run a read-only SQL query on the catalog and print the rows."""
+    from petcorpus.catalog import Catalog
+
+    if fmt not in ("table", "csv", "json"):
+        raise typer.BadParameter("format must be table, csv or json", param_hint="--format")
+    with Catalog.open(out, readonly=True) as cat:
+        df = cat.query(sql)
+    if fmt == "csv":
+        console.print(df.to_csv(index=False), end="", markup=False)
+    elif fmt == "json":
+        console.print(df.to_json(orient="records"), markup=False)
+    else:
+        table = Table()
+        for col in df.columns:
+            table.add_column(str(col))
+        for row in df.itertuples(index=False):
+            table.add_row(*("" if v is None else str(v) for v in row))
+        console.print(table)
+
+
+@app.command("export")
+@handle_errors
+def export_cmd(
+    out: Path = typer.Argument(..., help="Corpus folder (holds catalog.sqlite)."),
+    fmt: list[str] = typer.Option(
+        None, "--format", "-f", help="csv, xlsx or parquet (repeatable); default: the set."
+    ),
+    to: Path = typer.Option(None, "--to", help="Destination folder (default OUT/tables)."),
+) -> None:
+    """Write clinical, CT-details and PT-details tables (CSV, ENHANCE-style xlsx, Parquet)."""
+    from petcorpus.catalog import Catalog
+    from petcorpus.tables import export_tables
+
+    with Catalog.open(out, readonly=True) as cat:
+        paths = export_tables(cat, to or out / "tables", formats=fmt or None)
+    for p in paths:
+        console.print(str(p))
+
+
+@app.command("clinical")
+@handle_errors
+def clinical_cmd(
+    out: Path = typer.Argument(..., help="Corpus folder (the catalog is created if absent)."),
+    csv: Path = typer.Argument(..., help="TCIA 'Clinical Metadata FDG PET_CT Lesions.csv'."),
+    site: str = typer.Option(None, "--site", help="Data source, e.g. autoPET."),
+    licence: str = typer.Option(None, "--licence", help="e.g. 'CC BY-NC 4.0'."),
+) -> None:
+    """Read a TCIA-style clinical CSV (diagnosis, age, sex) into the catalog."""
+    from petcorpus.catalog import Catalog
+    from petcorpus.tables import ingest_clinical
+
+    with Catalog.open(out) as cat:
+        n = ingest_clinical(cat, csv, site=site, licence=licence)
+    console.print(f"recorded {n} studies from {csv.name}")
