@@ -120,8 +120,10 @@ def _first(ds: Any, *keywords: str) -> Any:
         if cur is None or kw not in cur:
             return None
         cur = cur[kw].value
-        if isinstance(cur, Sequence) and not isinstance(cur, str | bytes) and kw.endswith(
-            "Sequence"
+        if (
+            isinstance(cur, Sequence)
+            and not isinstance(cur, str | bytes)
+            and kw.endswith("Sequence")
         ):
             if len(cur) == 0:
                 return None
@@ -323,9 +325,7 @@ def load_seg(
     ds, name = _read(seg)
     if str(ds.get("Modality", "")) != "SEG":
         raise CorruptFileError(f"not a DICOM SEG (Modality {ds.get('Modality')!r})", path=name)
-    referenced_series = _check_references(
-        ds, name, reference_series_uid, frame_of_reference_uid
-    )
+    referenced_series = _check_references(ds, name, reference_series_uid, frame_of_reference_uid)
     try:
         # copy=True: highdicom converts the dataset's class in place otherwise.
         hseg = hd.seg.Segmentation.from_dataset(ds, copy=True)
@@ -385,9 +385,7 @@ def load_seg(
                 name,
                 f + 1,
             )
-            if k_src is not None and (
-                placement.slice_axis != 2 or placement.slice_index != k_src
-            ):
+            if k_src is not None and (placement.slice_axis != 2 or placement.slice_index != k_src):
                 raise GeometryMismatchError(
                     f"frame {f + 1} references slice {k_src} of the image but its position "
                     f"is on slice {placement.slice_index} (axis {placement.slice_axis})",
