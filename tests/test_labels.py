@@ -61,7 +61,7 @@ def test_global_ids_are_documented_offsets_and_superset_positions():
             assert LabelTable.from_global(position) == (g, local)
     assert position == 131
     assert t.global_names()[34] == "liver"
-    with pytest.raises(ValueError, match="not in 1..131"):
+    with pytest.raises(ValueError, match=r"not in 1\.\.131"):
         LabelTable.from_global(132)
     with pytest.raises(UnsupportedError):
         t.global_id("Body-Composition", 4)
@@ -69,8 +69,12 @@ def test_global_ids_are_documented_offsets_and_superset_positions():
 
 def test_parse_both_directions_and_model_names(tmp_path):
     p = tmp_path / "labels.json"
-    p.write_text(json.dumps({"clin_ct_organs": {"liver": 8, "spleen": 15}, "Ribs": {"27": "sternum"},
-                             "other": {"1": "x"}}))  # fmt: skip
+    doc = {
+        "clin_ct_organs": {"liver": 8, "spleen": 15},
+        "Ribs": {"27": "sternum"},
+        "other": {"1": "x"},
+    }
+    p.write_text(json.dumps(doc))
     t = load_labels(p)
     assert dict(t.groups["Organs"]) == {8: "liver", 15: "spleen"}
     assert dict(t.groups["Ribs"]) == {27: "sternum"}
