@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from petcorpus.errors import PetcorpusError, UnsupportedError
+from petcorpus.errors import CorruptFileError, PetcorpusError, UnsupportedError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -225,7 +225,10 @@ def artifact_record(
     if dtype is None and p.name.endswith((".nii", ".nii.gz")):
         import nibabel as nib
 
-        img = nib.load(p)
+        try:
+            img = nib.load(p)
+        except (OSError, ValueError, nib.filebasedimages.ImageFileError) as exc:
+            raise CorruptFileError(f"not a readable NIfTI file: {exc}", path=p) from exc
         hdr = img.header
         dtype = str(hdr.get_data_dtype().newbyteorder("="))
         shape = tuple(int(s) for s in img.shape) if shape is None else shape
