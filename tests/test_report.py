@@ -78,9 +78,11 @@ def test_find_studies(corpus: Path) -> None:
     ]  # fmt: skip
 
 
-def test_lesion_summary_matches_scipy_reference() -> None:
+@pytest.mark.parametrize("use_metrics", [True, False])
+def test_lesion_summary_matches_scipy_reference(use_metrics: bool) -> None:
     t = _truths()["LYMPHOMA"]
-    s = lesion_summary(t.suv, t.lesion_mask)
+    s = lesion_summary(t.suv, t.lesion_mask, use_metrics=use_metrics)
+    assert s.source.startswith("petcorpus.metrics" if use_metrics else "petcorpus.report")
     m = np.asarray(t.lesion_mask.array) > 0
     _, n = ndimage.label(m, structure=ndimage.generate_binary_structure(3, 2))
     ml = float(np.prod(np.abs(np.diag(t.suv.affine)[:3]))) / 1000.0
@@ -89,7 +91,7 @@ def test_lesion_summary_matches_scipy_reference() -> None:
     assert s.tlg == pytest.approx(float(np.asarray(t.suv.array, np.float64)[m].sum()) * ml)
     assert s.suv_max == pytest.approx(float(t.suv.array[m].max()))
     neg = _truths()["NEGATIVE"]
-    e = lesion_summary(neg.suv, neg.lesion_mask)
+    e = lesion_summary(neg.suv, neg.lesion_mask, use_metrics=use_metrics)
     assert (e.count, e.mtv_ml, e.tlg) == (0, 0.0, 0.0) and np.isnan(e.suv_max)
 
 

@@ -75,17 +75,36 @@ class LesionSummary:
     mtv_ml: float
     tlg: float
     suv_max: float
-    source: str = "petcorpus.report (cc3d, 18-connectivity)"
+    source: str = "petcorpus.report's minimal cc3d count (18-connectivity)"
 
 
-def lesion_summary(suv: Volume, mask: Volume) -> LesionSummary:
-    """Count lesions and compute MTV and TLG (cc3d 18-connected components).
+def lesion_summary(suv: Volume, mask: Volume, *, use_metrics: bool = True) -> LesionSummary:
+    """Count lesions and compute MTV, TLG and SUVmax (18-connected components).
+
+    Uses :mod:`petcorpus.metrics.lesions` when it is importable (and ``use_metrics``), else
+    a minimal cc3d computation here; both define MTV as voxels x voxel volume and TLG as the
+    sum of SUV over the mask x voxel volume. ``source`` says which ran.
 
     >>> m = np.zeros((4, 4, 4), np.uint8); m[0, 0, 0] = m[3, 3, 3] = 1
     >>> s = lesion_summary(Volume(m * 2.5, np.eye(4)), Volume(m, np.eye(4)))
-    >>> s.count, s.mtv_ml, s.tlg
-    (2, 0.002, 0.005)
+    >>> s.count, s.mtv_ml, round(s.tlg, 12), s.suv_max
+    (2, 0.002, 0.005, 2.5)
     """
+    if use_metrics:
+        try:
+            from petcorpus.metrics.lesions import lesion_statistics, study_summary
+        except ImportError:  # pragma: no cover - the metrics module ships with petcorpus
+            pass
+        else:
+            stats = lesion_statistics(suv, mask, connectivity=18)
+            summ = study_summary(stats)
+            return LesionSummary(
+                count=int(summ.lesion_count),
+                mtv_ml=float(summ.total_mtv_ml),
+                tlg=float(summ.total_tlg),
+                suv_max=max((x.suv_max for x in stats), default=math.nan),
+                source="petcorpus.metrics.lesions (cc3d, 18-connectivity)",
+            )
     import cc3d
 
     m = np.asarray(mask.array) > 0
@@ -380,7 +399,12 @@ def _metric_plots(df: Any, mtv: np.ndarray) -> list[tuple[str, bytes]]:
     ok = np.isfinite(mtv) & np.isfinite(dice) & (mtv > 0)
     ax.scatter(mtv[ok], dice[ok], s=14, c="#4477aa")
     if ok.any():
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("ground-truth MTV (ml)")
     ax.set_ylabel("Dice")
     ax.set_ylim(-0.02, 1.02)
@@ -396,7 +420,10 @@ def _metric_plots(df: Any, mtv: np.ndarray) -> list[tuple[str, bytes]]:
     fn = df["fn_volume_ml"].to_numpy(dtype=float)
     ax.bar(x - 0.2, np.nan_to_num(fp), width=0.4, color="#ee6633", label="FP volume")
     ax.bar(x + 0.2, np.nan_to_num(fn), width=0.4, color="#0077bb", label="FN volume")
-    ax.set_xlabel("case (table order)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("case (row of the per-case table, from 0)")
     ax.set_ylabel("ml")
     ax.legend(fontsize=8, frameon=False)
     ax.set_title("false-positive and false-negative volumes", fontsize=9)
@@ -425,7 +452,8 @@ h1{font-size:1.5em;margin:.2em 0}h2{border-bottom:1px solid #ccc;margin-top:1.6e
 table{border-collapse:collapse;margin:.4em 0}td,th{border:1px solid #ddd;padding:2px 6px;
 vertical-align:top;text-align:left}th{background:#f3f3f3}td.n{text-align:right}
 .counts{display:flex;gap:1.5em;flex-wrap:wrap}.bad{color:#b00}.muted{color:#777;font-size:.9em}
-section.study{border-top:2px solid #ddd;margin-top:1em}img{image-rendering:auto}
+section.study{border-top:2px solid #ddd;margin-top:1em}section.study img{max-width:100%;
+height:auto}
 details{font-size:.9em}code{font-size:.9em}#broken{display:none;background:#fdd;padding:.5em}
 """
 
@@ -490,7 +518,8 @@ def _lesion_cells(les: LesionSummary | None) -> str:
         return '<td colspan=4 class="muted">no SEG</td>'
     return (
         f"<td class=n>{les.count}</td><td class=n>{les.mtv_ml:.1f}</td>"
-        f"<td class=n>{les.tlg:.1f}</td><td class=n>{_fmt(les.suv_max, 3)}</td>"
+        f"<td class=n>{les.tlg:.1f}</td>"
+        f"<td class=n>{'–' if math.isnan(les.suv_max) else f'{les.suv_max:.3g}'}</td>"
     )
 
 
