@@ -452,6 +452,8 @@ def pt_details(catalog: Catalog) -> pd.DataFrame:
         p = _P(params.get(r.series_uid, {}))
         method = p.text("ReconstructionMethod")
         iters, subsets = _recon_iterations_subsets(method)
+        if p.num("Iterations") is not None and p.num("Subsets") is not None:
+            iters, subsets = int(p.num("Iterations") or 0), int(p.num("Subsets") or 0)
         dose = p.num("RadionuclideTotalDose")
         rows.append(
             {
