@@ -303,7 +303,7 @@ def _recipe(pet_dir: Path) -> float:
 
 
 def test_autopet_recipe_bit_for_bit(vendor_study):
-    study, study_dir = vendor_study
+    _study, study_dir = vendor_study
     pet_dir = next(p for p in study_dir.iterdir() if p.name.startswith("4."))
     ref = autopet_reference_file(pet_dir)
     others = sorted(p for p in pet_dir.glob("*.dcm") if p != ref)
@@ -314,7 +314,7 @@ def test_autopet_recipe_bit_for_bit(vendor_study):
 
 
 def test_autopet_differs_from_qiba_when_first_file_is_a_later_bed(vendor_study):
-    study, study_dir = vendor_study
+    _study, study_dir = vendor_study
     pet_dir = next(p for p in study_dir.iterdir() if p.name.startswith("4."))
     dss = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(pet_dir.glob("*.dcm"))]
     later = max(dss, key=lambda d: str(d.AcquisitionTime))

@@ -27,7 +27,9 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder, pixel_array
 from pydicom.uid import (
+    UID,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -164,7 +166,7 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
             dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
             return np.frombuffer(ds.PixelData, dtype=dtype, count=rows * cols).reshape(rows, cols)
     try:
-        arr = ds.pixel_array
+        arr = pixel_array(ds, decoding_plugin=_plugin(ts))
     except Exception as exc:
         raise CorruptFileError(
             f"cannot decode pixel data ({ts.name}: {type(exc).__name__}: {exc})", path=path
@@ -172,6 +174,15 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
     if arr.shape != (rows, cols):
         raise CorruptFileError(f"decoded shape {arr.shape} != ({rows}, {cols})", path=path)
     return arr
+
+
+def _plugin(ts: UID) -> str:
+    """``"pylibjpeg"`` where it can decode ``ts`` (our documented choice), else pydicom's pick."""
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        return ""
+    return "pylibjpeg" if "pylibjpeg" in decoder.available_plugins else ""
 
 
 def _float_list(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
@@ -276,6 +287,8 @@ def load_series(
 
     def read(p: Path) -> tuple[Dataset, np.ndarray]:
         ds = read_dataset(p)
+        if "PixelData" not in ds:
+            raise CorruptFileError("no PixelData: truncated file, or not an image", path=p)
         for kw in ("Rows", "Columns", "BitsAllocated"):
             _need(ds, kw, p)
         return ds, _pixels(ds, p)
@@ -343,13 +356,15 @@ def load_series(
                     reason=Reason.DUPLICATE_SLICE,
                 )
         step = float(np.linalg.norm(ipps[-1] - ipps[0]) / (n - 1))
-        bad = np.nonzero(np.abs(diffs - step) > _SPACING_RTOL * step)[0]
-        if bad.size:
-            a = int(bad[0])
+        typical = float(np.median(diffs))
+        bad = np.nonzero(np.abs(diffs - typical) > _SPACING_RTOL * typical)[0]
+        if bad.size or abs(step - typical) > _SPACING_RTOL * typical:
+            a = int(bad[0]) if bad.size else int(np.argmax(np.abs(diffs - typical)))
             raise SliceGapError(
-                f"slice spacing is not uniform: {pos[a]:.4f} → {pos[a + 1]:.4f} mm "
-                f"({diffs[a]:.4f} mm, the series averages {step:.4f} mm) between "
-                f"{files[a].name} and {files[a + 1].name}; a slice is missing?",
+                f"slice spacing is not uniform: {diffs[a]:.4f} mm between positions "
+                f"{pos[a]:.4f} and {pos[a + 1]:.4f} mm ({files[a].name} → "
+                f"{files[a + 1].name}), the other slices are {typical:.4f} mm apart; "
+                "a slice is missing?",
                 path=files[a + 1],
             )
         inplane = (ipps[1:] - ipps[:-1]) - np.outer(diffs, normal)
