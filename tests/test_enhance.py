@@ -21,6 +21,7 @@ from petcorpus.layouts.enhance import (
     read_case,
 )
 from petcorpus.phantom.enhance import phantom_labels, write_enhance_corpus
+from tests.conftest import phantom
 
 N = 4
 
@@ -28,20 +29,22 @@ N = 4
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory):
     root = tmp_path_factory.mktemp("enhance")
+    diagnoses = ("LYMPHOMA", "MELANOMA", "LUNG_CANCER", "NEGATIVE")
+    studies = [phantom(seed=500 + i, size="small", diagnosis=diagnoses[i]) for i in range(N)]
     out = {}
     for name, kw in {
         "v1": {"release": "v1"},
         "v2": {"release": "v2"},
         "zip": {"release": "v2", "zipped": True},
     }.items():
-        cases = write_enhance_corpus(root / name, N, seed=5, **kw)
+        cases = write_enhance_corpus(root / name, studies=studies, **kw)
         out[name] = (root / name, cases)
     return out
 
 
 @pytest.mark.parametrize("name", ["v1", "v2", "zip"])
 def test_every_case_found(corpora, name):
-    root, cases = corpora[name]
+    root, _ = corpora[name]
     c = open_enhance(root)
     assert c.release == ("v1" if name == "v1" else "v2")
     assert list(c.cases) == [f"{i:04d}" for i in range(1, N + 1)]

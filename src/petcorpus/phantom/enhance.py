@@ -149,6 +149,7 @@ def write_enhance_corpus(
     ct_split: int | None = None,
     labels: LabelTable | None = None,
     sites: Sequence[str] = SITES,
+    studies: Sequence[PhantomStudy] | None = None,
 ) -> list[EnhancePhantomCase]:
     """Write ``cases`` phantom studies as an ENHANCE.PET corpus under ``out``.
 
@@ -166,7 +167,11 @@ def write_enhance_corpus(
         Write PET as SUVbw (``truth.suv``) or activity concentration (``truth.pet_bqml``).
     labels : LabelTable, optional
         The ``labels.json`` to write (default: MOOSE without trachea).
+    studies : sequence of PhantomStudy, optional
+        Use these studies (then ``cases`` is their number) instead of building new ones.
     """
+    if studies is not None:
+        cases = len(studies)
     if release not in ("v1", "v2"):
         raise ValueError(f"release must be 'v1' or 'v2', got {release!r}")
     if zipped and release != "v2":
@@ -184,8 +189,11 @@ def write_enhance_corpus(
     pt_rows, ct_rows = [], []
     for n in range(1, cases + 1):
         cid = f"{n:04d}"
-        study = make_study(seed=seed * 10_000 + n, size=size, vendor="siemens",
-                           diagnosis=DIAGNOSES[(n - 1) % len(DIAGNOSES)], index=n)  # fmt: skip
+        if studies is not None:
+            study = studies[n - 1]
+        else:
+            study = make_study(seed=seed * 10_000 + n, size=size, vendor="siemens",
+                               diagnosis=DIAGNOSES[(n - 1) % len(DIAGNOSES)], index=n)  # fmt: skip
         tr = study.truth
         masks = enhance_masks(study)
         site = sites[(n - 1) % len(sites)]
