@@ -388,8 +388,8 @@ _MTV_COLUMNS = ("gt_volume_ml", "mtv_ml", "gt_mtv_ml", "mtv", "gt_ml")
 
 
 def _metric_plots(df: Any, mtv: np.ndarray) -> list[tuple[str, bytes]]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    FigureCanvasAgg = viz.require("matplotlib.backends.backend_agg", "matplotlib").FigureCanvasAgg
+    Figure = viz.require("matplotlib.figure", "matplotlib").Figure
 
     plots = []
     dice = df["dice"].to_numpy(dtype=float)

@@ -52,6 +52,7 @@ __all__ = [
     "png_bytes",
     "read_study_dir",
     "render",
+    "require",
     "study_figure",
     "to_canonical",
 ]
@@ -118,6 +119,18 @@ def colour_index(name: str) -> int:
 
 def _organ_index(label: int) -> int:
     return N_GREY + len(_NAMED) + (int(label) - 1) % len(_ORGAN_COLOURS)
+
+
+def require(module: str, package: str) -> Any:
+    """Import an optional dependency, or fail with the command that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"{package} is needed for pictures and reports: pip install 'petcorpus[viz]'"
+        ) from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,7 +412,7 @@ def render(
     PIL.Image.Image
         Mode ``P`` with :data:`PALETTE`.
     """
-    from PIL import Image
+    Image = require("PIL.Image", "Pillow")
 
     px = float(pixel_mm) if pixel_mm is not None else min(image.row_mm, image.col_mm)
     size = _display_size(image, px)
@@ -431,13 +444,12 @@ def render(
 
 
 def _text(img: Any, xy: tuple[int, int], text: str, colour: str = "text") -> None:
-    from PIL import ImageDraw
-
+    ImageDraw = require("PIL.ImageDraw", "Pillow")
     ImageDraw.Draw(img).text(xy, text, fill=colour_index(colour))
 
 
 def _canvas(width: int, height: int) -> Any:
-    from PIL import Image
+    Image = require("PIL.Image", "Pillow")
 
     c = Image.new("P", (max(1, width), max(1, height)), N_GREY - 1)
     c.putpalette(PALETTE)
@@ -456,9 +468,7 @@ def hstack(images: Sequence[Any], gap: int = 6, footer: Sequence[tuple[str, str]
         x += im.width + gap
     x = 4
     for text, colour in footer:
-        from PIL import ImageDraw
-
-        d = ImageDraw.Draw(canvas)
+        d = require("PIL.ImageDraw", "Pillow").Draw(canvas)
         d.rectangle((x, height - 12, x + 9, height - 3), fill=colour_index(colour))
         d.text((x + 13, height - 14), text, fill=colour_index("text"))
         x += 13 + int(d.textlength(text)) + 12
