@@ -293,7 +293,8 @@ def rebuild_index(path: str | os.PathLike[str]) -> Path:
     """Rewrite the index file from the complete shards on disk; remove stale temp files."""
     path = Path(path)
     root = shard_dir(path)
-    for tmp in root.glob("*/.*.tmp"):
+    # Temp files of a killed writer (only the driver writes, so none is in use now).
+    for tmp in [*root.glob("*/.*.tmp"), *path.parent.glob(f".{path.name}.*.tmp")]:
         tmp.unlink(missing_ok=True)
     entries = sorted((p.parent.name, p.stem) for p in root.glob("*/*.h5"))
     out = _temp_beside(path)
