@@ -295,6 +295,23 @@ def test_cli_mip_writes_png(tmp_path: Path) -> None:
     # an empty prediction misses every lesion: FN colour present, no FP colour
     idx = np.asarray(Image.open(out2))[:-16]  # above the legend
     assert (idx == viz.colour_index("fn")).any() and not (idx == viz.colour_index("fp")).any()
+    organs = np.where(
+        np.isin(t.pet_labels.array, [Tissue.LIVER, Tissue.LUNG]), t.pet_labels.array, 0
+    )
+    nib.save(t.pet_labels.with_array(organs.astype(np.uint8)).to_nifti(), tmp_path / "org.nii.gz")
+    out3 = tmp_path / "org.png"
+    res = CliRunner().invoke(
+        app, ["mip", str(d), "-o", str(out3), "--labels", str(tmp_path / "org.nii.gz")]
+    )
+    assert res.exit_code == 0, res.output
+    idx = np.asarray(Image.open(out3))
+    organ_idx = {viz._organ_index(Tissue.LIVER), viz._organ_index(Tissue.LUNG)}
+    assert organ_idx <= set(np.unique(idx).tolist())
+    nib.save(t.ct_labels.to_nifti(), tmp_path / "ctgrid.nii.gz")  # wrong grid
+    res = CliRunner().invoke(
+        app, ["mip", str(d), "-o", str(out3), "--labels", str(tmp_path / "ctgrid.nii.gz")]
+    )
+    assert res.exit_code == 1 and "GEOMETRY_MISMATCH" in res.output
     res = CliRunner().invoke(app, ["mip", str(d), "-o", str(out2), "--views", "diagonal"])
     assert res.exit_code == 1
     res = CliRunner().invoke(app, ["mip", str(tmp_path / "nope"), "-o", str(out2)])

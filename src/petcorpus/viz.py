@@ -76,24 +76,12 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 # are named colours (in COLOURS order) and a few organ colours.
 N_GREY = 224
 _NAMED = list(COLOURS)
+# Organ outlines: blues, greens, yellows, greys (no reds, which mean lesions here).
 _ORGAN_COLOURS = [
-    (68, 119, 170),
-    (102, 204, 238),
-    (34, 136, 51),
-    (204, 187, 68),
-    (238, 102, 119),
-    (170, 51, 119),
-    (187, 187, 187),
-    (0, 153, 136),
-    (153, 153, 51),
-    (136, 34, 85),
-    (221, 204, 119),
-    (51, 34, 136),
-    (17, 119, 51),
-    (68, 170, 153),
-    (136, 204, 238),
-    (204, 102, 119),
-]
+    (68, 119, 170), (102, 204, 238), (34, 136, 51), (204, 187, 68), (0, 153, 136),
+    (153, 153, 51), (187, 187, 187), (51, 34, 136), (17, 119, 51), (68, 170, 153),
+    (136, 204, 238), (221, 204, 119), (119, 119, 119), (0, 68, 136),
+]  # fmt: skip
 
 
 def _palette() -> list[int]:
@@ -419,6 +407,11 @@ def render(
     grey = Image.fromarray(grey_index(image.array, vmin, vmax, invert), mode="L")
     idx = np.asarray(grey.resize(size, Image.Resampling.BILINEAR)).copy()
     if labels is not None:
+        if labels.array.shape != image.array.shape:
+            raise GeometryMismatchError(
+                f"label projection {labels.array.shape} differs from the image "
+                f"{image.array.shape}; the label map must be on the PET grid"
+            )
         lab = np.asarray(
             Image.fromarray(labels.array.astype(np.int32), mode="I").resize(
                 size, Image.Resampling.NEAREST

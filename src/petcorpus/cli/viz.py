@@ -22,6 +22,9 @@ def mip_cmd(
     pred: Path | None = typer.Option(
         None, "--pred", help="Predicted mask (NIfTI, PET grid): truth vs prediction, FP/FN."
     ),
+    labels: Path | None = typer.Option(
+        None, "--labels", help="Organ label map (NIfTI, PET grid) drawn as outlines."
+    ),
     pixel_mm: float = typer.Option(2.0, "--pixel-mm", min=0.1, help="Display pixel size (mm)."),
 ) -> None:
     """Write PET maximum-intensity projections of a study with its lesions in colour."""
@@ -31,11 +34,13 @@ def mip_cmd(
     view_list = [v.strip() for v in views.split(",") if v.strip()]
     images = read_study_dir(study_dir, with_ct=with_ct)
     pred_vol = Volume.from_nifti(pred) if pred is not None else None
+    label_vol = Volume.from_nifti(labels) if labels is not None else None
     fig = study_figure(
         images.suv,  # type: ignore[arg-type]
         images.seg,
         pred=pred_vol,
         ct=images.ct,
+        labels=label_vol,
         views=view_list,
         vmax=vmax,
         pixel_mm=pixel_mm,
