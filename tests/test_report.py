@@ -124,6 +124,13 @@ def test_report_from_folders(corpus: Path, tmp_path: Path) -> None:
     assert path.stat().st_size < 400_000
 
 
+def test_parallel_build_gives_the_same_report(corpus: Path, tmp_path: Path) -> None:
+    one = write_report(corpus, output=tmp_path / "one.html").read_text()
+    two = write_report(corpus, output=tmp_path / "two.html", workers=2).read_text()
+    strip = lambda t: re.sub(r"Built .*? s\.", "", t)  # noqa: E731
+    assert strip(one) == strip(two)
+
+
 def test_report_with_catalog(corpus: Path, tmp_path: Path) -> None:
     from petcorpus.catalog import Catalog
     from petcorpus.errors import SliceGapError

@@ -65,6 +65,7 @@ def report_cmd(
         False, "--external-images", help="Write PNGs beside the HTML instead of embedding."
     ),
     vmax: float = typer.Option(10.0, "--vmax", min=0.01, help="SUV window upper end."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel processes."),
 ) -> None:
     """Write an offline HTML quality-control report (summary, failures, MIPs, metrics)."""
     from rich.progress import track
@@ -78,6 +79,7 @@ def report_cmd(
         embed=not external_images,
         vmax=vmax,
         with_ct=with_ct,
+        workers=workers,
         progress=lambda it: track(list(it), description="studies", console=console),
     )
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
