@@ -51,19 +51,32 @@ def resample_sitk(
     return Volume(array, target.affine)
 
 
-def resample_autopet(source: Volume, target: Volume, fill: float = -1024.0) -> Volume:
+def resample_autopet(
+    source: Volume,
+    target: Volume,
+    fill: float = -1024.0,
+    dtype: npt.DTypeLike = np.float32,
+) -> Volume:
     """The published autoPET CTres recipe: cubic B-spline (scipy, with prefilter), float32.
 
     nilearn's ``resample_to_img(ct, pet, fill_value=-1024)`` maps each target voxel through
     ``inv(source.affine) @ target.affine`` and interpolates with ``scipy.ndimage`` order 3
-    on the data cast to float32; this does the same without nilearn.
+    on the data; this does the same without nilearn. scipy prefilters (cubic B-spline
+    coefficients) and interpolates in float64 whatever the input dtype and casts to the
+    output dtype at the end, so ``dtype`` only sets the final rounding: nilearn's output dtype
+    is the input's for float data (float64 for a dicom2nifti >= 2.4 CT) and float32 for an
+    int16 CT (dicom2nifti 2.3, the published files). Equal to nilearn's ``resample_to_img``
+    within 1e-3 HU (tests/test_compat_autopet.py); the remaining difference comes from
+    nilearn reading the affines back from the float32 NIfTI header.
     """
     from scipy import ndimage
 
     from petcorpus.volume import Volume
 
     transform = np.linalg.inv(source.affine) @ target.affine
-    data = np.asarray(source.array, dtype=np.float32)
+    data = np.asarray(source.array)
+    if data.dtype.kind not in "f":
+        data = data.astype(np.float32)  # exact for int16 HU; scipy works in float64 anyway
     linear = transform[:3, :3]
     if np.allclose(linear, np.diag(np.diag(linear))):
         matrix: np.ndarray = np.diag(linear)
@@ -74,8 +87,9 @@ def resample_autopet(source: Volume, target: Volume, fill: float = -1024.0) -> V
         matrix,
         offset=transform[:3, 3],
         output_shape=target.shape,
+        output=np.dtype(dtype),
         order=3,
         mode="constant",
         cval=float(fill),
     )
-    return Volume(out.astype(np.float32, copy=False), target.affine)
+    return Volume(out, target.affine)
