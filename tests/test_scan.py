@@ -179,3 +179,16 @@ def test_cli_scan(two_studies):
     assert len(obj["studies"]) == 2
     assert all(s["selection"]["pet"] for s in obj["studies"])
     assert all(st.subject_id not in out.stdout for st in studies)  # no patient identifiers
+
+
+def test_real_files_group_by_uid(realdata):
+    res = scan(realdata / "dcmqi-ct-seg")
+    (study,) = res.studies
+    (ct,) = study.by_modality("CT")
+    segs = study.by_modality("SEG")
+    assert ct.n_files == 3 and ct.manufacturer == "GE MEDICAL SYSTEMS"
+    assert len(segs) == 2
+    assert all(s.params["ReferencedSeriesUID"] == ct.series_uid for s in segs)
+    assert {p.suffix for p, _ in res.skipped} >= {".nrrd"}  # label images beside: skipped
+    with pytest.raises(PetcorpusError, match="no PT series"):
+        study.select()

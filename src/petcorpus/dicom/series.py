@@ -193,7 +193,7 @@ def _float_list(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
     v = elem.value
     try:
         if isinstance(v, bytes) and getattr(elem, "VR", None) in ("DS", None):
-            arr = np.array([float(x) for x in v.split(b"\\")], dtype=np.float64)
+            arr = np.array([float(x.strip(b" \x00")) for x in v.split(b"\\")], dtype=np.float64)
         else:
             v = ds[keyword].value
             vals = [v] if isinstance(v, (int, float, str)) else v
@@ -211,7 +211,7 @@ def _float1(ds: Dataset, keyword: str, default: float) -> float:
         return default
     v = elem.value
     if isinstance(v, bytes):
-        return float(v.split(b"\\")[0])
+        return float(v.split(b"\\")[0].strip(b" \x00"))
     return float(ds[keyword].value)
 
 
