@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from petcorpus.cli import app
 from petcorpus.report import find_studies, lesion_summary, read_catalog, write_report
+from petcorpus.volume import Volume
 from tests.conftest import phantom
 from tests.test_viz import write_layout
 
@@ -93,6 +94,20 @@ def test_lesion_summary_matches_scipy_reference(use_metrics: bool) -> None:
     neg = _truths()["NEGATIVE"]
     e = lesion_summary(neg.suv, neg.lesion_mask, use_metrics=use_metrics)
     assert (e.count, e.mtv_ml, e.tlg) == (0, 0.0, 0.0) and np.isnan(e.suv_max)
+
+
+def test_lesion_summary_cropped_metrics_equal_full_volume() -> None:
+    rng = np.random.default_rng(1)
+    suv = rng.uniform(0, 5, size=(40, 30, 20)).astype(np.float32)
+    m = np.zeros(suv.shape, np.uint8)
+    m[0, 0, 0] = m[39, 29, 19] = 1  # lesions at the corners: the box is clipped
+    m[20:23, 10:12, 5:9] = 1
+    aff = np.diag([2.0, 3.0, 4.0, 1.0])
+    a = lesion_summary(Volume(suv, aff), Volume(m, aff), use_metrics=True)
+    b = lesion_summary(Volume(suv, aff), Volume(m, aff), use_metrics=False)
+    assert a.count == b.count == 3
+    assert (a.mtv_ml, a.tlg, a.suv_max) == pytest.approx((b.mtv_ml, b.tlg, b.suv_max))
+    assert b.tlg == pytest.approx(float(suv[m > 0].astype(np.float64).sum()) * 0.024)
 
 
 def test_report_from_folders(corpus: Path, tmp_path: Path) -> None:

@@ -82,9 +82,11 @@ class LesionSummary:
 def lesion_summary(suv: Volume, mask: Volume, *, use_metrics: bool = True) -> LesionSummary:
     """Count lesions and compute MTV, TLG and SUVmax (18-connected components).
 
-    Uses :mod:`petcorpus.metrics.lesions` when it is importable (and ``use_metrics``), else
-    a minimal cc3d computation here; both define MTV as voxels x voxel volume and TLG as the
-    sum of SUV over the mask x voxel volume. ``source`` says which ran.
+    Uses :mod:`petcorpus.metrics.lesions` when it is importable (and ``use_metrics``) on the
+    mask's bounding box grown by the SUVpeak radius (the numbers are those of the full
+    volume, and a whole-body grid is not scanned for a few small lesions), else a minimal
+    cc3d computation here; both define MTV as voxels x voxel volume and TLG as the sum of SUV
+    over the mask x voxel volume. ``source`` says which ran.
 
     >>> m = np.zeros((4, 4, 4), np.uint8); m[0, 0, 0] = m[3, 3, 3] = 1
     >>> s = lesion_summary(Volume(m * 2.5, np.eye(4)), Volume(m, np.eye(4)))
@@ -93,18 +95,24 @@ def lesion_summary(suv: Volume, mask: Volume, *, use_metrics: bool = True) -> Le
     """
     if use_metrics:
         try:
-            from petcorpus.metrics.lesions import lesion_statistics, study_summary
+            from petcorpus.metrics.lesions import PEAK_RADIUS_MM, lesion_statistics, study_summary
         except ImportError:  # pragma: no cover - the metrics module ships with petcorpus
             pass
         else:
-            stats = lesion_statistics(suv, mask, connectivity=18)
+            source = "petcorpus.metrics.lesions (cc3d, 18-connectivity)"
+            if not suv.same_grid(mask):
+                raise PetcorpusError(f"lesion mask {mask.shape} is not on the SUV grid")
+            box = _mask_box(mask, margin_mm=PEAK_RADIUS_MM + 1.0)
+            if box is None:
+                return LesionSummary(0, 0.0, 0.0, math.nan, source)
+            stats = lesion_statistics(_crop(suv, box), _crop(mask, box), connectivity=18)
             summ = study_summary(stats)
             return LesionSummary(
                 count=int(summ.lesion_count),
                 mtv_ml=float(summ.total_mtv_ml),
                 tlg=float(summ.total_tlg),
                 suv_max=max((x.suv_max for x in stats), default=math.nan),
-                source="petcorpus.metrics.lesions (cc3d, 18-connectivity)",
+                source=source,
             )
     import cc3d
 
@@ -120,6 +128,27 @@ def lesion_summary(suv: Volume, mask: Volume, *, use_metrics: bool = True) -> Le
         tlg=float(vals.sum() * ml),
         suv_max=float(vals.max()) if vals.size else math.nan,
     )
+
+
+def _mask_box(mask: Volume, margin_mm: float) -> tuple[slice, slice, slice] | None:
+    """Bounding box of ``mask > 0`` grown by ``margin_mm`` (clipped), or None when empty."""
+    m = np.asarray(mask.array) > 0
+    box = []
+    for axis, sp in enumerate(mask.spacing):
+        others = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(m.any(axis=others))
+        if idx.size == 0:
+            return None
+        pad = math.ceil(margin_mm / float(sp))
+        box.append(slice(max(0, idx[0] - pad), min(m.shape[axis], idx[-1] + pad + 1)))
+    return (box[0], box[1], box[2])
+
+
+def _crop(vol: Volume, box: tuple[slice, slice, slice]) -> Volume:
+    """The sub-volume ``vol[box]`` with its affine moved so world positions are unchanged."""
+    shift = np.eye(4)
+    shift[:3, 3] = [b.start for b in box]
+    return Volume(np.asarray(vol.array)[box], vol.affine @ shift)
 
 
 # --------------------------------------------------------------------------------------------
