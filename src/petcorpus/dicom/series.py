@@ -139,6 +139,20 @@ def _need(ds: Dataset, keyword: str, path: Path) -> object:
     return v
 
 
+def _check_length(ds: Dataset, path: Path) -> None:
+    """Native (uncompressed) pixel data must hold Rows x Columns x frames samples."""
+    if ds.file_meta.TransferSyntaxUID not in _NATIVE:
+        return
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    nbytes = int(ds.Rows) * int(ds.Columns) * frames * spp * int(ds.BitsAllocated) // 8
+    if len(ds.PixelData) < nbytes:
+        raise CorruptFileError(
+            f"PixelData holds {len(ds.PixelData)} bytes, {nbytes} expected (truncated file)",
+            path=path,
+        )
+
+
 def _pixels(ds: Dataset, path: Path) -> np.ndarray:
     """Stored values of a single-frame slice, shape (rows, columns)."""
     rows, cols = int(ds.Rows), int(ds.Columns)
@@ -155,16 +169,9 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
     bits = int(ds.BitsAllocated)
     signed = int(ds.get("PixelRepresentation", 0)) == 1
     stored_bits = int(ds.get("BitsStored", bits))
-    if ts in _NATIVE:
-        nbytes = rows * cols * bits // 8
-        if len(ds.PixelData) < nbytes:
-            raise CorruptFileError(
-                f"PixelData holds {len(ds.PixelData)} bytes, {nbytes} expected (truncated file)",
-                path=path,
-            )
-        if bits in (8, 16, 32) and stored_bits == bits:
-            dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
-            return np.frombuffer(ds.PixelData, dtype=dtype, count=rows * cols).reshape(rows, cols)
+    if ts in _NATIVE and bits in (8, 16, 32) and stored_bits == bits:
+        dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+        return np.frombuffer(ds.PixelData, dtype=dtype, count=rows * cols).reshape(rows, cols)
     try:
         arr = pixel_array(ds, decoding_plugin=_plugin(ts))
     except Exception as exc:
@@ -285,20 +292,21 @@ def load_series(
         raise PetcorpusError("no files in the series", reason=Reason.NO_SERIES)
     n_workers = workers or os.cpu_count() or 1
 
-    def read(p: Path) -> tuple[Dataset, np.ndarray]:
+    def read(p: Path) -> Dataset:
         ds = read_dataset(p)
         if "PixelData" not in ds:
             raise CorruptFileError("no PixelData: truncated file, or not an image", path=p)
         for kw in ("Rows", "Columns", "BitsAllocated"):
             _need(ds, kw, p)
-        return ds, _pixels(ds, p)
+        _check_length(ds, p)
+        return ds
 
     if n_workers > 1 and len(files) > 1:
         with ThreadPoolExecutor(max_workers=n_workers) as pool:
             read_results = list(pool.map(read, files))
     else:
         read_results = [read(p) for p in files]
-    dss = [r[0] for r in read_results]
+    dss = read_results
 
     # -- geometry checks ----------------------------------------------------------------------
     first, f0 = dss[0], files[0]
@@ -341,7 +349,6 @@ def load_series(
     ipps = ipps[order]
     dss = [dss[i] for i in order]
     files = [files[i] for i in order]
-    pixels = [read_results[i][1] for i in order]
     del read_results
 
     n = len(dss)
@@ -390,8 +397,10 @@ def load_series(
     block = np.empty((n, rows, cols), dtype=dtype)
 
     def fill(k: int) -> bool:
+        # decode straight into the output block and drop the encoded bytes (peak memory)
         slope, inter = rescale[k]
-        px = pixels[k]
+        px = _pixels(dss[k], files[k])
+        del dss[k].PixelData
         if dtype != np.int16:
             t = px * slope  # float64: exact products, rounded once to float32 below
             if inter != 0.0:
@@ -417,9 +426,6 @@ def load_series(
         clipped = any(fill(k) for k in range(n))
     if clipped:
         log.warning("%s: rescaled values outside int16 were clipped", files[0].parent)
-    for ds in dss:
-        if "PixelData" in ds:
-            del ds.PixelData
     return LoadedSeries(
         volume=Volume(block.transpose(2, 1, 0), lps_to_ras(aff)),
         datasets=tuple(dss),
