@@ -316,3 +316,16 @@ def test_cli_mip_writes_png(tmp_path: Path) -> None:
     assert res.exit_code == 1
     res = CliRunner().invoke(app, ["mip", str(tmp_path / "nope"), "-o", str(out2)])
     assert res.exit_code == 1
+
+
+def test_study_figure_cache_gives_identical_pictures() -> None:
+    t = _truth()
+    cache: dict = {}
+    plain = viz.png_bytes(viz.study_figure(t.suv, t.lesion_mask))
+    first = viz.png_bytes(viz.study_figure(t.suv, t.lesion_mask, cache=cache))
+    thumb = viz.study_figure(t.suv, t.lesion_mask, pixel_mm=8.0, style="fill", cache=cache)
+    second = viz.png_bytes(viz.study_figure(t.suv, t.lesion_mask, cache=cache))
+    assert plain == first == second
+    assert set(cache) == {("suv", "coronal"), ("suv", "sagittal"), ("seg", "coronal"),
+                          ("seg", "sagittal")}  # fmt: skip
+    assert thumb.height < 150

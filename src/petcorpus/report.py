@@ -354,6 +354,7 @@ def _build_entry(
         return e
     if images.seg is not None:
         e.lesions = lesion_summary(images.suv, images.seg)
+    cache: dict[tuple[str, str], viz.Projection] = {}
     thumb = viz.study_figure(
         images.suv,
         images.seg,
@@ -362,6 +363,7 @@ def _build_entry(
         style="fill",
         titles=False,
         legend=False,
+        cache=cache,
     )
     e.thumb_png = viz.png_bytes(thumb)
     fig = viz.study_figure(
@@ -370,6 +372,7 @@ def _build_entry(
         ct=images.ct,
         vmax=vmax,
         pixel_mm=max(2.0, _pixel_mm_for_height(images.suv, figure_height)),
+        cache=cache,
     )
     e.figure_png = viz.png_bytes(fig)
     return e

@@ -556,6 +556,7 @@ def study_figure(
     style: Literal["contour", "fill"] = "contour",
     titles: bool = True,
     legend: bool = True,
+    cache: dict[tuple[str, str], Projection] | None = None,
 ) -> Any:
     """One picture of a study: per view, the PET MIP with lesions (and more panels).
 
@@ -563,7 +564,18 @@ def study_figure(
     the prediction, and components are coloured matched (green), false negative (blue, on the
     ground-truth panel) and false positive (orange, on the prediction panel); with ``ct`` a
     CT MIP (HU -200..1200, bone white). ``labels`` (organ map on the PET grid) adds contours.
+
+    ``cache`` (a dict, initially empty) keeps the SUV, SEG and CT projections between calls
+    for the *same* volumes, e.g. to draw a thumbnail and a full-size figure of one study.
     """
+
+    def cached(kind: str, view: str, project: Any, vol: Volume) -> Projection:
+        if cache is None:
+            return project(vol, view)
+        if (kind, view) not in cache:
+            cache[(kind, view)] = project(vol, view)
+        return cache[(kind, view)]
+
     for v in views:
         _check_view(v)
     if not views:
@@ -577,10 +589,12 @@ def study_figure(
         cmp = compare_masks(seg, pred)
     panels = []
     for view in views:
-        base = mip(canon_suv, view)
+        base = cached("suv", view, mip, canon_suv)
         lab = label_projection(labels, view) if labels is not None else None
         if cmp is None:
-            ov = [(mask_projection(seg, view), "lesion")] if seg is not None else []
+            ov = []
+            if seg is not None:
+                ov = [(cached("seg", view, mask_projection, seg), "lesion")]
             name = f"{view} PET" if titles else None
             panels.append(
                 render(base, ov, vmax=vmax, pixel_mm=pixel_mm, style=style, labels=lab, title=name)
@@ -619,7 +633,7 @@ def study_figure(
         if ct is not None:
             panels.append(
                 render(
-                    mip(ct, view),
+                    cached("ct", view, mip, ct),
                     vmin=-200.0,
                     vmax=1200.0,
                     invert=False,
