@@ -109,6 +109,9 @@ def test_left_lesion_appears_on_image_right_and_head_on_top(storage: str) -> Non
     r, c = np.unravel_index(np.argmax(sag), sag.shape)
     assert c < sag.shape[1] / 2, "anterior must be on the image's left of a sagittal MIP"
     assert r < sag.shape[0] / 4
+    ax = viz.mip(vol, "axial").array  # seen from the feet: anterior up, patient's left right
+    r, c = np.unravel_index(np.argmax(ax), ax.shape)
+    assert c > ax.shape[1] / 2 and r < ax.shape[0] / 2
 
 
 def test_anatomy_liver_on_image_left_heart_on_image_right() -> None:
