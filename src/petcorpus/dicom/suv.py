@@ -17,8 +17,9 @@ Two time references:
     shares one acquisition time).
 ``"autopet"``
     The published recipe (lab-midas/TCIA_processing ``calculate_suv_factor``) bit for bit:
-    one file (the first dataset given; :func:`autopet_reference_file` gives the file the
-    recipe picks), Δt = AcquisitionTime − RadiopharmaceuticalStartTime as times of day,
+    one file (the one the recipe picks, :func:`autopet_reference_file`, when the datasets
+    were read from files of one folder; else the first dataset given),
+    Δt = AcquisitionTime − RadiopharmaceuticalStartTime as times of day,
     ``1000 * PatientWeight / (RadionuclideTotalDose * 0.5 ** (Δt / RadionuclideHalfLife))``,
     no checks, Units ignored. SUL and SUVbsa use the same decayed dose.
 """
@@ -144,6 +145,25 @@ def _tagname(tag: str, keyword: str) -> str:
     return f"{tag} {keyword}"
 
 
+def _autopet_index(files: Sequence[str | None]) -> int:
+    """Index of the dataset the published recipe reads: ``next(Path(pet_dir).glob('*.dcm'))``
+    in the folder of the files, when the datasets came from files of one folder; else 0."""
+    if not files or any(f is None for f in files):
+        return 0
+    paths = [Path(f) for f in files]  # type: ignore[arg-type]
+    parents = {p.parent.resolve() for p in paths}
+    if len(parents) != 1:
+        return 0
+    ref = next(paths[0].parent.glob("*.dcm"), None)
+    if ref is None:
+        return 0
+    ref = ref.resolve()
+    for i, p in enumerate(paths):
+        if p.resolve() == ref:
+            return i
+    return 0
+
+
 @dataclasses.dataclass(frozen=True)
 class SuvInputs:
     """Everything an SUV factor depends on, each value with its tag and file.
@@ -188,7 +208,10 @@ class SuvInputs:
         datasets : Dataset or sequence of Dataset
             Headers of the series' slices (pixel data not needed). Per-series values are read
             from the first; acquisition times from all. For ``time_reference="autopet"`` the
-            first dataset is the recipe's "one file".
+            recipe's "one file" is used: the dataset read from
+            ``next(Path(pet_dir).glob('*.dcm'))`` when the datasets come from files of one
+            folder (as :func:`~petcorpus.dicom.series.load_series` returns them), else the
+            first dataset given.
         path : path or sequence of paths, optional
             The files (one per dataset) or the series folder, named in sources and errors.
             Defaults to each dataset's ``filename``.
@@ -261,6 +284,11 @@ class SuvInputs:
                 a, "(0008,0022) AcquisitionDate + (0008,0032) AcquisitionTime (earliest)", f
             )
 
+        ap_i = _autopet_index(files)
+        ap, ap_file = dss[ap_i], files[ap_i]
+        ap_seq = ap.get("RadiopharmaceuticalInformationSequence")
+        ap_rp = ap_seq[0] if ap_seq else None
+
         ge = _private(first, 0x0009, "GEMS_PETD_01", 0x0D)
         ge_dt = _parse_dt(str(ge)) if ge not in (None, "") else None
         ph_bqml = _private(first, 0x7053, "Philips PET Private Group", 0x09)
@@ -301,20 +329,23 @@ class SuvInputs:
             philips_suv_scale=src(_num(ph_suv), "(7053,1000) Philips SUV scale factor"),
             acquisition_datetimes=tuple(acq),
             autopet_acquisition_time=src(
-                first.get("AcquisitionTime"), "(0008,0032) AcquisitionTime"
+                ap.get("AcquisitionTime"), "(0008,0032) AcquisitionTime", ap_file
             ),
             autopet_injection_time=src(
-                rp.get("RadiopharmaceuticalStartTime") if rp is not None else None,
+                ap_rp.get("RadiopharmaceuticalStartTime") if ap_rp is not None else None,
                 f"{rp_tag} > (0018,1072) RadiopharmaceuticalStartTime",
+                ap_file,
             ),
-            autopet_weight=src(first.get("PatientWeight"), "(0010,1030) PatientWeight"),
+            autopet_weight=src(ap.get("PatientWeight"), "(0010,1030) PatientWeight", ap_file),
             autopet_total_dose=src(
-                rp.get("RadionuclideTotalDose") if rp is not None else None,
+                ap_rp.get("RadionuclideTotalDose") if ap_rp is not None else None,
                 f"{rp_tag} > (0018,1074) RadionuclideTotalDose",
+                ap_file,
             ),
             autopet_half_life=src(
-                rp.get("RadionuclideHalfLife") if rp is not None else None,
+                ap_rp.get("RadionuclideHalfLife") if ap_rp is not None else None,
                 f"{rp_tag} > (0018,1075) RadionuclideHalfLife",
+                ap_file,
             ),
             path=folder,
         )
