@@ -58,8 +58,10 @@ def test_groups_by_uid_and_counts_skipped_files(two_studies, tmp_path):
         assert info.by_modality("PT")[0].n_files == len(st.pet)
         pet = info.by_modality("PT")[0]
         # files in slice order (ascending along the normal = ascending z here)
-        z = [float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2])
-             for f in pet.files]  # fmt: skip
+        z = [
+            float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2])
+            for f in pet.files
+        ]
         assert z == sorted(z)
     assert res.skipped == []
 
@@ -193,3 +195,19 @@ def test_real_files_group_by_uid(realdata):
     assert {p.suffix for p, _ in res.skipped} >= {".nrrd"}  # label images beside: skipped
     with pytest.raises(PetcorpusError, match="no PT series"):
         study.select()
+
+
+def test_headerless_implicit_vr_files_are_scanned(tmp_path):
+    st = phantom(seed=21, vendor="siemens", diagnosis="LYMPHOMA")
+    for k, ds in enumerate(st.ct[:3]):
+        c = copy.deepcopy(ds)
+        del c.file_meta
+        c.preamble = None
+        c.save_as(
+            tmp_path / f"IM{k}", implicit_vr=True, little_endian=True, enforce_file_format=False
+        )
+    res = scan(tmp_path)
+    (study,) = res.studies
+    (ct,) = study.series
+    assert ct.modality == "CT" and ct.n_files == 3 and res.skipped == []
+    assert ct.params["KVP"] == float(st.ct[0].KVP)
