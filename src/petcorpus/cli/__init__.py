@@ -16,6 +16,7 @@ from petcorpus.cli._app import app, console
 _COMMAND_MODULES = [
     "petcorpus.cli.phantom",
     "petcorpus.cli.demo",
+    "petcorpus.cli.convert",
     "petcorpus.cli.download",
     "petcorpus.cli.viz",
     "petcorpus.cli.suv",

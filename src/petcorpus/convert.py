@@ -1,0 +1,321 @@
+"""One PET/CT study → the autoPET volumes: CT, PET (Bq/ml), SUV, CT on the PET grid, lesions.
+
+:func:`convert_study` is the pure per-study task (DICOM in, `Volume`s out) that the corpus
+build runs in a process pool or on Dask; :func:`convert_to_layout` adds the writing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from petcorpus.errors import PetcorpusError, Reason
+from petcorpus.volume import Volume
+
+__all__ = [
+    "ConversionOptions",
+    "ConvertedStudy",
+    "convert_study",
+    "convert_to_layout",
+    "find_studies",
+    "output_names",
+]
+
+log = logging.getLogger(__name__)
+
+SuvKind = Literal["bw", "lbm", "bsa"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversionOptions:
+    """How one study is converted. Frozen and explicit: it travels to workers and is recorded.
+
+    Parameters
+    ----------
+    compat : {"autopet"}, optional
+        Reproduce the published autoPET files (dicom2nifti orientation and dtypes, the
+        recipe's SUV timing, nilearn's cubic B-spline CTres). Implies ``suv_time="autopet"``.
+    suv_time : {"qiba", "autopet"}
+        Decay-correction time reference of the SUV (see :mod:`petcorpus.dicom.suv`).
+    suv : {"bw", "lbm", "bsa"}
+        Which SUV the SUV.nii.gz holds: body weight (default), lean body mass (SUL) or
+        body surface area.
+    ctres_interpolation : {"linear", "bspline", "nearest"}
+        Interpolator for CT → PET grid in the default (fast, SimpleITK) mode.
+    workers : int, optional
+        Threads for reading DICOM and compressing outputs (default: all cores).
+    compat_flavor : {"published", "current"}
+        With ``compat="autopet"``: the dtypes of dicom2nifti 2.3 that made the TCIA release
+        (PET float32, CT int16) or of dicom2nifti >= 2.4 (float64); see docs/formats.md.
+    """
+
+    compat: Literal["autopet"] | None = None
+    suv_time: Literal["qiba", "autopet"] = "qiba"
+    suv: SuvKind = "bw"
+    ctres_interpolation: Literal["linear", "bspline", "nearest"] = "linear"
+    workers: int | None = None
+    compat_flavor: Literal["published", "current"] = "published"
+
+    def __post_init__(self) -> None:
+        if self.compat not in (None, "autopet"):
+            raise ValueError(f"compat must be None or 'autopet', got {self.compat!r}")
+        if self.suv_time not in ("qiba", "autopet"):
+            raise ValueError(f"suv_time must be 'qiba' or 'autopet', got {self.suv_time!r}")
+        if self.compat_flavor not in ("published", "current"):
+            raise ValueError(
+                f"compat_flavor must be 'published' or 'current', got {self.compat_flavor!r}"
+            )
+        if self.suv not in ("bw", "lbm", "bsa"):
+            raise ValueError(f"suv must be 'bw', 'lbm' or 'bsa', got {self.suv!r}")
+
+    @property
+    def effective_suv_time(self) -> str:
+        return "autopet" if self.compat == "autopet" else self.suv_time
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class ConvertedStudy:
+    """The five autoPET volumes of one study and the sidecar that explains them."""
+
+    ct: Volume
+    pet: Volume
+    suv: Volume
+    ctres: Volume
+    seg: Volume | None
+    sidecar: dict[str, Any]
+
+
+def find_studies(root: str | Path, *, workers: int | None = None) -> tuple[list[Any], Any]:
+    """Scan ``root`` and return (studies, scan result)."""
+    from petcorpus.dicom.scan import scan
+
+    result = scan(root, workers=workers)
+    return list(result.studies), result
+
+
+def output_names(study: Any, root: str | Path) -> tuple[str, str]:
+    """Subject and study folder names for the output layout.
+
+    The published layout mirrors the source tree (``<subject>/<study>`` as TCIA names
+    them: a pseudonymous subject id and a dated study folder). When the study's files do
+    not sit in such a two-level tree, names are derived from hashes of the UIDs, never
+    from PatientID or PatientName.
+    """
+    import hashlib
+
+    root = Path(root).resolve()
+    parts: set[tuple[str, str]] = set()
+    for series in study.series:
+        for f in series.files:
+            rel = Path(f).resolve().relative_to(root).parts
+            if len(rel) >= 4:  # subject / study / series / file
+                parts.add((rel[0], rel[1]))
+    if len(parts) == 1:
+        return parts.pop()
+    digest = hashlib.sha256(str(study.study_uid).encode()).hexdigest()
+    return f"sub-{digest[:10]}", f"study-{digest[10:18]}"
+
+
+def convert_study(study: Any, options: ConversionOptions | None = None) -> ConvertedStudy:
+    """Convert one scanned study (a :class:`petcorpus.dicom.scan.StudyInfo`) to volumes.
+
+    Chooses the CT and PET (see ``StudyInfo.select``), loads both series, computes the
+    SUV factor, resamples the CT onto the PET grid and places the lesion SEG (if any) on
+    the PET grid. Raises a :class:`~petcorpus.errors.PetcorpusError` naming the file and
+    the reason when anything is missing or inconsistent.
+    """
+    from petcorpus.dicom.series import load_series, read_dataset
+    from petcorpus.dicom.suv import autopet_reference_file, compute_suv
+
+    options = options or ConversionOptions()
+    selection = study.select()
+    ct_series = load_series(selection.ct, workers=options.workers)
+    pet_series = load_series(selection.pet, workers=options.workers)
+    pet_dir = Path(selection.pet.files[0]).parent
+
+    if options.effective_suv_time == "autopet":
+        ref = autopet_reference_file(pet_dir)  # the recipe's `next(glob('*.dcm'))`
+        suv = compute_suv([read_dataset(ref, stop_before_pixels=True)], "autopet", path=ref)
+    else:
+        suv = compute_suv(list(pet_series.datasets), "qiba", path=list(pet_series.files))
+    factor = getattr(suv, f"suv_{options.suv}")
+    if factor is None:
+        raise PetcorpusError(
+            f"cannot compute SUV{options.suv}: {suv.errors.get(f'suv_{options.suv}', '?')}",
+            path=pet_dir,
+            reason=Reason.MISSING_TAG,
+        )
+    bqml_factor = suv.bqml
+    rescaled = pet_series.volume
+    if bqml_factor is None:
+        # GML: the pixels already are SUVbw; there is no Bq/ml to report.
+        raise PetcorpusError(
+            "PET Units are GML (already SUV); Bq/ml cannot be recovered",
+            path=pet_dir,
+            reason=Reason.UNSUPPORTED,
+        )
+    pet = rescaled.with_array(_scale(rescaled.array, bqml_factor))
+    suv_vol = rescaled.with_array(_scale(rescaled.array, factor))
+
+    ct = ct_series.volume
+    seg_volume, seg_uid = _lesion_mask(selection.segs, pet_series, pet)
+
+    if options.compat == "autopet":
+        from petcorpus.layouts import autopet as compat
+
+        rescale = [
+            (
+                float(getattr(ds, "RescaleSlope", 1) or 1),
+                float(getattr(ds, "RescaleIntercept", 0) or 0),
+            )
+            for ds in pet_series.datasets
+        ]
+        ct, pet, suv_vol, ctres, seg_volume = compat.compat_volumes(
+            ct=ct,
+            pet_rescaled=rescaled,
+            suv_factor=factor,
+            seg=seg_volume,
+            pet_rescale=rescale,
+            flavor=options.compat_flavor,
+        )
+    else:
+        ctres = ct.resample_to(
+            pet, interpolation=options.ctres_interpolation, fill=-1024.0, dtype=np.float32
+        )
+
+    sidecar = _sidecar(study, selection, suv, factor, options, seg_uid)
+    return ConvertedStudy(
+        ct=ct, pet=pet, suv=suv_vol, ctres=ctres, seg=seg_volume, sidecar=sidecar
+    )
+
+
+def _scale(array: np.ndarray, factor: float) -> np.ndarray:
+    """float32 result of ``array * factor`` computed in float64 (one rounding)."""
+    return (array.astype(np.float64) * float(factor)).astype(np.float32)
+
+
+def _lesion_mask(
+    segs: Sequence[Any], pet_series: Any, pet: Volume
+) -> tuple[Volume | None, str | None]:
+    if not segs:
+        return None, None
+    from petcorpus.dicom.seg import load_seg
+
+    if len(segs) > 1:
+        log.warning("%d SEG series reference this PET; using %s", len(segs), segs[0].series_uid)
+    seg_info = segs[0]
+    result = load_seg(
+        seg_info.files[0],
+        pet,
+        reference_sop_uids=list(pet_series.sop_instance_uids),
+        reference_series_uid=str(pet_series.datasets[0].SeriesInstanceUID),
+        frame_of_reference_uid=str(getattr(pet_series.datasets[0], "FrameOfReferenceUID", ""))
+        or None,
+        mode="auto",
+    )
+    return result.union(), seg_info.series_uid
+
+
+def _sidecar(
+    study: Any,
+    selection: Any,
+    suv: Any,
+    factor: float,
+    options: ConversionOptions,
+    seg_uid: str | None,
+) -> dict[str, Any]:
+    from petcorpus import __version__
+
+    inputs = _strip_paths(_jsonable(dict(suv.inputs)))
+    return {
+        "petcorpus_version": __version__,
+        "created_by": f"petcorpus {__version__} (Python {platform.python_version()})",
+        "study_instance_uid": str(study.study_uid),
+        "ct_series_instance_uid": selection.ct.series_uid,
+        "pet_series_instance_uid": selection.pet.series_uid,
+        "seg_series_instance_uid": seg_uid,
+        "selection_reasons": list(selection.reasons),
+        "suv": {
+            "kind": options.suv,
+            "factor": float(factor),
+            "bqml_factor": suv.bqml,
+            "suv_bw": suv.suv_bw,
+            "suv_lbm": suv.suv_lbm,
+            "suv_bsa": suv.suv_bsa,
+            "time_reference": options.effective_suv_time,
+            "inputs": inputs,
+            "errors": dict(suv.errors),
+        },
+        "options": options.as_dict(),
+        "files": {
+            "CT": "CT in HU, int16, native CT grid",
+            "PET": "PET in Bq/ml, float32, PET grid",
+            "SUV": f"SUV{options.suv} (PET x factor), float32, PET grid",
+            "CTres": "CT resampled to the PET grid, float32, fill -1024",
+            "SEG": "lesion mask 0/1, uint8, PET grid",
+        },
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return value.name  # a file name, never a full path that may hold identifiers
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _strip_paths(value: Any) -> Any:
+    """Keep only file names under "file" keys: folder names may identify the patient."""
+    if isinstance(value, dict):
+        return {
+            k: (Path(v).name if k == "file" and isinstance(v, str) else _strip_paths(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_strip_paths(v) for v in value]
+    return value
+
+
+def convert_to_layout(
+    study: Any, out: str | Path, root: str | Path, options: ConversionOptions | None = None
+) -> dict[str, Path]:
+    """Convert a study and write it as ``<out>/<subject>/<study>/{CT,...}.nii.gz`` atomically."""
+    from petcorpus.layouts.autopet import AutopetStudy, write_autopet_study
+
+    options = options or ConversionOptions()
+    converted = convert_study(study, options)
+    subject, study_name = output_names(study, root)
+    converted.sidecar["subject"] = subject
+    converted.sidecar["study"] = study_name
+    return write_autopet_study(
+        Path(out) / subject / study_name,
+        AutopetStudy(
+            ct=converted.ct,
+            pet=converted.pet,
+            suv=converted.suv,
+            ctres=converted.ctres,
+            seg=converted.seg,
+            sidecar=converted.sidecar,
+        ),
+        workers=options.workers,
+        dtypes=options.compat_flavor if options.compat == "autopet" else None,
+    )
