@@ -80,6 +80,13 @@ def _open_gzip(raw: IO[bytes], level: int, compressor: str) -> IO[bytes]:
     return gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=raw, mtime=0)
 
 
+def _plane_bytes(plane: np.ndarray, dtype: np.dtype[Any]) -> bytes:
+    """An (i, j) plane as bytes with i fastest, reading memory in its own order first."""
+    if abs(plane.strides[0]) <= abs(plane.strides[1]):
+        return plane.astype(dtype, copy=False).tobytes(order="F")
+    return np.ascontiguousarray(plane, dtype=dtype).tobytes(order="F")
+
+
 def write_nifti(
     volume: Volume,
     path: str | PathLike[str],
@@ -125,9 +132,16 @@ def write_nifti(
 
     def write_all(fh: IO[bytes]) -> None:
         fh.write(header)
+        if arr.flags.f_contiguous:
+            for k0 in range(0, nk, slab):
+                part = arr[:, :, k0 : k0 + slab]
+                fh.write(part.astype(target, copy=False).tobytes(order="F"))
+            return
+        # Other layouts (C order, flipped views): one plane at a time, gathered in memory
+        # order and transposed in cache: ~3x faster than a strided whole-slab gather.
         for k0 in range(0, nk, slab):
-            part = arr[:, :, k0 : k0 + slab]
-            fh.write(part.astype(target, copy=False).tobytes(order="F"))
+            planes = [_plane_bytes(arr[:, :, k], target) for k in range(k0, min(nk, k0 + slab))]
+            fh.write(b"".join(planes))
 
     with atomic_write(out, "wb") as raw:
         if out.name.endswith(".gz"):
