@@ -183,6 +183,7 @@ def _monai_cases():
     return cases
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 def test_surface_equals_monai() -> None:
     """Options that match: petcorpus connectivity=1, hd_mode="max" ≡ MONAI
     compute_average_surface_distance(symmetric=True, distance_metric="euclidean",
@@ -228,3 +229,15 @@ def test_surface_equals_monai() -> None:
         )
         assert abs(ours.hd95 - ref95) <= 1e-6
         assert ours.hd95 == pytest.approx(hd95, rel=2e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(mask_pairs, spacings)
+def test_edt_backend_within_float32(pair, spacing) -> None:
+    """The `edt` backend (float32 distances) agrees with the exact scipy one to ~1e-7."""
+    pytest.importorskip("edt", reason="the edt package is not installed")
+    gt, pred = pair
+    a = surface_metrics(gt, pred, spacing, labels=[1])[1].as_dict()
+    b = surface_metrics(gt, pred, spacing, labels=[1], backend="edt")[1].as_dict()
+    for k in a:
+        assert b[k] == pytest.approx(a[k], rel=1e-6, abs=1e-6, nan_ok=True), k

@@ -49,6 +49,7 @@ transform per side (ground truth and prediction) over that crop.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -68,6 +69,7 @@ __all__ = [
 ]
 
 HdMode = Literal["max", "pooled"]
+Backend = Literal["scipy", "edt"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,13 +115,35 @@ def border_voxels(mask: npt.ArrayLike, connectivity: int = 1) -> np.ndarray:
     return m ^ ndimage.binary_erosion(m, structure=st, border_value=0)
 
 
-def _directed(border_from: np.ndarray, border_to: np.ndarray, sp: np.ndarray) -> np.ndarray:
+def _border_padded(m: np.ndarray, connectivity: int) -> np.ndarray:
+    """Border voxels of a mask whose outermost layer is all background (a padded crop):
+    the same as :func:`border_voxels`, by shifted ANDs instead of a generic erosion."""
+    core = (slice(1, -1),) * 3
+    interior = m[core].copy()
+    for d in itertools.product((-1, 0, 1), repeat=3):
+        n = sum(map(abs, d))
+        if n == 0 or n > connectivity:
+            continue
+        interior &= m[tuple(slice(1 + o, m.shape[a] - 1 + o) for a, o in enumerate(d))]
+    out = m.copy()
+    out[core] &= ~interior
+    return out
+
+
+def _directed(
+    border_from: np.ndarray, border_to: np.ndarray, sp: np.ndarray, backend: Backend = "scipy"
+) -> np.ndarray:
     """Distances (mm) from every voxel of ``border_from`` to the nearest of ``border_to``."""
     if not border_from.any():
         return np.empty(0, dtype=np.float64)
     if not border_to.any():
         return np.full(int(border_from.sum()), np.inf)
-    dist = ndimage.distance_transform_edt(~border_to, sampling=sp)
+    if backend == "edt":
+        import edt
+
+        dist = edt.edt(~border_to, anisotropy=tuple(sp), black_border=False, parallel=0)
+    else:
+        dist = ndimage.distance_transform_edt(~border_to, sampling=sp)
     return np.asarray(dist[border_from], dtype=np.float64)
 
 
@@ -211,6 +235,7 @@ def surface_metrics(
     percentile: float = 95.0,
     connectivity: int = 1,
     hd_mode: HdMode = "max",
+    backend: Backend = "scipy",
 ) -> dict[int, SurfaceMetrics]:
     """ASSD, HD, HD95 and NSD for every label of two label maps on the same grid.
 
@@ -230,11 +255,19 @@ def surface_metrics(
         Structuring element of the erosion that defines the border (1 = MONAI, medpy).
     hd_mode : {"max", "pooled"}
         How the percentile combines the two directions ("max" = MONAI, "pooled" = medpy).
+    backend : {"scipy", "edt"}
+        Distance transform: ``scipy`` (default; float64, bit-identical to the brute-force
+        definition) or ``edt`` (the multi-threaded ``edt`` package, float32 distances:
+        relative error ~1e-7, as MONAI's float32 results; about 3x faster).
 
     Returns
     -------
     dict of int to SurfaceMetrics
     """
+    if backend not in ("scipy", "edt"):
+        raise ValueError(f"backend must be 'scipy' or 'edt', got {backend!r}")
+    if connectivity not in (1, 2, 3):
+        raise ValueError(f"connectivity must be 1, 2 or 3, got {connectivity}")
     sp = _spacing(spacing)
     g = _int_labels(gt, "gt")
     p = _int_labels(pred, "pred")
@@ -260,9 +293,14 @@ def surface_metrics(
         )
         gc = np.pad(g[sl] == lab, 1)
         pc = np.pad(p[sl] == lab, 1)
-        bg = border_voxels(gc, connectivity)
-        bp = border_voxels(pc, connectivity)
+        bg = _border_padded(gc, connectivity)
+        bp = _border_padded(pc, connectivity)
         out[lab] = surface_metrics_from_distances(
-            _directed(bp, bg, sp), _directed(bg, bp, sp), lab, tolerance_mm, percentile, hd_mode
+            _directed(bp, bg, sp, backend),
+            _directed(bg, bp, sp, backend),
+            lab,
+            tolerance_mm,
+            percentile,
+            hd_mode,
         )
     return out
