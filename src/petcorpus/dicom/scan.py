@@ -21,6 +21,7 @@ SEG
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from collections.abc import Iterator
@@ -91,7 +92,7 @@ _PRIVATE = [
     (0x7053, 0x1000),
     (0x7053, 0x1009),
 ]
-_SPECIFIC_TAGS = [*_KEYWORDS, *(Tag(g, e) for g, e in _PRIVATE)]
+_SPECIFIC_TAGS: list[int] = [*(Tag(k) for k in _KEYWORDS), *(Tag(g, e) for g, e in _PRIVATE)]
 _ITER_RE = re.compile(r"(\d+)\s*i\s*(\d+)\s*s", re.IGNORECASE)
 
 
@@ -359,6 +360,18 @@ def _params(modality: str, first: Dataset, earliest: Dataset) -> dict[str, Any]:
     return p
 
 
+def _slice_key(member: tuple[Path, Dataset], normal: np.ndarray | None) -> tuple[int, float, str]:
+    """Sort files along the slice normal; without orientation, by InstanceNumber."""
+    path, ds = member
+    if normal is not None:
+        ipp = ds.get("ImagePositionPatient")
+        if ipp is None or len(ipp) != 3:
+            return (1, 0.0, str(path))
+        return (0, float(np.dot([float(x) for x in ipp], normal)), str(path))
+    inst = _f(ds.get("InstanceNumber"))
+    return (0, inst if inst is not None else 0.0, str(path))
+
+
 def _acq_key(ds: Dataset) -> str:
     adt = _s(ds.get("AcquisitionDateTime"))
     if adt:
@@ -406,21 +419,10 @@ def scan(root: str | PathLike[str], *, workers: int | None = None) -> ScanResult
         modality = _s(first.get("Modality")) or "OT"
         iop = first.get("ImageOrientationPatient")
         zs: list[float] = []
+        normal = None
         if iop is not None and len(iop) == 6:
             normal = np.cross([float(x) for x in iop[:3]], [float(x) for x in iop[3:]])
-
-            def key(m: tuple[Path, Dataset], normal: np.ndarray = normal) -> tuple:
-                ipp = m[1].get("ImagePositionPatient")
-                if ipp is None or len(ipp) != 3:
-                    return (1, 0.0, str(m[0]))
-                return (0, float(np.dot([float(x) for x in ipp], normal)), str(m[0]))
-        else:
-
-            def key(m: tuple[Path, Dataset], normal: Any = None) -> tuple:
-                inst = m[1].get("InstanceNumber")
-                return (0, float(inst) if inst not in (None, "") else 0.0, str(m[0]))
-
-        members.sort(key=key)
+        members.sort(key=functools.partial(_slice_key, normal=normal))
         for _, ds in members:
             ipp = ds.get("ImagePositionPatient")
             if ipp is not None and len(ipp) == 3:

@@ -287,7 +287,10 @@ def load_series(
         Non-uniform spacing (a missing slice) or, with reason DUPLICATE_SLICE, two slices at
         one position; the positions are in the message.
     """
-    files = [Path(p) for p in getattr(series, "files", series)]  # type: ignore[arg-type]
+    from petcorpus.dicom.scan import SeriesInfo  # scan imports this module
+
+    paths = series.files if isinstance(series, SeriesInfo) else series
+    files = [Path(p) for p in paths]
     if not files:
         raise PetcorpusError("no files in the series", reason=Reason.NO_SERIES)
     n_workers = workers or os.cpu_count() or 1

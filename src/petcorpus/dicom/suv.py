@@ -123,18 +123,17 @@ def _float(ds: Dataset, keyword: str) -> float | None:
 def _private(ds: Dataset, group: int, creator: str, offset: int) -> Any:
     """A private element by its creator's name (the block may sit in any slot)."""
     for slot in range(0x10, 0x100):
-        elem = ds.get((group, slot))
-        if elem is None:
+        if (group, slot) not in ds:
             continue
-        name = elem.value
+        name = ds[group, slot].value
         if isinstance(name, bytes):
             name = name.decode("ascii", "replace")
         if str(name).strip("\x00 ") != creator:
             continue
-        data = ds.get((group, (slot << 8) | offset))
-        if data is None:
+        tag = (group, (slot << 8) | offset)
+        if tag not in ds:
             return None
-        v = data.value
+        v = ds[tag].value
         if isinstance(v, bytes):  # implicit VR / unknown private dictionary entry
             v = v.decode("ascii", "replace").strip("\x00 ")
         return v
