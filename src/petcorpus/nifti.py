@@ -70,13 +70,15 @@ def _header_bytes(volume: Volume, dtype: np.dtype[Any]) -> bytes:
     return block + b"\x00\x00\x00\x00"
 
 
-def _open_gzip(raw: IO[bytes], level: int, compressor: str) -> IO[bytes]:
+def _open_gzip(raw: IO[bytes], level: int, compressor: str) -> gzip.GzipFile:
+    """A gzip writer with a fixed header: no file name, mtime 0."""
     if compressor == "isal":
         igzip = _isal()
         if igzip is not None:
-            return igzip.GzipFile(  # type: ignore[no-any-return]
+            gz: gzip.GzipFile = igzip.GzipFile(
                 filename="", mode="wb", compresslevel=level, fileobj=raw, mtime=0
             )
+            return gz
     return gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=raw, mtime=0)
 
 
@@ -130,7 +132,7 @@ def write_nifti(
     nk = arr.shape[2]
     slab = max(1, _CHUNK_BYTES // max(1, arr.shape[0] * arr.shape[1] * target.itemsize))
 
-    def write_all(fh: IO[bytes]) -> None:
+    def write_all(fh: IO[bytes] | gzip.GzipFile) -> None:
         fh.write(header)
         if arr.flags.f_contiguous:
             for k0 in range(0, nk, slab):
