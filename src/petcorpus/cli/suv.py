@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from petcorpus.cli._app import app, console, handle_errors
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 
 @app.command("scan")
@@ -108,13 +113,20 @@ def suv_cmd(
             files.extend(found)
         else:
             files.append(p)
-    dss, used = [], []
-    for f in files:
+
+    def header(f: Path) -> Dataset | PetcorpusError:
         try:
-            ds = read_dataset(f, stop_before_pixels=True)
-        except PetcorpusError:
+            return read_dataset(f, stop_before_pixels=True)
+        except PetcorpusError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        headers = list(pool.map(header, files))
+    dss, used = [], []
+    for f, ds in zip(files, headers, strict=True):
+        if isinstance(ds, PetcorpusError):
             if len(files) == 1:
-                raise
+                raise ds
             continue  # non-DICOM files beside a series are skipped
         if str(ds.get("Modality", "")) == "PT":
             dss.append(ds)
