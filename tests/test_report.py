@@ -51,12 +51,19 @@ def corpus(tmp_path_factory) -> Path:
             {
                 "study_instance_uid": f"1.2.826.0.1.{i}",
                 "diagnosis": diag,
-                "sex": t.sex,
                 "suv": {
                     "kind": "bw",
                     "factor": t.suv_factors["bw"],
                     "time_reference": "qiba",
-                    "inputs": {"weight_kg": t.weight_kg, "injected_dose_bq": t.injected_dose_bq},
+                    "inputs": {
+                        "weight_kg": {
+                            "value": t.weight_kg,
+                            "source": "PatientWeight (0010,1030)",
+                            "file": "1-001.dcm",
+                        },
+                        "total_dose_bq": t.injected_dose_bq,
+                        "sex": {"value": t.sex, "source": "PatientSex", "file": "1-001.dcm"},
+                    },
                     "future_key": [1, 2],
                 },
                 "unknown_top_level": {"x": 1},
@@ -125,8 +132,12 @@ def test_report_from_folders(corpus: Path, tmp_path: Path) -> None:
     # the corrupt study is listed as a failure with its reason, not silently dropped
     assert "Failures (1)" in html and "CorruptFileError" in html and "PETCT_00000000ff" in html
     # SUV factor and its inputs from the sidecar
-    f = _truths()["LYMPHOMA"].suv_factors["bw"]
-    assert f"{f:.4g}" in html and "weight_kg=" in html
+    t = _truths()["LYMPHOMA"]
+    f = t.suv_factors["bw"]
+    assert f"{f:.4g}" in html
+    assert f'<span title="PatientWeight (0010,1030)">weight_kg={t.weight_kg:.4g}</span>' in html
+    # sex comes from the sidecar's {value, source} input
+    assert re.search(rf"<td>{t.sex}</td><td class=n>2</td>", html)
     # every image is an embedded PNG that decodes; thumbnails are small
     srcs = _imgs(html)
     assert len(srcs) == 6  # 3 thumbnails + 3 study figures

@@ -301,9 +301,17 @@ def _dig(d: Mapping[str, Any], *keys: str) -> Any:
         places.append(suv["inputs"])
     for place in places:
         for k in keys:
-            if place.get(k) not in (None, ""):
-                return place[k]
+            v = _unwrap(place.get(k))
+            if v not in (None, ""):
+                return v
     return None
+
+
+def _unwrap(v: Any) -> Any:
+    """A sidecar input may be a plain value or ``{"value": ..., "source": tag, "file": ...}``."""
+    if isinstance(v, Mapping) and "value" in v:
+        return v["value"]
+    return v
 
 
 def _pixel_mm_for_height(vol: Volume, height_px: int) -> float:
@@ -535,9 +543,15 @@ def _suv_cell(suv: Mapping[str, Any]) -> str:
     inputs = suv.get("inputs")
     parts = []
     if isinstance(inputs, Mapping):
-        for k, v in inputs.items():
-            if isinstance(v, str | int | float | bool) or v is None:
-                parts.append(f"{_esc(k)}={_fmt(v)}")
+        for k, raw in inputs.items():
+            v = _unwrap(raw)
+            if isinstance(v, list | tuple) and all(isinstance(x, str | int | float) for x in v):
+                v = ", ".join(str(x) for x in v)
+            if not (isinstance(v, str | int | float | bool) or v is None):
+                continue
+            src = raw.get("source") if isinstance(raw, Mapping) else None
+            title = f' title="{_esc(src)}"' if src else ""
+            parts.append(f"<span{title}>{_esc(k)}={_fmt(v)}</span>")
     errors = suv.get("errors")
     if isinstance(errors, Mapping) and errors:
         parts += [f'<span class="bad">{_esc(k)}: {_esc(v)}</span>' for k, v in errors.items()]
