@@ -162,6 +162,7 @@ class CatalogInfo:
     study_subject: dict[str, str] = dataclasses.field(default_factory=dict)  # uid -> subject
     study_vendor: dict[str, str] = dataclasses.field(default_factory=dict)  # uid -> vendor
     study_diagnosis: dict[str, str] = dataclasses.field(default_factory=dict)
+    study_status: dict[str, str] = dataclasses.field(default_factory=dict)  # uid -> status
     path_study: dict[str, str] = dataclasses.field(default_factory=dict)  # "subj/study" -> uid
     failures: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
@@ -214,10 +215,14 @@ def read_catalog(out_dir: str | Path) -> CatalogInfo:
         ):
             if r.get("subject_id") is not None:
                 info.subjects[str(r["subject_id"])] = r
-        for r in _select(conn, "studies", ["study_uid", "subject_id", "diagnosis"], info):
+        for r in _select(
+            conn, "studies", ["study_uid", "subject_id", "diagnosis", "status"], info
+        ):
             uid = r.get("study_uid")
             if uid is None:
                 continue
+            if r.get("status"):
+                info.study_status[str(uid)] = str(r["status"])
             if r.get("subject_id"):
                 info.study_subject[str(uid)] = str(r["subject_id"])
             if r.get("diagnosis"):
@@ -602,6 +607,8 @@ def _render_html(
         ("vendor", "vendor"),
     ):
         h.append(_counts_table(title, Counter(getattr(e, attr) for e in entries)))
+    if cat.study_status:
+        h.append(_counts_table("catalog status", Counter(cat.study_status.values())))
     les = [e.lesions for e in ok if e.lesions is not None]
     if les:
         mtv = np.array([x.mtv_ml for x in les])
