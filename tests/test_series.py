@@ -257,3 +257,13 @@ def test_single_slice_uses_slice_thickness(tmp_path):
     assert v.shape[2] == 1 and v.spacing[2] == pytest.approx(
         float(pydicom.dcmread(files[0]).SliceThickness)
     )
+
+
+def test_12_bit_stored_goes_through_pydicom_and_matches(tmp_path):
+    dss = _ct_copy(3)  # Siemens phantom: unsigned, HU + 1024 fits in 12 bits
+    plain = load_series(_write(copy.deepcopy(dss), tmp_path / "plain"))
+    for ds in dss:
+        assert ds.PixelRepresentation == 0
+        ds.BitsStored, ds.HighBit = 12, 11
+    got = load_series(_write(dss, tmp_path / "b12"))
+    assert np.array_equal(got.volume.array, plain.volume.array)
