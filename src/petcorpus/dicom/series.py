@@ -172,8 +172,15 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
     if ts in _NATIVE and bits in (8, 16, 32) and stored_bits == bits:
         dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
         return np.frombuffer(ds.PixelData, dtype=dtype, count=rows * cols).reshape(rows, cols)
+    plugin = _plugin(ts)
     try:
-        arr = pixel_array(ds, decoding_plugin=_plugin(ts))
+        try:
+            arr = pixel_array(ds, decoding_plugin=plugin)
+        except Exception:
+            if not plugin:
+                raise
+            log.debug("%s: pylibjpeg failed on %s, trying pydicom's other plugins", path, ts)
+            arr = pixel_array(ds)
     except Exception as exc:
         raise CorruptFileError(
             f"cannot decode pixel data ({ts.name}: {type(exc).__name__}: {exc})", path=path
