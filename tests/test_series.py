@@ -267,3 +267,16 @@ def test_12_bit_stored_goes_through_pydicom_and_matches(tmp_path):
         ds.BitsStored, ds.HighBit = 12, 11
     got = load_series(_write(dss, tmp_path / "b12"))
     assert np.array_equal(got.volume.array, plain.volume.array)
+
+
+@pytest.mark.filterwarnings("ignore:End of file reached:UserWarning")
+def test_truncated_compressed_file_is_named(tmp_path):
+    dss = _ct_copy(3)
+    for ds in dss:
+        ds.compress(RLELossless)
+    files = _write(dss, tmp_path / "rle")
+    data = files[1].read_bytes()
+    files[1].write_bytes(data[: len(data) - 4000])
+    with pytest.raises(CorruptFileError) as err:
+        load_series(files)
+    assert err.value.path == str(files[1])
