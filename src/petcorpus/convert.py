@@ -256,7 +256,8 @@ def _sidecar(
             "inputs": inputs,
             "errors": dict(suv.errors),
         },
-        "options": options.as_dict(),
+        # Only what shapes the content: thread counts must not change the bytes.
+        "options": {k: v for k, v in options.as_dict().items() if k != "workers"},
         "files": {
             "CT": "CT in HU, int16, native CT grid",
             "PET": "PET in Bq/ml, float32, PET grid",

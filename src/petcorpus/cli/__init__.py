@@ -17,6 +17,7 @@ _COMMAND_MODULES = [
     "petcorpus.cli.phantom",
     "petcorpus.cli.demo",
     "petcorpus.cli.convert",
+    "petcorpus.cli.build",
     "petcorpus.cli.download",
     "petcorpus.cli.viz",
     "petcorpus.cli.suv",

@@ -1,0 +1,98 @@
+"""``petcorpus build``: a whole corpus, in parallel, resumable, catalogued."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from petcorpus.cli._app import app, console, handle_errors
+
+
+@app.command("build")
+@handle_errors
+def build_cmd(
+    dicom_root: Path = typer.Argument(..., exists=True, file_okay=False, help="DICOM tree."),
+    out: Path = typer.Argument(..., help="Corpus folder (NIfTI layout + catalog.sqlite)."),
+    clinical: Path = typer.Option(None, "--clinical", exists=True, help="TCIA clinical CSV."),
+    workers: int = typer.Option(None, "--workers", "-j", min=1, help="Local processes."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler, tcp://HOST:PORT."),
+    hdf5: Path = typer.Option(None, "--hdf5", help="Also write the corpus as one HDF5 file."),
+    compat: str = typer.Option(None, "--compat", help="'autopet': the published files."),
+    suv_time: str = typer.Option("qiba", "--suv-time", help="qiba (default) or autopet."),
+    suv: str = typer.Option("bw", "--suv", help="bw, lbm or bsa."),
+    site: str = typer.Option(None, "--site", help="Site recorded on every subject."),
+    licence: str = typer.Option(None, "--licence", help="Licence recorded on every subject."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Convert every study under DICOM_ROOT into OUT, with a catalog; re-runs resume."""
+    from petcorpus.convert import ConversionOptions
+    from petcorpus.pipeline import StudyOutcome, build
+
+    try:
+        options = ConversionOptions(compat=compat, suv_time=suv_time, suv=suv)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not progress,
+        transient=True,
+    )
+    task_id = bar.add_task("converting", total=None)
+
+    def planned(n: int, skipped: int) -> None:
+        bar.update(task_id, total=n)
+        if skipped:
+            console.print(f"{skipped} studies already complete (checksums match): skipped")
+
+    def one(outcome: StudyOutcome) -> None:
+        bar.advance(task_id)
+
+    with bar:
+        report = build(
+            dicom_root,
+            out,
+            clinical=clinical,
+            options=options,
+            workers=workers,
+            scheduler=scheduler,
+            hdf5=hdf5,
+            site=site,
+            licence=licence,
+            command=["petcorpus", *sys.argv[1:]],
+            on_planned=planned,
+            on_outcome=one,
+        )
+    table = Table("done", "skipped", "failed", "seconds", title="petcorpus build")
+    table.add_row(
+        str(len(report.done)),
+        str(len(report.skipped)),
+        str(len(report.failed)),
+        f"{report.seconds:.1f}",
+    )
+    console.print(table)
+    for o in report.failed:
+        f = o.failure
+        assert f is not None
+        console.print(f"[red]failed[/red] {o.subject}/{o.study} [{f.reason}] {f.message}")
+    if report.skipped_files:
+        console.print(f"{report.skipped_files} non-DICOM or unreadable files were skipped")
+    if report.hdf5:
+        console.print(f"HDF5: {report.hdf5}")
+    if not report.ok:
+        raise typer.Exit(code=1)

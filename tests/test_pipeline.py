@@ -1,0 +1,173 @@
+"""`petcorpus build`: many studies, one broken, resume, kill -9, Dask, verify, tables."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from petcorpus.catalog import Catalog, hash_file
+from petcorpus.cli import app
+from petcorpus.errors import Reason
+from petcorpus.phantom import write_corpus, write_study
+from petcorpus.pipeline import build
+from petcorpus.volume import Volume
+from tests.conftest import phantom
+
+runner = CliRunner()
+CSV = "Clinical Metadata FDG PET_CT Lesions.csv"
+
+
+def _checksums(out: Path) -> dict[str, str]:
+    return {
+        p.relative_to(out).as_posix(): hash_file(p)
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and (p.suffix == ".gz" or p.name == "petcorpus.json")
+    }
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Six good studies (mixed vendors, all diagnoses) and one with a missing PET slice."""
+    root = tmp_path_factory.mktemp("build")
+    dicom = root / "dicom"
+    studies = write_corpus(dicom, subjects=6, seed=3, vendor="mixed")
+    broken = phantom(seed=99, size="small", vendor="ge", diagnosis="LYMPHOMA")
+    broken_dir = write_study(broken, dicom)
+    pet_dir = next(p for p in broken_dir.iterdir() if "PET" in p.name)
+    sorted(pet_dir.iterdir())[37].unlink()
+    result = runner.invoke(app, ["build", str(dicom), str(root / "out"), "--clinical",
+                                 str(dicom / CSV), "-j", "2", "--no-progress", "--hdf5",
+                                 str(root / "out" / "corpus.h5")])
+    return root, studies, broken, result
+
+
+def test_good_studies_done_broken_one_failed(corpus):
+    root, studies, broken, result = corpus
+    assert result.exit_code == 1, result.output
+    assert "SLICE_GAP" in result.output
+    with Catalog.open(root / "out", readonly=True) as cat:
+        status = cat.query("SELECT study_uid, status FROM studies")
+        by_uid = dict(zip(status.study_uid, status.status, strict=True))
+        assert all(by_uid[s.study_uid] == "done" for s in studies)
+        assert by_uid[broken.study_uid] == "failed"
+        failures = cat.query("SELECT study_uid, reason, message FROM failures")
+        assert list(failures.study_uid) == [broken.study_uid]
+        assert failures.reason[0] == Reason.SLICE_GAP
+        # Every artifact is catalogued with the checksum of the file on disk.
+        arts = cat.query("SELECT path, sha256, kind FROM artifacts WHERE study_uid IS NOT NULL")
+        assert len(arts) == 6 * 6
+        for path, sha in zip(arts.path, arts.sha256, strict=True):
+            assert hash_file(root / "out" / path) == sha
+
+
+def test_catalog_joins_clinical_metadata(corpus):
+    root, studies, _, _ = corpus
+    with Catalog.open(root / "out", readonly=True) as cat:
+        subj = cat.query("SELECT subject_id, sex, age, diagnosis FROM subjects")
+    rows = subj.set_index("subject_id")
+    for s in studies:
+        assert rows.loc[s.subject_id, "diagnosis"] == s.truth.diagnosis
+        assert rows.loc[s.subject_id, "sex"] == s.truth.sex
+        assert rows.loc[s.subject_id, "age"] == s.truth.age
+
+
+def test_outputs_hold_the_truth(corpus):
+    root, studies, _, _ = corpus
+    for s in studies:
+        (study_dir,) = (root / "out" / s.subject_id).iterdir()
+        seg = Volume.from_nifti(study_dir / "SEG.nii.gz")
+        np.testing.assert_array_equal(seg.array, s.truth.lesion_mask.array)
+
+
+def test_hdf5_equals_nifti(corpus):
+    from petcorpus.layouts.hdf5 import read_study
+
+    root, studies, _, _ = corpus
+    s = studies[1]
+    (study_dir,) = (root / "out" / s.subject_id).iterdir()
+    vols = read_study(root / "out" / "corpus.h5", s.subject_id, study_dir.name)
+    for name, fname in (("suv", "SUV"), ("ct", "CT"), ("seg", "SEG"), ("ctres", "CTres")):
+        ref = Volume.from_nifti(study_dir / f"{fname}.nii.gz")
+        np.testing.assert_array_equal(vols[name].array, ref.array)
+        np.testing.assert_allclose(vols[name].affine, ref.affine, atol=1e-4)
+
+
+def test_rerun_skips_everything_complete(corpus):
+    root, _, _, _ = corpus
+    before = _checksums(root / "out")
+    report = build(root / "dicom", root / "out", workers=1)
+    assert len(report.skipped) == 6
+    assert report.done == []
+    assert len(report.failed) == 1  # the broken study is retried and fails again
+    assert _checksums(root / "out") == before
+
+
+def test_tables_hold_true_values(corpus, tmp_path):
+    root, studies, _, _ = corpus
+    result = runner.invoke(app, ["export", str(root / "out"), "--to", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    pt = pd.read_excel(tmp_path / "PT-details.xlsx")
+    ct = pd.read_excel(tmp_path / "CT-details.xlsx")
+    s = studies[0]
+    row = pt[pt["Patient"] == s.subject_id].iloc[0]
+    assert row["Weight [kg]"] == pytest.approx(s.truth.weight_kg)
+    assert float(ct[ct["Patient"] == s.subject_id].iloc[0]["kVp"]) == 120.0
+
+
+def test_verify_detects_flipped_byte_and_deleted_file(tmp_path, corpus):
+    import shutil
+
+    root, studies, _, _ = corpus
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    assert runner.invoke(app, ["verify", str(out)]).exit_code == 0
+    s = studies[0]
+    (study_dir,) = (out / s.subject_id).iterdir()
+    data = bytearray((study_dir / "PET.nii.gz").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (study_dir / "PET.nii.gz").write_bytes(bytes(data))
+    (study_dir / "SEG.nii.gz").unlink()
+    result = runner.invoke(app, ["verify", str(out)])
+    assert result.exit_code == 1
+    assert "PET.nii.gz" in result.output
+    assert "SEG.nii.gz" in result.output
+
+
+def test_dask_local_cluster_gives_identical_checksums(corpus, tmp_path):
+    distributed = pytest.importorskip("dask.distributed", reason="needs petcorpus[dask]")
+    root, _, _, _ = corpus
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        report = build(root / "dicom", tmp_path / "out", client=client)
+    assert len(report.done) == 6
+    assert len(report.failed) == 1
+    ours, ref = _checksums(tmp_path / "out"), _checksums(root / "out")
+    assert ours == ref
+
+
+@pytest.mark.parametrize("delay", [1.5, 3.5])
+def test_kill_9_then_resume_equals_clean_build(corpus, tmp_path, delay):
+    root, _, _, _ = corpus
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "petcorpus.cli", "build", str(root / "dicom"), str(out),
+           "-j", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process tree, like a power cut
+    proc.wait()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr  # the broken study only
+    assert _checksums(out) == _checksums(root / "out")
+    leftovers = [p for p in out.rglob("*") if p.name.startswith((".tmp-", ".old-"))]
+    assert leftovers == []
