@@ -571,7 +571,7 @@ def _lesion_cells(les: LesionSummary | None) -> str:
     return (
         f"<td class=n>{les.count}</td><td class=n>{les.mtv_ml:.1f}</td>"
         f"<td class=n>{les.tlg:.1f}</td>"
-        f"<td class=n>{'–' if math.isnan(les.suv_max) else f'{les.suv_max:.3g}'}</td>"
+        f"<td class=n>{'–' if math.isnan(les.suv_max) else f'{les.suv_max:.1f}'}</td>"
     )
 
 
