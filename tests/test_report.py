@@ -179,6 +179,7 @@ def test_report_with_catalog(corpus: Path, tmp_path: Path) -> None:
     assert "catalog.sqlite + study folders" in html
     assert "Tübingen" in html and "SIEMENS" in html and "61" in html
     assert "Failures (2)" in html and "SLICE_GAP" in html and "gap at slice 7" in html
+    assert "PETCT_0000000099 (study 1.2.826.0.1.99)" in html
     assert "<th>catalog status</th>" in html and "<td>failed</td><td class=n>1</td>" in html
 
 

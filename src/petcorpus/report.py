@@ -790,7 +790,10 @@ def write_report(
     failures: list[dict[str, Any]] = []
     for f in cat.failures:
         uid = f.get("study_uid")
-        failures.append({**f, "study": uid_key.get(uid, uid or "(corpus)")})
+        label = uid_key.get(uid) or (
+            f"{cat.study_subject[uid]} (study {uid})" if uid in cat.study_subject else uid
+        )
+        failures.append({**f, "study": label or "(corpus)"})
     for e in entries:
         if e.error is not None:
             failures.append(
