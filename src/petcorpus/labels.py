@@ -258,6 +258,16 @@ def _as_int(arr: npt.ArrayLike) -> np.ndarray:
     return a.astype(np.int64, copy=False) if a.dtype.kind not in "ui" else a
 
 
+def _present_values(a: np.ndarray) -> np.ndarray:
+    """Distinct values of an integer image (bincount for small non-negative ranges)."""
+    flat = a.ravel(order="K")
+    if a.dtype.kind in "ui" and a.dtype.itemsize <= 2 and flat.size:
+        lo = int(flat.min())
+        if lo >= 0:
+            return np.flatnonzero(np.bincount(flat))
+    return np.unique(flat)
+
+
 def count_overlaps(groups: Mapping[str, npt.ArrayLike]) -> int:
     """Voxels labelled (non-zero) in more than one group."""
     count: np.ndarray | None = None
@@ -285,30 +295,30 @@ def merge_groups(
         0 = background, else ``GROUP_OFFSETS[group] + local``; where groups overlap the
         later group in :data:`MERGE_PRIORITY` wins.
     """
+    unknown = set(groups) - set(GROUPS)
+    if unknown:
+        raise ValueError(f"unknown groups {sorted(unknown)}")
     out: np.ndarray | None = None
     for g in MERGE_PRIORITY:
         if g not in groups:
             continue
         a = _as_int(groups[g])
         if out is None:
-            out = np.zeros(a.shape, dtype=np.uint8)
+            out = np.zeros_like(a, dtype=np.uint8)  # keeps the memory order (NIfTI: F)
         elif a.shape != out.shape:
             raise ValueError(f"{g}: shape {a.shape} differs from {out.shape}")
-        values = np.unique(a)
-        values = values[values != 0]
-        if values.size and (values.min() < 1 or values.max() > _GROUP_SIZE[g]):
-            bad = values[(values < 1) | (values > _GROUP_SIZE[g])].tolist()
+        hi = _GROUP_SIZE[g]
+        if a.size and ((a.dtype.kind == "i" and a.min() < 0) or a.max() > hi):
+            values = _present_values(a)
+            bad = values[(values < 0) | (values > hi)]
             raise UnsupportedError(
-                f"{g} holds values {bad} outside the MOOSE superset 1..{_GROUP_SIZE[g]}; "
-                "they have no stable global id"
+                f"{g} holds values {bad.tolist()} outside the MOOSE superset "
+                f"1..{hi}; they have no stable global id"
             )
-        lut = np.zeros(int(max(values.max(initial=0), 0)) + 1, dtype=np.uint8)
-        lut[1:] = GROUP_OFFSETS[g] + np.arange(1, lut.size)
-        fg = a != 0
-        out[fg] = lut[a[fg]]
-    unknown = set(groups) - set(GROUPS)
-    if unknown:
-        raise ValueError(f"unknown groups {sorted(unknown)}")
+        # global = offset + local on labelled voxels; element-wise ufuncs run in the arrays'
+        # own memory order (NIfTI data are Fortran-ordered), so there is no gather or copy.
+        a8 = a.astype(np.uint8, copy=False)
+        np.add(a8, np.uint8(GROUP_OFFSETS[g]), out=out, where=a8 != 0)
     if out is None:
         raise ValueError("no group images to merge")
     return out
