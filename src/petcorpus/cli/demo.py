@@ -12,16 +12,19 @@ from petcorpus.cli._app import app, console, handle_errors
 @app.command("demo")
 @handle_errors
 def demo_cmd(
-    out: Path = typer.Argument(
-        Path("petcorpus-demo"), help="Folder for everything the demo makes."
-    ),
-    subjects: int = typer.Option(4, "--subjects", "-n", min=1, help="Number of phantom studies."),
+    out: Path = typer.Argument(Path("petcorpus-demo"), help="Folder for everything it makes."),
+    subjects: int = typer.Option(4, "--subjects", "-n", min=1, help="Phantom studies."),
     seed: int = typer.Option(0, "--seed"),
+    workers: int = typer.Option(2, "--workers", "-j", min=1),
 ) -> None:
-    """Make phantom studies and run petcorpus on them (no download needed)."""
+    """Phantom DICOM → corpus (NIfTI, catalog, HDF5) → metrics → HTML report, offline."""
     from petcorpus.demo import run_demo
 
-    result = run_demo(out, subjects=subjects, seed=seed)
-    for line in result.checks:
-        console.print(line)
-    console.print(f"[green]demo done[/green]: {result.studies} studies under {out}")
+    r = run_demo(out, subjects=subjects, seed=seed, workers=workers)
+    console.print(f"DICOM:       {r.dicom_root}")
+    console.print(f"corpus:      {r.corpus} ({r.studies} studies, {r.failed} failed)")
+    console.print(f"predictions: {r.predictions}")
+    console.print(
+        f"metrics:     {r.metrics_csv}  " + "  ".join(f"{k}={v:.3g}" for k, v in r.summary.items())
+    )
+    console.print(f"[green]demo done[/green] — report: {r.report}")
