@@ -55,7 +55,7 @@ def fake_prediction(seg: np.ndarray, pet_labels_hint: np.ndarray | None = None) 
         keep[labels == int(np.argmin(sizes)) + 1] = 0
         pred = ndimage.binary_dilation(keep > 0).astype(np.uint8) if n > 1 else (keep > 0)
         pred = pred.astype(np.uint8)
-    i, j, k = (s // 2 for s in seg.shape)
+    i, j = seg.shape[0] // 2, seg.shape[1] // 2
     top = seg.shape[2] - max(3, seg.shape[2] // 12)
     pred[i - 1 : i + 2, j - 1 : j + 2, top - 1 : top + 2] = 1
     return pred
