@@ -336,6 +336,7 @@ def _build_entry(
     subject, study = study_dir.parent.name, study_dir.name
     e = StudyEntry(key=f"{subject}/{study}", subject=subject, study=study)
     e.files = [f for f in LAYOUT_FILES if (study_dir / f).exists()]
+    images: viz.StudyImages | None
     try:
         images = viz.read_study_dir(study_dir, with_ct=with_ct)
     except PetcorpusError as exc:

@@ -283,9 +283,14 @@ class MaskComparison:
     fp_volume_ml: float
 
 
-def _components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
+Connectivity = Literal[6, 18, 26]
+
+
+def _components(mask: np.ndarray, connectivity: Connectivity) -> tuple[np.ndarray, int]:
     import cc3d
 
+    if connectivity not in (6, 18, 26):
+        raise PetcorpusError(f"connectivity must be 6, 18 or 26, got {connectivity!r}")
     lab, n = cc3d.connected_components(
         np.ascontiguousarray(mask, dtype=np.uint8), connectivity=connectivity, return_N=True
     )
@@ -298,7 +303,7 @@ def _touching(labels: np.ndarray, other: np.ndarray) -> np.ndarray:
     return ids[ids > 0]
 
 
-def compare_masks(gt: Volume, pred: Volume, connectivity: int = 18) -> MaskComparison:
+def compare_masks(gt: Volume, pred: Volume, connectivity: Connectivity = 18) -> MaskComparison:
     """Split ground truth and prediction into components; class matched, FN and FP.
 
     Raises
