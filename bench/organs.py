@@ -20,6 +20,7 @@ the one-pass code replaces.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -67,16 +68,18 @@ def main() -> None:
         write_enhance_corpus(root, studies=[study])
         print(f"written as ENHANCE case in {time.perf_counter() - t0:.1f} s")
         corpus = open_enhance(root)
-        reads, computes = [], []
+        reads, computes, cpu_reads, cpu_computes = [], [], [], []
         for _ in range(args.repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             data = read_case(corpus, 1)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             assert data.pet is not None
             stats, ref, unit = case_organ_stats(data.groups, data.pet, corpus.labels)
-            t2 = time.perf_counter()
+            t2, c2 = time.perf_counter(), time.process_time()
             reads.append(t1 - t0)
             computes.append(t2 - t1)
+            cpu_reads.append(c1 - c0)
+            cpu_computes.append(c2 - c1)
         ct = data.groups["Organs"]
         print(f"CT grid {ct.shape}, PET grid {data.pet.shape}, {len(stats)} regions, unit {unit}")
         liver = f"{ref.liver_mean:.3f} ± {ref.liver_sd:.3f} ({ref.liver_voxels} vx)"
@@ -88,8 +91,13 @@ def main() -> None:
               + ", ".join(f"{r:.2f}" for r in reads) + ")")  # fmt: skip
         print(f"compute (merge, map, stats, PERCIST): {compute:.2f} s   (runs: "
               + ", ".join(f"{c:.2f}" for c in computes) + ")")  # fmt: skip
+        cpu = min(cpu_reads) + min(cpu_computes)
+        print(f"CPU time: read {min(cpu_reads):.2f} s, compute {min(cpu_computes):.2f} s")
+        print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         hours = CASES * per_case / CORES / 3600
-        print(f"per case {per_case:.2f} s → {CASES} cases on {CORES} cores ≈ {hours:.2f} h")
+        cpu_hours = CASES * cpu / CORES / 3600
+        print(f"per case {per_case:.2f} s wall → {CASES} cases on {CORES} cores ≈ {hours:.2f} h")
+        print(f"per case {cpu:.2f} s CPU → {CASES} cases on {CORES} cores ≈ {cpu_hours:.2f} h")
         if args.naive:
             t0 = time.perf_counter()
             n = _naive(data.groups, data.pet)
