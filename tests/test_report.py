@@ -279,3 +279,33 @@ def test_report_in_headless_chromium(corpus: Path, tmp_path: Path) -> None:
     dom = _chromium(["--dump-dom", "--virtual-time-budget=3000"], bad.resolve().as_uri(), tmp_path)
     assert 'data-broken-images="1"' in re.search(r"<html[^>]*>", dom.stdout).group(0)
     assert any("broken image" in line for line in _console_errors(dom.stderr))
+
+
+def test_report_with_predictions(corpus: Path, tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from petcorpus import viz
+
+    t = _truths()["LYMPHOMA"]
+    preds = tmp_path / "pred"
+    study = "01-02-2003-NA-PET-CT-1"
+    pred = np.asarray(t.lesion_mask.array).copy()
+    pred[:, :, :40] = 0  # the lower lesions are missed
+    pred[5:8, 5:8, 60:63] = 1  # a false positive outside the body
+    (preds / "PETCT_000000000a" / study).mkdir(parents=True)
+    nib.save(
+        t.lesion_mask.with_array(pred).to_nifti(),
+        preds / "PETCT_000000000a" / study / "PRED.nii.gz",
+    )
+    wrong = Volume(np.zeros((5, 5, 5), np.uint8), np.eye(4))
+    nib.save(wrong.to_nifti(), preds / f"PETCT_000000000c_{study}.nii.gz")
+    html = write_report(corpus, predictions=preds, output=tmp_path / "p.html").read_text()
+    assert html.count("Ground truth vs prediction") == 1
+    assert "not shown" in html and "differs from the ground truth" in html
+    src = re.search(
+        r'<img src="data:image/png;base64,([^"]+)" alt="prediction PETCT_000000000a', html
+    )
+    assert src is not None
+    idx = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.group(1)))))[:-16]
+    for colour in ("tp", "fn", "fp"):
+        assert (idx == viz.colour_index(colour)).any(), colour

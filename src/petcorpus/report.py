@@ -37,6 +37,7 @@ __all__ = [
     "CatalogInfo",
     "LesionSummary",
     "StudyEntry",
+    "find_prediction",
     "find_studies",
     "lesion_summary",
     "read_catalog",
@@ -280,6 +281,8 @@ class StudyEntry:
     files: list[str] = dataclasses.field(default_factory=list)
     thumb_png: bytes | None = None
     figure_png: bytes | None = None
+    prediction_png: bytes | None = None
+    prediction_note: str | None = None
     error: str | None = None
     error_class: str | None = None
 
@@ -332,6 +335,7 @@ def _build_entry(
     thumb_height: int,
     figure_height: int,
     with_ct: bool,
+    predictions: Path | None = None,
 ) -> StudyEntry:
     subject, study = study_dir.parent.name, study_dir.name
     e = StudyEntry(key=f"{subject}/{study}", subject=subject, study=study)
@@ -389,7 +393,48 @@ def _build_entry(
         cache=cache,
     )
     e.figure_png = viz.png_bytes(fig)
+    pred_path = find_prediction(predictions, subject, study) if predictions else None
+    if pred_path is not None:
+        try:
+            pred = Volume.from_nifti(pred_path)
+            truth = (
+                images.seg
+                if images.seg is not None
+                else pred.with_array(np.zeros(pred.shape, np.uint8))
+            )
+            cmp_fig = viz.study_figure(
+                images.suv,
+                truth,
+                pred=pred,
+                vmax=vmax,
+                views=("coronal",),
+                pixel_mm=max(2.0, _pixel_mm_for_height(images.suv, figure_height)),
+                cache=cache,
+            )
+            e.prediction_png = viz.png_bytes(cmp_fig)
+            e.prediction_note = pred_path.name
+        except (PetcorpusError, ValueError, OSError) as exc:
+            e.prediction_note = f"prediction {pred_path.name} not shown: {exc}"
     return e
+
+
+def find_prediction(predictions: str | Path, subject: str, study: str) -> Path | None:
+    """The predicted mask of a study in a folder laid out as ``petcorpus evaluate`` reads it.
+
+    Tried in order: ``<pred>/<subject>/<study>/PRED.nii.gz``, ``.../SEG.nii.gz``, then flat
+    files ``<subject>_<study>.nii.gz``, ``<study>.nii.gz``, ``<subject>.nii.gz``.
+    """
+    root = Path(predictions)
+    for cand in (
+        root / subject / study / "PRED.nii.gz",
+        root / subject / study / "SEG.nii.gz",
+        root / f"{subject}_{study}.nii.gz",
+        root / f"{study}.nii.gz",
+        root / f"{subject}.nii.gz",
+    ):
+        if cand.is_file():
+            return cand
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -676,6 +721,14 @@ def _render_html(
         )
         if e.figure_png is not None:
             h.append(_img(e.figure_png, f"MIPs {e.key}", assets=assets))
+        if e.prediction_png is not None:
+            h.append(
+                "<p>Ground truth vs prediction (coronal): green matched, blue missed (FN), "
+                "orange false positive (FP), 18-connected components.</p>"
+            )
+            h.append(_img(e.prediction_png, f"prediction {e.key}", assets=assets))
+        elif e.prediction_note:
+            h.append(f"<p class=bad>{_esc(e.prediction_note)}</p>")
         h.append("<p><a href='#studies'>back to the table</a></p></section>")
     h.append("</body></html>")
     return "\n".join(h)
@@ -729,6 +782,7 @@ def write_report(
     thumb_height: int = 120,
     figure_height: int = 420,
     with_ct: bool = False,
+    predictions: str | Path | None = None,
     workers: int = 1,
     progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
 ) -> Path:
@@ -752,6 +806,9 @@ def write_report(
         Height in pixels of the table thumbnails and of the per-study MIPs.
     with_ct : bool
         Add a CT MIP (CTres, else CT) to each study's figure.
+    predictions : str or Path, optional
+        Folder of predicted masks (see :func:`find_prediction`): each study's section then
+        shows truth vs prediction with matched, FN and FP components coloured.
     workers : int
         Processes that read and draw studies in parallel (1: in this process). Reading a
         full-size study's SUV takes ~1.5 s, so large corpora gain from 2 or more.
@@ -777,6 +834,7 @@ def write_report(
         thumb_height=thumb_height,
         figure_height=figure_height,
         with_ct=with_ct,
+        predictions=None if predictions is None else Path(predictions),
     )
     show: Callable[[Iterable[Any]], Iterable[Any]] = progress or (lambda it: it)
     if workers > 1 and len(studies) > 1:

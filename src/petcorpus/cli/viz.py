@@ -61,6 +61,9 @@ def report_cmd(
         None, "--output", "-o", help="HTML file (default <out>/report.html)."
     ),
     with_ct: bool = typer.Option(False, "--with-ct", help="Add CT MIPs to the study pages."),
+    pred: Path | None = typer.Option(
+        None, "--pred", help="Folder of predicted masks: truth vs prediction per study."
+    ),
     external_images: bool = typer.Option(
         False, "--external-images", help="Write PNGs beside the HTML instead of embedding."
     ),
@@ -79,6 +82,7 @@ def report_cmd(
         embed=not external_images,
         vmax=vmax,
         with_ct=with_ct,
+        predictions=pred,
         workers=workers,
         progress=lambda it: track(list(it), description="studies", console=console),
     )
