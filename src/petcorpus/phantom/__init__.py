@@ -8,6 +8,7 @@
 
 from petcorpus.phantom.anatomy import Lesion, Tissue
 from petcorpus.phantom.corpus import write_clinical_csv, write_corpus
+from petcorpus.phantom.enhance import write_enhance_corpus
 from petcorpus.phantom.study import (
     DIAGNOSES,
     PhantomGeometry,
@@ -27,5 +28,6 @@ __all__ = [
     "make_study",
     "write_clinical_csv",
     "write_corpus",
+    "write_enhance_corpus",
     "write_study",
 ]

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 
 from petcorpus.labels import GROUPS, LabelTable, moose_table
 from petcorpus.phantom.anatomy import Tissue
@@ -131,7 +130,10 @@ def _nifti_gz(vol: Volume) -> bytes:
     return igzip.compress(vol.to_nifti().to_bytes(), 1, mtime=0)
 
 
-def _xlsx(df: pd.DataFrame) -> bytes:
+def _xlsx(rows: list[dict[str, object]]) -> bytes:
+    import pandas as pd  # imported here: `import petcorpus.phantom` stays light
+
+    df = pd.DataFrame(rows)
     buf = io.BytesIO()
     df.to_excel(buf, index=False)
     return buf.getvalue()
@@ -186,7 +188,8 @@ def write_enhance_corpus(
     split = ct_split if ct_split is not None else max(1, math.ceil(cases / 2))
     files: dict[str, bytes] = {}  # relative path -> bytes
     written: list[EnhancePhantomCase] = []
-    pt_rows, ct_rows = [], []
+    pt_rows: list[dict[str, object]] = []
+    ct_rows: list[dict[str, object]] = []
     for n in range(1, cases + 1):
         cid = f"{n:04d}"
         if studies is not None:
@@ -221,8 +224,8 @@ def write_enhance_corpus(
     import json
 
     (out / "labels.json").write_text(json.dumps(table.to_json(), indent=2) + "\n")
-    (out / "PT-details.xlsx").write_bytes(_xlsx(pd.DataFrame(pt_rows)))
-    (out / "CT-details.xlsx").write_bytes(_xlsx(pd.DataFrame(ct_rows)))
+    (out / "PT-details.xlsx").write_bytes(_xlsx(pt_rows))
+    (out / "CT-details.xlsx").write_bytes(_xlsx(ct_rows))
     if not zipped:
         for rel, data in files.items():
             p = out / rel
