@@ -284,3 +284,32 @@ def test_cli_organs_stats_and_lesions(enhance_case, tmp_path):
     df = pd.read_csv(tmp_path / "l.csv")
     assert df["lesion"].nunique() == len(tr.lesions)
     _ = study
+
+
+def test_corpus_stats_parallel_equals_serial_and_reports_failures(tmp_path):
+    from petcorpus.organs import corpus_organ_stats
+
+    studies = [phantom(seed=23, size="small", diagnosis="NEGATIVE"),
+               phantom(seed=21, size="small", diagnosis="LYMPHOMA"),
+               phantom(seed=31, size="small", diagnosis="MELANOMA")]  # fmt: skip
+    root = tmp_path / "c"
+    write_enhance_corpus(root, studies=studies, release="v1")
+    (root / "imaging-data/images/PT/0003.nii.gz").unlink()
+    c = open_enhance(root)
+    serial, p1, f1 = corpus_organ_stats(c, workers=1)
+    parallel, p2, f2 = corpus_organ_stats(c, workers=2)
+    assert f1 == f2 == {"0003": "no PET"}
+    pd.testing.assert_frame_equal(serial, parallel)
+    pd.testing.assert_frame_equal(p1, p2)
+    assert sorted(set(serial["case_id"])) == ["0001", "0002"]
+    one, _, _ = case_organ_stats(read_case(c, 2).groups, read_case(c, 2).pet, c.labels)
+    got = serial[serial["case_id"] == "0002"].drop(columns="case_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, one)
+    r = CliRunner().invoke(app, ["organs", "stats", str(root), "-o", str(tmp_path / "o.csv"),
+                                 "-j", "2", "--cases", "1-3"])  # fmt: skip
+    assert r.exit_code == 1
+    assert "failed case 0003: no PET" in r.output
+    assert set(pd.read_csv(tmp_path / "o.csv", dtype={"case_id": str})["case_id"]) == {
+        "0001",
+        "0002",
+    }

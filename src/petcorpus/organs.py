@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cc3d
 import numpy as np
@@ -38,10 +38,14 @@ from petcorpus.errors import GeometryMismatchError
 from petcorpus.labels import LabelTable, merge_groups
 from petcorpus.volume import Volume
 
+if TYPE_CHECKING:
+    from petcorpus.layouts.enhance import EnhanceCase, EnhanceCorpus
+
 __all__ = [
     "STAT_COLUMNS",
     "PercistReference",
     "case_organ_stats",
+    "corpus_organ_stats",
     "guess_pet_unit",
     "labels_to_grid",
     "lesions_by_organ",
@@ -484,3 +488,74 @@ def case_organ_stats(
         unit = "SUV"
     stats["unit"] = unit
     return stats, ref, unit
+
+
+# -- a whole corpus ---------------------------------------------------------------------------
+def _case_task(
+    case: EnhanceCase, labels: dict[str, dict[str, str]], pet_unit: str
+) -> tuple[str, pd.DataFrame | None, dict[str, object] | None, str | None]:
+    """Worker: statistics of one ENHANCE case (picklable inputs only)."""
+    from petcorpus.errors import PetcorpusError
+    from petcorpus.labels import GROUPS
+
+    cid = case.case_id
+    if case.pt is None:
+        return cid, None, None, "no PET"
+    if not case.masks:
+        return cid, None, None, "no masks"
+    try:
+        table = LabelTable({g: {int(k): v for k, v in r.items()} for g, r in labels.items()})
+        pet = case.pt.load_volume()
+        groups = {g: case.masks[g].load_volume() for g in GROUPS if g in case.masks}
+        st, ref, unit = case_organ_stats(
+            groups,
+            pet,
+            table,
+            pet_unit=pet_unit,  # type: ignore[arg-type]
+        )
+    except PetcorpusError as exc:
+        return cid, None, None, f"[{exc.reason}] {exc}"
+    st.insert(0, "case_id", cid)
+    return cid, st, {"case_id": cid, "unit": unit, **ref.as_row()}, None
+
+
+def corpus_organ_stats(
+    corpus: EnhanceCorpus,
+    cases: list[str] | None = None,
+    *,
+    pet_unit: Literal["auto", "SUV", "Bq/ml"] = "auto",
+    workers: int = 1,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """Organ statistics of many cases of an :class:`~petcorpus.layouts.enhance.EnhanceCorpus`.
+
+    One case per task (a process pool when ``workers > 1``). Returns (per-region table with
+    a ``case_id`` column, PERCIST table, failures as case id → reason); failures never stop
+    the run.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    wanted = list(corpus.cases) if cases is None else [f"{int(c):04d}" for c in cases]
+    failures: dict[str, str] = {}
+    todo = []
+    for cid in wanted:
+        case = corpus.cases.get(cid)
+        if case is None:
+            failures[cid] = "not found"
+        else:
+            todo.append(case)
+    labels = corpus.labels.to_json()
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(_case_task, todo, [labels] * len(todo),
+                                    [pet_unit] * len(todo)))  # fmt: skip
+    else:
+        results = [_case_task(c, labels, pet_unit) for c in todo]
+    tables, refs = [], []
+    for cid, st, ref, err in results:
+        if err is not None:
+            failures[cid] = err
+        else:
+            tables.append(st)
+            refs.append(ref)
+    stats = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    return stats, pd.DataFrame(refs), failures

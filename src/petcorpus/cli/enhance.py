@@ -204,48 +204,32 @@ def organs_stats_cmd(
     percist: Path | None = typer.Option(None, "--percist", help="PERCIST table (.csv)."),
     cases: str | None = typer.Option(None, "--cases", help="e.g. 1-20,35 (default: all)."),
     pet_unit: str = typer.Option("auto", "--pet-unit", help="auto, SUV or Bq/ml."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Cases in parallel."),
     zips: str = typer.Option("auto", "--zips", help=_ZIPS_HELP),
 ) -> None:
     """Volume, SUVmean/median/max/p95/sd of every region of every case, plus PERCIST."""
-    import pandas as pd
-
-    from petcorpus.errors import PetcorpusError
-    from petcorpus.layouts.enhance import open_enhance, read_case
-    from petcorpus.organs import case_organ_stats
+    from petcorpus.layouts.enhance import open_enhance
+    from petcorpus.organs import corpus_organ_stats
 
     if pet_unit not in ("auto", "SUV", "Bq/ml"):
         raise typer.BadParameter("must be auto, SUV or Bq/ml", param_hint="--pet-unit")
     c = open_enhance(corpus, zips=_zips(zips))  # type: ignore[arg-type]
-    wanted = _cases(cases) or list(c.cases)
-    tables, refs, failed = [], [], []
-    for cid in wanted:
-        case = c.cases.get(cid)
-        if case is None or case.pt is None or not case.masks:
-            why = "not found" if case is None else "no PET" if case.pt is None else "no masks"
-            failed.append((cid, why))
-            continue
-        try:
-            data = read_case(c, cid)
-            assert data.pet is not None
-            st, ref, unit = case_organ_stats(data.groups, data.pet, c.labels,
-                                             pet_unit=pet_unit)  # type: ignore[arg-type]  # fmt: skip
-        except PetcorpusError as exc:
-            failed.append((cid, f"[{exc.reason}] {exc}"))
-            continue
-        st.insert(0, "case_id", cid)
-        tables.append(st)
-        refs.append({"case_id": cid, "unit": unit, **ref.as_row()})
-    if tables:
-        table = pd.concat(tables, ignore_index=True)
+    table, refs, failed = corpus_organ_stats(
+        c,
+        _cases(cases),
+        pet_unit=pet_unit,
+        workers=workers,  # type: ignore[arg-type]
+    )
+    if len(table):
         if out.suffix == ".parquet":
             table.to_parquet(out, index=False)
         else:
             table.to_csv(out, index=False)
-        console.print(f"wrote {out}: {len(table)} rows from {len(tables)} cases")
+        console.print(f"wrote {out}: {len(table)} rows from {len(refs)} cases")
         if percist is not None:
-            pd.DataFrame(refs).to_csv(percist, index=False)
+            refs.to_csv(percist, index=False)
             console.print(f"wrote {percist}")
-    for cid, why in failed:
+    for cid, why in failed.items():
         err_console.print(f"[red]failed[/red] case {cid}: {why}")
     if failed:
         raise typer.Exit(code=1)
