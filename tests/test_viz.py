@@ -332,3 +332,8 @@ def test_study_figure_cache_gives_identical_pictures() -> None:
     assert set(cache) == {("suv", "coronal"), ("suv", "sagittal"), ("seg", "coronal"),
                           ("seg", "sagittal")}  # fmt: skip
     assert thumb.height < 150
+    trimmed = viz.study_figure(t.suv, t.lesion_mask, pixel_mm=8.0, style="fill", trim=True)
+    assert trimmed.height == thumb.height and trimmed.width < thumb.width
+    # trimming only removes white columns: the non-white pixels are the same set per panel
+    dark = lambda im: int((np.asarray(im) != viz.N_GREY - 1).sum())  # noqa: E731
+    assert dark(trimmed) == dark(thumb)

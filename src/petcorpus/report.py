@@ -382,6 +382,7 @@ def _build_entry(
         titles=False,
         legend=False,
         cache=cache,
+        trim=True,
     )
     e.thumb_png = viz.png_bytes(thumb)
     fig = viz.study_figure(

@@ -473,6 +473,16 @@ def hstack(images: Sequence[Any], gap: int = 6, footer: Sequence[tuple[str, str]
     return canvas
 
 
+def _trim_columns(img: Any, margin: int = 2) -> Any:
+    """Crop a palette image to its non-white columns (plus ``margin``)."""
+    arr = np.asarray(img)
+    cols = np.flatnonzero((arr != N_GREY - 1).any(axis=0))
+    if cols.size == 0:
+        return img
+    left, right = max(0, int(cols[0]) - margin), min(arr.shape[1], int(cols[-1]) + margin + 1)
+    return img.crop((left, 0, right, arr.shape[0]))
+
+
 def png_bytes(img: Any, optimize: bool = True) -> bytes:
     """Encode a PIL image as PNG (palette kept; ``optimize`` shrinks by ~10-20 %)."""
     buf = io.BytesIO()
@@ -562,6 +572,7 @@ def study_figure(
     titles: bool = True,
     legend: bool = True,
     cache: dict[tuple[str, str], Projection] | None = None,
+    trim: bool = False,
 ) -> Any:
     """One picture of a study: per view, the PET MIP with lesions (and more panels).
 
@@ -569,6 +580,9 @@ def study_figure(
     the prediction, and components are coloured matched (green), false negative (blue, on the
     ground-truth panel) and false positive (orange, on the prediction panel); with ``ct`` a
     CT MIP (HU -200..1200, bone white). ``labels`` (organ map on the PET grid) adds contours.
+
+    ``trim`` cuts the empty (white) columns left and right of each panel, for thumbnails
+    (the panels then no longer share one horizontal scale with the field of view).
 
     ``cache`` (a dict, initially empty) keeps the SUV, SEG and CT projections between calls
     for the *same* volumes, e.g. to draw a thumbnail and a full-size figure of one study.
@@ -646,6 +660,8 @@ def study_figure(
                     title=f"{view} CT" if titles else None,
                 )
             )
+    if trim:
+        panels = [_trim_columns(p) for p in panels]
     footer: list[tuple[str, str]] = []
     if legend and cmp is not None:
         footer = [
