@@ -13,10 +13,19 @@ from collections.abc import Callable
 from typing import Any
 
 
+def _vm_hwm_mib() -> float:
+    """Peak resident memory of this process since its exec (Linux VmHWM)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def _target(fn: Callable[..., Any], args: tuple, queue: mp.Queue) -> None:
     t0 = time.perf_counter()
     fn(*args)
-    queue.put(time.perf_counter() - t0)
+    queue.put((time.perf_counter() - t0, _vm_hwm_mib()))
 
 
 def measure(fn: Callable[..., Any], *args: Any) -> tuple[float, float]:
@@ -25,21 +34,31 @@ def measure(fn: Callable[..., Any], *args: Any) -> tuple[float, float]:
     queue: mp.Queue = ctx.Queue()
     proc = ctx.Process(target=_target, args=(fn, args, queue))
     proc.start()
-    seconds = queue.get()
-    _, status, usage = os.wait4(proc.pid, 0)
+    seconds, peak = queue.get()
+    _, status, _usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{fn.__name__} failed in the child process")
-    return seconds, usage.ru_maxrss / 1024.0
+    # Not ru_maxrss: Linux carries it across exec, so a child would report the parent's peak.
+    return seconds, peak
 
 
 def measure_command(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of an external command."""
+    """(wall seconds, peak RSS MiB) of an external command, polled from /proc (10 ms)."""
     import subprocess
 
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak = 0.0
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]) / 1024.0)
+        except OSError:
+            pass
+        time.sleep(0.01)
     seconds = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
+    if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed")
-    return seconds, usage.ru_maxrss / 1024.0
+    return seconds, peak

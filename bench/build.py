@@ -1,0 +1,95 @@
+"""Corpus build throughput: studies per minute with 1 and 2 workers, process pool and Dask.
+
+    python bench/build.py [--studies 4] [--size full|small]
+
+The same phantom corpus is built from scratch by each configuration (fresh output folder);
+the time covers scan, conversion, writing and cataloguing. The HDF5 half of the build
+benchmark (our file vs a published-style one) is bench/hdf5.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def make_data(work: Path, n: int, size: str) -> Path:
+    from petcorpus.phantom import write_corpus
+
+    root = work / f"build-{size}-{n}"
+    if not root.exists():
+        write_corpus(root, subjects=n, seed=11, size=size, vendor="mixed")  # type: ignore[arg-type]
+    return root
+
+
+def timed_build(dicom: Path, out: Path, **kw: object) -> float:
+    from petcorpus.pipeline import build
+
+    t0 = time.perf_counter()
+    report = build(dicom, out, **kw)  # type: ignore[arg-type]
+    seconds = time.perf_counter() - t0
+    if report.failed:
+        raise RuntimeError(f"{len(report.failed)} studies failed")
+    return seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--studies", type=int, default=4)
+    ap.add_argument("--size", default="full", choices=["full", "small"])
+    ap.add_argument("--work", type=Path, default=Path(__file__).parent / "_work")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    dicom = make_data(args.work, args.studies, args.size)
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+        for workers in (1, 2):
+            out = Path(tmp) / f"pool{workers}"
+            rows.append(
+                (
+                    f"process pool, {workers} worker(s)",
+                    workers,
+                    timed_build(dicom, out, workers=workers),
+                )
+            )
+            shutil.rmtree(out)
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ImportError:
+            print("dask not installed: pip install 'petcorpus[dask]'")
+        else:
+            for workers in (1, 2):
+                out = Path(tmp) / f"dask{workers}"
+                with (
+                    LocalCluster(
+                        n_workers=workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=None,
+                    ) as cluster,
+                    Client(cluster) as client,
+                ):
+                    client.wait_for_workers(workers)
+                    rows.append(
+                        (
+                            f"Dask LocalCluster, {workers} worker(s)",
+                            workers,
+                            timed_build(dicom, out, client=client),
+                        )
+                    )
+                shutil.rmtree(out)
+    print(f"\n{args.studies} {args.size}-size studies (mixed vendors)\n")
+    print(f"{'configuration':34s} {'seconds':>8s} {'studies/min':>12s} {'speed-up':>9s}")
+    base: dict[str, float] = {}
+    for name, workers, sec in rows:
+        kind = name.split(",")[0]
+        if workers == 1:
+            base[kind] = sec
+        print(f"{name:34s} {sec:8.1f} {60 * args.studies / sec:12.2f} {base[kind] / sec:9.2f}")
+
+
+if __name__ == "__main__":
+    main()

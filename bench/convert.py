@@ -1,0 +1,174 @@
+"""Convert one full-size PET/CT study: petcorpus vs the published recipe vs dcm2niix.
+
+    python bench/convert.py [--size full|small] [--work bench/_work]
+
+Contenders run one after another, each in its own child process (wall time and peak RSS
+of that process), on the same phantom study written as DICOM:
+
+- petcorpus (default mode): the five autoPET files + sidecar;
+- the published recipe (lab-midas/TCIA_processing), re-implemented from its definition:
+  dicom2nifti for CT and PET, the SUV formula, SEG from pixel_array, nilearn resample_to_img;
+- dcm2niix -z y for CT and PET (DICOM → NIfTI only), against petcorpus' DICOM → NIfTI part
+  (load CT and PET, write CT.nii.gz and PET.nii.gz).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _child import measure, measure_command
+
+
+def _write_phantom(root: str, size: str) -> None:
+    from petcorpus.phantom import make_study, write_study
+
+    study = make_study(
+        seed=7, size=size, vendor="siemens", diagnosis="LUNG_CANCER", seg_all_frames=True
+    )
+    write_study(study, root)
+
+
+def make_data(work: Path, size: str) -> Path:
+    root = work / f"convert-{size}"
+    if not root.exists():
+        measure(_write_phantom, str(root), size)  # in a child: keeps this process small
+    return next(root.glob("*/*"))
+
+
+def run_petcorpus(study_dir: str, out: str) -> None:
+    from petcorpus.convert import convert_to_layout, find_studies
+
+    studies, _ = find_studies(study_dir)
+    convert_to_layout(studies[0], out, Path(study_dir).parent.parent)
+
+
+def run_petcorpus_nifti_only(study_dir: str, out: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from petcorpus.dicom.scan import scan
+    from petcorpus.dicom.series import load_series
+    from petcorpus.nifti import write_nifti
+
+    sel = scan(study_dir).studies[0].select()
+    Path(out).mkdir(parents=True, exist_ok=True)
+    ct = load_series(sel.ct).volume
+    pet = load_series(sel.pet).volume
+    with ThreadPoolExecutor(2) as pool:
+        list(
+            pool.map(
+                lambda a: write_nifti(a[0], Path(out) / a[1]),
+                [(ct, "CT.nii.gz"), (pet, "PET.nii.gz")],
+            )
+        )
+
+
+def run_recipe(study_dir: str, out: str) -> None:
+    import dicom2nifti
+    import nibabel as nib
+    import nilearn.image
+    import numpy as np
+    import pydicom
+
+    def conv_time(t: str) -> float:
+        return float(t[:2]) * 3600 + float(t[2:4]) * 60 + float(t[4:13])
+
+    study = Path(study_dir)
+    out_p = Path(out)
+    out_p.mkdir(parents=True, exist_ok=True)
+    dirs = {}
+    for d in study.iterdir():
+        dirs[pydicom.dcmread(next(d.glob("*.dcm")), stop_before_pixels=True).Modality] = d
+    for mod, name in (("CT", "CT.nii.gz"), ("PT", "PET.nii.gz")):
+        with tempfile.TemporaryDirectory() as tmp:
+            dicom2nifti.convert_directory(str(dirs[mod]), tmp, compression=True, reorient=True)
+            shutil.copy(next(Path(tmp).glob("*nii.gz")), out_p / name)
+    ds = pydicom.dcmread(next(dirs["PT"].glob("*.dcm")))
+    rp = ds.RadiopharmaceuticalInformationSequence[0]
+    dt = conv_time(ds.AcquisitionTime) - conv_time(rp.RadiopharmaceuticalStartTime)
+    factor = (
+        1000
+        * ds.PatientWeight
+        / (rp.RadionuclideTotalDose * 0.5 ** (dt / rp.RadionuclideHalfLife))
+    )
+    pet = nib.load(out_p / "PET.nii.gz")
+    nib.save(
+        nib.Nifti1Image((pet.get_fdata() * factor).astype(np.float32), pet.affine),
+        out_p / "SUV.nii.gz",
+    )
+    seg = pydicom.dcmread(next(dirs["SEG"].glob("*.dcm")))
+    arr = np.transpose(seg.pixel_array, (2, 1, 0))
+    if seg[0x5200, 0x9229][0].PlaneOrientationSequence[0].ImageOrientationPatient[4] == 1:
+        arr = np.flip(arr, 1)
+    nib.save(nib.Nifti1Image(arr, pet.affine), out_p / "SEG.nii.gz")
+    ctres = nilearn.image.resample_to_img(
+        nib.load(out_p / "CT.nii.gz"), pet, fill_value=-1024, copy_header=True, force_resample=True
+    )
+    nib.save(ctres, out_p / "CTres.nii.gz")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="full", choices=["full", "small"])
+    ap.add_argument("--work", type=Path, default=Path(__file__).parent / "_work")
+    args = ap.parse_args()
+    study_dir = make_data(args.work, args.size)
+    from petcorpus.phantom import PhantomGeometry
+
+    g = PhantomGeometry.preset(args.size)
+    decoded_mb = (g.ct_matrix**2 * g.n_slices * 2 + g.pet_matrix**2 * g.n_slices * 4) / 2**20
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+        t = Path(tmp)
+        rows.append(("petcorpus: 5 files", *measure(run_petcorpus, str(study_dir), str(t / "pc"))))
+        try:
+            rows.append(
+                (
+                    "published recipe: 5 files",
+                    *measure(run_recipe, str(study_dir), str(t / "recipe")),
+                )
+            )
+        except Exception as exc:
+            print(f"published recipe skipped: {exc} (pip install 'petcorpus[bench]')")
+        rows.append(
+            (
+                "petcorpus: CT+PET NIfTI",
+                *measure(run_petcorpus_nifti_only, str(study_dir), str(t / "pc2")),
+            )
+        )
+        if shutil.which("dcm2niix"):
+            total = [0.0, 0.0]
+            for series in sorted(study_dir.iterdir()):
+                if "Segmentation" in series.name:
+                    continue
+                o = t / "d2n" / series.name
+                o.mkdir(parents=True)
+                sec, mem = measure_command(
+                    ["dcm2niix", "-z", "y", "-b", "n", "-o", str(o), str(series)]
+                )
+                total = [total[0] + sec, max(total[1], mem)]
+            rows.append(("dcm2niix -z y: CT+PET NIfTI", *total))
+    base = {name: sec for name, sec, _ in rows}
+    print(f"\nstudy: {study_dir.name} ({args.size}); decoded CT+PET = {decoded_mb:.0f} MiB\n")
+    print(f"{'contender':32s} {'seconds':>8s} {'peak MiB':>9s} {'x decoded':>9s}")
+    for name, sec, mem in rows:
+        print(f"{name:32s} {sec:8.2f} {mem:9.0f} {mem / decoded_mb:9.2f}")
+    if "published recipe: 5 files" in base:
+        print(
+            f"\npetcorpus vs published recipe: "
+            f"{base['published recipe: 5 files'] / base['petcorpus: 5 files']:.1f}x faster"
+        )
+    if "dcm2niix -z y: CT+PET NIfTI" in base:
+        print(
+            f"petcorpus DICOM->NIfTI / dcm2niix: "
+            f"{base['petcorpus: CT+PET NIfTI'] / base['dcm2niix -z y: CT+PET NIfTI']:.2f}x "
+            f"the time"
+        )
+
+
+if __name__ == "__main__":
+    main()
