@@ -188,7 +188,7 @@ def test_labels_check_finds_planted_problems(corpora, tmp_path):
     arr = np.asarray(img.dataobj).copy()
     arr[5, 5, 5] = 28
     nib.save(nib.Nifti1Image(arr, img.affine, img.header), p)
-    after = {ch.group: ch for ch in check_corpus_labels(open_enhance(root))}
+    after = {ch.group: ch for ch in check_corpus_labels(open_enhance(root), workers=2)}
     assert after["Organs"].declared_absent[15] == "spleen"
     assert dict(after["Ribs"].undeclared_present) == {28: ("0002",)}
     assert set(after["Organs"].declared_absent) - {15} == set(before["Organs"].declared_absent)

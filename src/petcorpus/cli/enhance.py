@@ -98,12 +98,13 @@ def labels_check_cmd(
     cases: str | None = typer.Option(None, "--cases", help="e.g. 1-20,35 (default: all)."),
     zips: str = typer.Option("auto", "--zips", help=_ZIPS_HELP),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when any group differs."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Files read in parallel."),
 ) -> None:
     """Compare labels.json with the voxel values found, per group."""
     from petcorpus.layouts.enhance import check_corpus_labels, open_enhance
 
     c = open_enhance(corpus, zips=_zips(zips))  # type: ignore[arg-type]
-    checks = check_corpus_labels(c, _cases(cases))
+    checks = check_corpus_labels(c, _cases(cases), workers=workers)
     src = c.labels_ref or "built-in MOOSE table"
     console.print(f"labels: {src} ({c.labels.n_regions} regions declared)")
     differs = False

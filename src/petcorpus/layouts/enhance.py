@@ -437,21 +437,35 @@ def enhance_cases_table(
 
 
 # -- labels check over a corpus -------------------------------------------------------------
+def _values_in(ref: FileRef) -> np.ndarray:
+    """Distinct voxel values of one label image (rounded when stored as float)."""
+    arr = np.asarray(ref.load_volume().array)
+    if arr.dtype.kind == "f":
+        arr = np.rint(arr)
+    flat = arr.astype(np.int64, copy=False).ravel(order="K")
+    if flat.size and flat.min() >= 0:
+        return np.flatnonzero(np.bincount(flat))
+    return np.unique(flat)
+
+
 def check_corpus_labels(
-    corpus: EnhanceCorpus, cases: Sequence[str] | None = None
+    corpus: EnhanceCorpus, cases: Sequence[str] | None = None, *, workers: int = 1
 ) -> list[GroupCheck]:
-    """Per group: declared-but-absent and present-but-undeclared values over the cases."""
+    """Per group: declared-but-absent and present-but-undeclared values over the cases.
+
+    Reads every group image of the cases (``workers`` processes when > 1).
+    """
     wanted = list(corpus.cases) if cases is None else [f"{int(c):04d}" for c in cases]
+    jobs = [(cid, g, ref) for cid in wanted for g, ref in corpus.cases[cid].masks.items()]
+    refs = [ref for _, _, ref in jobs]
+    if workers > 1 and len(refs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            found = list(pool.map(_values_in, refs, chunksize=4))
+    else:
+        found = [_values_in(r) for r in refs]
     values: dict[str, dict[str, np.ndarray]] = {g: {} for g in GROUPS}
-    for cid in wanted:
-        case = corpus.cases[cid]
-        for g, ref in case.masks.items():
-            arr = np.asarray(ref.load_volume().array)
-            if arr.dtype.kind == "f":
-                arr = np.rint(arr)
-            arr = arr.astype(np.int64, copy=False).ravel()
-            if arr.min(initial=0) < 0:
-                values[g][cid] = np.unique(arr)
-            else:
-                values[g][cid] = np.flatnonzero(np.bincount(arr))
+    for (cid, g, _), v in zip(jobs, found, strict=True):
+        values[g][cid] = v
     return [check_group_values(g, values[g], corpus.labels) for g in GROUPS]
