@@ -445,6 +445,7 @@ def case_organ_stats(
     (:func:`petcorpus.labels.merge_groups`), mapped to the PET grid by nearest neighbour and
     measured in one pass. Returns (table with ``group``/``local_id``/``unit`` columns added,
     PERCIST references, unit). With ``suv_factor`` a Bq/ml PET is converted to SUV first.
+    ``lesion_mask`` (PET grid) keeps lesions out of the PERCIST liver sphere.
     """
     if not groups:
         raise ValueError("no group label images")

@@ -218,8 +218,8 @@ def organs_stats_cmd(
     table, refs, failed = corpus_organ_stats(
         c,
         _cases(cases),
-        pet_unit=pet_unit,
-        workers=workers,  # type: ignore[arg-type]
+        pet_unit=pet_unit,  # type: ignore[arg-type]
+        workers=workers,
     )
     if len(table):
         if out.suffix == ".parquet":
