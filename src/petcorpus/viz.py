@@ -117,7 +117,7 @@ def require(module: str, package: str) -> Any:
         return importlib.import_module(module)
     except ImportError as exc:
         raise ImportError(
-            f"{package} is needed for pictures and reports: pip install 'petcorpus[viz]'"
+            f"{package} is needed for pictures and reports: pip install {package}"
         ) from exc
 
 
