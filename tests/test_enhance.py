@@ -219,3 +219,18 @@ def test_cli_cases_merge_export(corpora, tmp_path):
     assert r.exit_code == 0, r.output
     liver = np.asarray(nib.load(tmp_path / "x" / "liver.nii.gz").dataobj)
     np.testing.assert_array_equal(liver, (data.groups["Organs"].array == 8).astype(np.uint8))
+
+
+def test_flat_layout_and_unpadded_names(corpora, tmp_path):
+    root = tmp_path / "flat"
+    src = corpora["v1"][0]
+    shutil.copytree(src / "imaging-data" / "images", root / "images")
+    shutil.copytree(src / "imaging-data" / "ground-truth" / "Organs", root / "organs")
+    shutil.copy(src / "labels.json", root / "labels.json")
+    (root / "images" / "CT" / "0003.nii.gz").rename(root / "images" / "CT" / "3.nii.gz")
+    c = open_enhance(root)
+    assert c.release == "v1"
+    assert list(c.cases) == [f"{i:04d}" for i in range(1, N + 1)]
+    assert c.cases["0003"].ct.path.name == "3.nii.gz"
+    assert set(c.cases["0001"].masks) == {"Organs"}  # folder name matched case-insensitively
+    assert c.incomplete()["0001"] == [g for g in GROUPS if g != "Organs"]

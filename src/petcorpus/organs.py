@@ -329,6 +329,10 @@ def percist_references(
     lv = None if liver is None else np.asarray(liver, dtype=bool)
     ao = None if aorta is None else np.asarray(aorta, dtype=bool)
     ex = None if exclude is None else np.asarray(exclude, dtype=bool)
+    for name, m in (("liver", lv), ("aorta", ao), ("exclude", ex)):
+        if m is not None and m.shape != pet.shape:
+            msg = f"{name} mask {m.shape} is not on the PET grid {pet.shape}"
+            raise GeometryMismatchError(msg)
     lv_place = lv & ~ex if lv is not None and ex is not None else lv
     if lv_place is not None:
         sphere, lc, ls = _liver_sphere(pet, lv_place, liver_diameter_mm / 2)
