@@ -132,19 +132,32 @@ def component_overlaps(
     gt: npt.ArrayLike, pred: npt.ArrayLike, connectivity: int = AUTOPET_CONNECTIVITY
 ) -> _Overlap:
     """Label both masks once and count, per component, its size and whether it overlaps the
-    other mask (one cc3d pass per mask, bincounts for the rest)."""
+    other mask (one cc3d pass per mask, bincounts over the foreground voxels for the rest)."""
     g = _as_mask(gt, "gt")
     p = _as_mask(pred, "pred")
     if g.shape != p.shape:
         raise ValueError(f"gt and pred shapes differ: {g.shape} vs {p.shape}")
+    union = g | p
+    # Crop both masks to the bounding box of their union: components, sizes and overlaps
+    # are unchanged, cc3d has less to scan.
+    box = []
+    for ax in range(3):
+        hits = np.flatnonzero(union.any(axis=tuple(a for a in range(3) if a != ax)))
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1) if hits.size else slice(0, 0))
+    sl = tuple(box)
+    g = np.ascontiguousarray(g[sl])
+    p = np.ascontiguousarray(p[sl])
     g_lab, n_g = cc3d.connected_components(g, connectivity=connectivity, return_N=True)
     p_lab, n_p = cc3d.connected_components(p, connectivity=connectivity, return_N=True)
-    g_sizes = np.bincount(g_lab.ravel(), minlength=n_g + 1)[1:]
-    p_sizes = np.bincount(p_lab.ravel(), minlength=n_p + 1)[1:]
-    g_at_p = g_lab[p]  # ground-truth labels under predicted voxels
-    p_at_g = p_lab[g]
-    g_hit = np.bincount(g_at_p, minlength=n_g + 1)[1:] > 0
-    p_hit = np.bincount(p_at_g, minlength=n_p + 1)[1:] > 0
+    # Everything else only looks at foreground voxels (of either mask).
+    fg = np.flatnonzero(union[sl])
+    gv = g_lab.reshape(-1)[fg].astype(np.int64)
+    pv = p_lab.reshape(-1)[fg].astype(np.int64)
+    both = (gv > 0) & (pv > 0)
+    g_sizes = np.bincount(gv, minlength=n_g + 1)[1:]
+    p_sizes = np.bincount(pv, minlength=n_p + 1)[1:]
+    g_hit = np.bincount(gv[both], minlength=n_g + 1)[1:] > 0
+    p_hit = np.bincount(pv[both], minlength=n_p + 1)[1:] > 0
     return _Overlap(
         n_gt=int(n_g),
         n_pred=int(n_p),
@@ -152,7 +165,7 @@ def component_overlaps(
         pred_sizes=p_sizes,
         gt_hit=g_hit,
         pred_hit=p_hit,
-        tp_voxels=int(np.count_nonzero(g_at_p)),
+        tp_voxels=int(np.count_nonzero(both)),
     )
 
 

@@ -16,9 +16,9 @@ autoPET metrics). Per lesion:
 Per study: lesion count, total MTV, total TLG and ``dmax_mm``, the largest distance between
 two lesion centroids (0 for one lesion, nan for none).
 
-Everything per lesion comes from one labelling pass and ``np.bincount`` / ``scipy.ndimage``
-label reductions, never a loop over lesions touching the full volume (the peak sphere is a
-small neighbourhood per lesion).
+Everything per lesion comes from one labelling pass and ``np.bincount`` over the lesion
+voxels, never a loop over lesions touching the full volume (the peak sphere is a small
+neighbourhood per lesion).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import math
 import cc3d
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
 from petcorpus.errors import GeometryMismatchError
 from petcorpus.volume import Volume
@@ -127,27 +126,27 @@ def lesion_statistics(
             raise GeometryMismatchError(
                 f"mask shape {m.shape} does not match the SUV shape {suv.shape}"
             )
-    values = np.asarray(suv.array, dtype=np.float64)
+    values = np.asarray(suv.array)
     # cc3d numbers components in memory order: make it C order so the lesion numbering
     # does not depend on how the array was loaded (nibabel gives Fortran order).
     m = np.ascontiguousarray(m)
     lab, n = cc3d.connected_components(m, connectivity=connectivity, return_N=True)
     if n == 0:
         return []
-    flat = lab.ravel()
-    counts = np.bincount(flat, minlength=n + 1)[1:]
-    sums = np.bincount(flat, weights=values.ravel(), minlength=n + 1)[1:]
-    index = np.arange(1, n + 1)
-    maxima = np.asarray(ndimage.maximum(values, lab, index), dtype=np.float64).reshape(n)
-    vox = np.nonzero(m)  # mask voxels in C order
-    lab_at = lab[vox]
+    # Only lesion voxels are visited from here on (in C order).
+    vox = np.nonzero(m)
+    lab_at = lab[vox].astype(np.int64)
+    vals_at = values[vox].astype(np.float64)
+    counts = np.bincount(lab_at, minlength=n + 1)[1:]
+    sums = np.bincount(lab_at, weights=vals_at, minlength=n + 1)[1:]
+    maxima = np.full(n, -np.inf)
+    np.maximum.at(maxima, lab_at - 1, vals_at)
     # Hottest voxel: the first (C order) voxel of each lesion holding the lesion's maximum.
-    at_max = values[vox] == maxima[lab_at.astype(np.int64) - 1]
+    at_max = vals_at == maxima[lab_at - 1]
     firsts = np.flatnonzero(at_max)
     _, first_of_label = np.unique(lab_at[firsts], return_index=True)
     hottest = np.stack([v[firsts[first_of_label]] for v in vox], axis=1).astype(np.int64)
-    # Centroids: mean voxel index per lesion, then the affine. Index sums per axis via
-    # bincount on the flat labels of the mask voxels only.
+    # Centroids: mean voxel index per lesion, then the affine.
     centre_idx = np.stack(
         [np.bincount(lab_at, weights=v, minlength=n + 1)[1:] / counts for v in vox], axis=1
     )
@@ -161,7 +160,7 @@ def lesion_statistics(
         pts = hottest[c] + offs
         keep = np.all((pts >= 0) & (pts < shape), axis=1)
         pts = pts[keep]
-        peak = float(values[pts[:, 0], pts[:, 1], pts[:, 2]].mean())
+        peak = float(values[pts[:, 0], pts[:, 1], pts[:, 2]].astype(np.float64).mean())
         mean = float(sums[c] / counts[c])
         mtv = float(counts[c] * voxel_ml)
         out.append(
