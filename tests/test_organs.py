@@ -313,3 +313,25 @@ def test_corpus_stats_parallel_equals_serial_and_reports_failures(tmp_path):
         "0001",
         "0002",
     }
+
+
+def test_overlapping_groups_each_keep_their_voxels():
+    aff = np.diag([-2.0, -2.0, 3.0, 1.0])
+    shape = (12, 10, 8)
+    body = np.zeros(shape, np.uint8)
+    muscles = np.zeros(shape, np.uint8)
+    body[2:10, 2:8, 3:5] = 1  # skeletal_muscle at "L3"
+    muscles[2:5, 2:8, 2:6] = 9  # iliopsoas_left, partly inside it
+    pet_arr = np.random.default_rng(0).random(shape).astype(np.float32) + 0.5
+    pet = Volume(pet_arr, aff)
+    groups = {"Body-Composition": Volume(body, aff), "Muscles": Volume(muscles, aff)}
+    st, _, unit = case_organ_stats(groups, pet, moose_table())
+    assert unit == "SUV"
+    st = st.set_index("region")
+    for name, mask in (("skeletal_muscle", body == 1), ("iliopsoas_left", muscles == 9)):
+        v = pet_arr[mask].astype(np.float64)
+        assert st.loc[name, "voxels"] == v.size
+        for k, expected in _numpy_stats(v).items():
+            assert st.loc[name, k] == pytest.approx(expected, rel=1e-12)
+    assert st.loc["skeletal_muscle", "region_id"] == 1
+    assert st.loc["iliopsoas_left", "region_id"] == 16 + 9

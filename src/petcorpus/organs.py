@@ -7,6 +7,8 @@ nearest-neighbour interpolator does; outside the CT field of view = 0). We chose
 "fraction of overlap >= 0.5" because it is exact, label-preserving (no region can vanish
 by ties of several labels under 50 %), and one gather per axis on axis-aligned grids.
 
+:func:`case_organ_stats` maps and measures each group separately (over the PET box its labels
+reach), so regions of overlapping groups keep all their voxels; within a group,
 :func:`region_stats` computes volume (ml), mean, median, max, p95 and sd of every region in
 one pass: one sort of the labelled voxels by (label, value), then ``np.add.reduceat`` for
 sums and index arithmetic for order statistics. Percentiles use numpy's default (linear)
@@ -35,7 +37,7 @@ import pandas as pd
 from scipy import ndimage
 
 from petcorpus.errors import GeometryMismatchError
-from petcorpus.labels import LabelTable, merge_groups
+from petcorpus.labels import GROUPS, LabelTable
 from petcorpus.volume import Volume
 
 if TYPE_CHECKING:
@@ -434,6 +436,36 @@ def lesions_by_organ(
 
 
 # -- one case ---------------------------------------------------------------------------------
+def _group_on_pet(
+    labels: Volume, pet: Volume
+) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
+    """A group's labels on the PET grid, only over the PET box its labelled voxels can reach.
+
+    Returns (PET box, labels in that box) or None when the group is empty.
+    """
+    arr = np.asarray(labels.array)
+    ks = np.flatnonzero(arr.any(axis=(0, 1)))
+    if ks.size == 0:
+        return None
+    slab = arr[:, :, ks[0] : ks[-1] + 1]
+    is_ = np.flatnonzero(slab.any(axis=(1, 2)))
+    js = np.flatnonzero(slab.any(axis=(0, 2)))
+    lo = np.array([is_[0], js[0], ks[0]], dtype=np.float64) - 0.5
+    hi = np.array([is_[-1], js[-1], ks[-1]], dtype=np.float64) + 0.5
+    corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1])
+                        for c in (lo[2], hi[2])])  # fmt: skip
+    cont = pet.world_to_voxel(labels.voxel_to_world(corners))
+    start = np.maximum(np.floor(cont.min(axis=0)).astype(int) - 1, 0)
+    stop = np.minimum(np.ceil(cont.max(axis=0)).astype(int) + 2, pet.shape)
+    if np.any(stop <= start):
+        return None
+    box = (slice(start[0], stop[0]), slice(start[1], stop[1]), slice(start[2], stop[2]))
+    shift = np.eye(4)
+    shift[:3, 3] = start
+    target = Volume(np.broadcast_to(np.uint8(0), tuple(stop - start)), pet.affine @ shift)
+    return box, labels_to_grid(labels, target).array
+
+
 def case_organ_stats(
     groups: Mapping[str, Volume],
     pet: Volume,
@@ -445,39 +477,60 @@ def case_organ_stats(
 ) -> tuple[pd.DataFrame, PercistReference, str]:
     """Statistics of every region of one case, plus PERCIST references.
 
-    ``groups`` are the group label images on the CT grid; they are merged into global ids
-    (:func:`petcorpus.labels.merge_groups`), mapped to the PET grid by nearest neighbour and
-    measured in one pass. Returns (table with ``group``/``local_id``/``unit`` columns added,
-    PERCIST references, unit). With ``suv_factor`` a Bq/ml PET is converted to SUV first.
-    ``lesion_mask`` (PET grid) keeps lesions out of the PERCIST liver sphere.
+    ``groups`` are the group label images on the CT grid. Each group is mapped to the PET grid
+    by nearest neighbour (only over the PET box its labels can reach) and measured in one pass
+    over its regions. Groups are measured separately, not through the merged map, so regions
+    of overlapping groups (Body-Composition's skeletal muscle and the Muscles group at L3)
+    each keep all their voxels. ``region_id`` is the global id. Returns (table with
+    ``group``/``local_id``/``unit`` columns added, PERCIST references, unit). With
+    ``suv_factor`` a Bq/ml PET is converted to SUV. ``lesion_mask`` (PET grid) keeps lesions
+    out of the PERCIST liver sphere.
     """
     if not groups:
         raise ValueError("no group label images")
+    if pet_unit not in ("auto", "SUV", "Bq/ml"):
+        raise ValueError(f"pet_unit must be 'auto', 'SUV' or 'Bq/ml', got {pet_unit!r}")
     first = next(iter(groups.values()))
     for g, v in groups.items():
         if not v.same_grid(first):
             raise GeometryMismatchError(f"{g} label image is not on the grid of the others")
-    merged = Volume(merge_groups({g: v.array for g, v in groups.items()}), first.affine)
-    on_pet = labels_to_grid(merged, pet).array
-    if pet_unit not in ("auto", "SUV", "Bq/ml"):
-        raise ValueError(f"pet_unit must be 'auto', 'SUV' or 'Bq/ml', got {pet_unit!r}")
-    stats = region_stats(on_pet, pet.array, pet.voxel_volume_ml, table.global_names())
+    values = np.asarray(pet.array)
+    tables = []
+    masks: dict[str, np.ndarray | None] = {"liver": None, "aorta": None}
+    wanted = {}
+    for name in masks:
+        try:
+            wanted[name] = table.find(name)
+        except KeyError:
+            continue
+    for g in GROUPS:
+        if g not in groups:
+            continue
+        hit = _group_on_pet(groups[g], pet)
+        if hit is None:
+            continue
+        box, sub = hit
+        st = region_stats(sub, values[box], pet.voxel_volume_ml, dict(table.groups[g]))
+        st.insert(1, "group", g)
+        st.insert(2, "local_id", st["region_id"])
+        st["region_id"] = [table.global_id(g, int(k)) for k in st["local_id"]]
+        tables.append(st)
+        for name, (wg, wk) in wanted.items():
+            if wg == g:
+                full = np.zeros(pet.shape, dtype=bool)
+                full[box] = sub == wk
+                masks[name] = full
+    cols = ["region_id", "group", "local_id", *STAT_COLUMNS[1:]]
+    stats = (
+        pd.concat(tables, ignore_index=True)[cols]
+        if tables
+        else pd.DataFrame({c: [] for c in cols})
+    )
     if pet_unit == "auto":  # the magnitude rule of guess_pet_unit, on the region medians
         unit = "Bq/ml" if len(stats) and float(np.median(stats["median"])) > 50.0 else "SUV"
     else:
         unit = pet_unit
-    grp_local = [table.from_global(int(i)) for i in stats["region_id"]]
-    stats.insert(1, "group", [g for g, _ in grp_local])
-    stats.insert(2, "local_id", [k for _, k in grp_local])
-
-    def region(name: str) -> np.ndarray | None:
-        try:
-            g, k = table.find(name)
-        except KeyError:
-            return None
-        return on_pet == table.global_id(g, k)
-
-    ref = percist_references(pet, region("liver"), region("aorta"), exclude=lesion_mask)
+    ref = percist_references(pet, masks["liver"], masks["aorta"], exclude=lesion_mask)
     if suv_factor is not None and unit == "Bq/ml":
         # SUV = Bq/ml x factor: every statistic here scales linearly with a positive factor.
         f = float(suv_factor)
