@@ -8,13 +8,13 @@ Builds one full-size phantom study (CT 512×512×326, PET 400×400×326), writes
 ENHANCE.PET case (CT, PET and the seven group masks as .nii.gz) and times
 
 - read: decoding the PET and the seven group masks from .nii.gz (what a corpus run pays),
-- compute: merge the groups into global ids, nearest-neighbour map to the PET grid,
-  volume/mean/median/max/p95/sd of every region in one pass, PERCIST liver sphere and
-  blood pool (``petcorpus.organs.case_organ_stats``),
+- compute: each group mapped to the PET grid by nearest neighbour (over the PET box its
+  labels reach), volume/mean/median/max/p95/sd of every region of the group in one pass,
+  PERCIST liver sphere and blood pool (``petcorpus.organs.case_organ_stats``),
 
 then projects the time for the 1,683 cases of the current release on 2 cores (one case per
-process). ``--naive`` also times the per-region loop (one full-volume pass per region) that
-the one-pass code replaces.
+process). ``--naive`` also times the per-region loop (merged map, one full-volume pass per region)
+that the one-pass code replaces.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def main() -> None:
         per_case = read + compute
         print(f"read (PET + 7 masks, .nii.gz): {read:.2f} s   (runs: "
               + ", ".join(f"{r:.2f}" for r in reads) + ")")  # fmt: skip
-        print(f"compute (merge, map, stats, PERCIST): {compute:.2f} s   (runs: "
+        print(f"compute (map each group to PET, stats, PERCIST): {compute:.2f} s   (runs: "
               + ", ".join(f"{c:.2f}" for c in computes) + ")")  # fmt: skip
         cpu = min(cpu_reads) + min(cpu_computes)
         print(f"CPU time: read {min(cpu_reads):.2f} s, compute {min(cpu_computes):.2f} s")
