@@ -200,8 +200,19 @@ def convert_study(study: Any, options: ConversionOptions | None = None) -> Conve
 
 
 def _scale(array: np.ndarray, factor: float) -> np.ndarray:
-    """float32 result of ``array * factor`` computed in float64 (one rounding)."""
-    return (array.astype(np.float64) * float(factor)).astype(np.float32)
+    """float32 ``array * factor``, each product computed in float64 (one rounding).
+
+    Works in blocks of slices so the float64 temporaries stay small (a whole-body PET in
+    float64 would be another ~400 MB); a factor of exactly 1 returns the array itself.
+    """
+    if factor == 1.0 and array.dtype == np.float32:
+        return array
+    out = np.empty(array.shape, dtype=np.float32, order="F" if array.flags.f_contiguous else "C")
+    step = 16
+    for k in range(0, array.shape[2], step):
+        block = array[:, :, k : k + step]
+        out[:, :, k : k + step] = np.multiply(block, float(factor), dtype=np.float64)
+    return out
 
 
 def _lesion_mask(

@@ -37,16 +37,21 @@ def resample_sitk(
     if dtype is None:
         dtype = source.dtype if interpolation == "nearest" else np.float32
     src = source.to_sitk()
-    if interpolation != "nearest" and src.GetPixelID() != sitk.sitkFloat32:
-        src = sitk.Cast(src, sitk.sitkFloat32)
-    ref = (
-        target.to_sitk()
-        if target.dtype != np.bool_
-        else target.with_array(target.array.astype(np.uint8)).to_sitk()
-    )
-    out = sitk.Resample(
-        src, ref, sitk.Transform(), _INTERPOLATORS[interpolation], float(fill), src.GetPixelID()
-    )
+    # The output grid is set directly (no reference image: that would copy the target's
+    # voxels), and interpolation reads the source in its own type and writes float32.
+    aff = target.affine_lps
+    spacing = target.spacing
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetSize([int(n) for n in target.shape])
+    resampler.SetOutputSpacing(spacing.tolist())
+    resampler.SetOutputOrigin(aff[:3, 3].tolist())
+    resampler.SetOutputDirection((aff[:3, :3] / spacing).ravel().tolist())
+    resampler.SetInterpolator(_INTERPOLATORS[interpolation])
+    resampler.SetDefaultPixelValue(float(fill))
+    if interpolation != "nearest":
+        resampler.SetOutputPixelType(sitk.sitkFloat32)
+    out = resampler.Execute(src)
+    del src
     array = sitk.GetArrayFromImage(out).transpose(2, 1, 0).astype(dtype, copy=False)
     return Volume(array, target.affine)
 
