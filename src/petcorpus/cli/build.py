@@ -21,7 +21,9 @@ from petcorpus.cli._app import app, console, handle_errors
 @app.command("build")
 @handle_errors
 def build_cmd(
-    dicom_root: Path = typer.Argument(..., exists=True, file_okay=False, help="DICOM tree."),
+    dicom_root: Path = typer.Argument(
+        ..., exists=True, file_okay=False, help="DICOM tree (or ENHANCE.PET root with --from)."
+    ),
     out: Path = typer.Argument(..., help="Corpus folder (NIfTI layout + catalog.sqlite)."),
     clinical: Path = typer.Option(None, "--clinical", exists=True, help="TCIA clinical CSV."),
     workers: int = typer.Option(None, "--workers", "-j", min=1, help="Local processes."),
@@ -33,8 +35,28 @@ def build_cmd(
     site: str = typer.Option(None, "--site", help="Site recorded on every subject."),
     licence: str = typer.Option(None, "--licence", help="Licence recorded on every subject."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    source: str = typer.Option(
+        "dicom", "--from", help="dicom (convert a DICOM tree) or enhance (catalogue in place)."
+    ),
 ) -> None:
-    """Convert every study under DICOM_ROOT into OUT, with a catalog; re-runs resume."""
+    """Convert every study under DICOM_ROOT into OUT, with a catalog; re-runs resume.
+
+    With --from enhance, an ENHANCE.PET corpus (either release, folders or zips) is
+    catalogued in place: cases, sites, licences and the xlsx metadata.
+    """
+    if source == "enhance":
+        from petcorpus.pipeline import import_enhance
+
+        imported = import_enhance(dicom_root, out, command=["petcorpus", *sys.argv[1:]])
+        console.print(
+            f"ENHANCE.PET {imported.release}: {imported.cases} cases catalogued, "
+            f"{len(imported.incomplete)} incomplete"
+        )
+        for case in imported.incomplete:
+            console.print(f"[yellow]incomplete[/yellow] case {case} (see `petcorpus status`)")
+        return
+    if source != "dicom":
+        raise typer.BadParameter("--from must be dicom or enhance", param_hint="--from")
     from petcorpus.convert import ConversionOptions
     from petcorpus.pipeline import StudyOutcome, build
 
