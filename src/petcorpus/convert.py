@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -134,15 +135,33 @@ def convert_study(study: Any, options: ConversionOptions | None = None) -> Conve
     the PET grid. Raises a :class:`~petcorpus.errors.PetcorpusError` naming the file and
     the reason when anything is missing or inconsistent.
     """
+    volumes: dict[str, Volume] = {}
+    sidecar = _produce(study, options or ConversionOptions(), volumes.__setitem__)
+    return ConvertedStudy(
+        ct=volumes["CT"],
+        pet=volumes["PET"],
+        suv=volumes["SUV"],
+        ctres=volumes["CTres"],
+        seg=volumes.get("SEG"),
+        sidecar=sidecar,
+    )
+
+
+def _produce(
+    study: Any, options: ConversionOptions, emit: Callable[[str, Volume], None]
+) -> dict[str, Any]:
+    """Make the volumes of one study, handing each to ``emit`` as soon as it exists.
+
+    The order (SEG, PET, SUV, then CT and CTres) and the dropped references between the
+    steps let a writer free each volume once written: a whole-body study never holds all
+    five arrays at once. Returns the sidecar.
+    """
     from petcorpus.dicom.series import load_series, read_dataset
     from petcorpus.dicom.suv import autopet_reference_file, compute_suv
 
-    options = options or ConversionOptions()
     selection = study.select()
-    ct_series = load_series(selection.ct, workers=options.workers)
     pet_series = load_series(selection.pet, workers=options.workers)
     pet_dir = Path(selection.pet.files[0]).parent
-
     if options.effective_suv_time == "autopet":
         ref = autopet_reference_file(pet_dir)  # the recipe's `next(glob('*.dcm'))`
         suv = compute_suv([read_dataset(ref, stop_before_pixels=True)], "autopet", path=ref)
@@ -155,20 +174,16 @@ def convert_study(study: Any, options: ConversionOptions | None = None) -> Conve
             path=pet_dir,
             reason=Reason.MISSING_TAG,
         )
-    bqml_factor = suv.bqml
-    rescaled = pet_series.volume
-    if bqml_factor is None:
+    if suv.bqml is None:
         # GML: the pixels already are SUVbw; there is no Bq/ml to report.
         raise PetcorpusError(
             "PET Units are GML (already SUV); Bq/ml cannot be recovered",
             path=pet_dir,
             reason=Reason.UNSUPPORTED,
         )
-    pet = rescaled.with_array(_scale(rescaled.array, bqml_factor))
-    suv_vol = rescaled.with_array(_scale(rescaled.array, factor))
-
-    ct = ct_series.volume
-    seg_volume, seg_uid = _lesion_mask(selection.segs, pet_series, pet)
+    rescaled = pet_series.volume
+    seg_volume, seg_uid = _lesion_mask(selection.segs, pet_series, rescaled)
+    sidecar = _sidecar(study, selection, suv, factor, options, seg_uid)
 
     if options.compat == "autopet":
         from petcorpus.layouts import autopet as compat
@@ -180,7 +195,8 @@ def convert_study(study: Any, options: ConversionOptions | None = None) -> Conve
             )
             for ds in pet_series.datasets
         ]
-        ct, pet, suv_vol, ctres, seg_volume = compat.compat_volumes(
+        ct = load_series(selection.ct, workers=options.workers).volume
+        outputs = compat.compat_volumes(
             ct=ct,
             pet_rescaled=rescaled,
             suv_factor=factor,
@@ -188,15 +204,27 @@ def convert_study(study: Any, options: ConversionOptions | None = None) -> Conve
             pet_rescale=rescale,
             flavor=options.compat_flavor,
         )
-    else:
-        ctres = ct.resample_to(
-            pet, interpolation=options.ctres_interpolation, fill=-1024.0, dtype=np.float32
-        )
+        for name, vol in zip(("CT", "PET", "SUV", "CTres", "SEG"), outputs, strict=True):
+            if vol is not None:
+                emit(name, vol)
+        return sidecar
 
-    sidecar = _sidecar(study, selection, suv, factor, options, seg_uid)
-    return ConvertedStudy(
-        ct=ct, pet=pet, suv=suv_vol, ctres=ctres, seg=seg_volume, sidecar=sidecar
+    if seg_volume is not None:
+        emit("SEG", seg_volume)
+    del seg_volume
+    emit("PET", rescaled.with_array(_scale(rescaled.array, suv.bqml)))
+    emit("SUV", rescaled.with_array(_scale(rescaled.array, factor)))
+    # Only the PET grid is needed from here on: a zero-strided array keeps its geometry.
+    grid = Volume(np.broadcast_to(np.uint8(0), rescaled.shape), rescaled.affine)
+    del rescaled, pet_series
+    ct = load_series(selection.ct, workers=options.workers).volume
+    emit("CT", ct)
+    ctres = ct.resample_to(
+        grid, interpolation=options.ctres_interpolation, fill=-1024.0, dtype=np.float32
     )
+    del ct
+    emit("CTres", ctres)
+    return sidecar
 
 
 def _scale(array: np.ndarray, factor: float) -> np.ndarray:
@@ -308,26 +336,46 @@ def _strip_paths(value: Any) -> Any:
 
 
 def convert_to_layout(
-    study: Any, out: str | Path, root: str | Path, options: ConversionOptions | None = None
+    study: Any,
+    out: str | Path,
+    root: str | Path,
+    options: ConversionOptions | None = None,
 ) -> dict[str, Path]:
-    """Convert a study and write it as ``<out>/<subject>/<study>/{CT,...}.nii.gz`` atomically."""
-    from petcorpus.layouts.autopet import AutopetStudy, write_autopet_study
+    """Convert a study and write ``<out>/<subject>/<study>/{CT,...}.nii.gz`` atomically.
+
+    Volumes are compressed in background threads as they are produced and released once
+    written, so peak memory stays near two whole-body volumes rather than five; the study
+    folder appears (by rename) only when every file and the sidecar are complete.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from petcorpus.atomic import atomic_dir
+    from petcorpus.layouts.autopet import COMPAT_DTYPES, DTYPES, SIDECAR, sidecar_bytes
+    from petcorpus.nifti import write_nifti
 
     options = options or ConversionOptions()
-    converted = convert_study(study, options)
     subject, study_name = output_names(study, root)
-    converted.sidecar["subject"] = subject
-    converted.sidecar["study"] = study_name
-    return write_autopet_study(
-        Path(out) / subject / study_name,
-        AutopetStudy(
-            ct=converted.ct,
-            pet=converted.pet,
-            suv=converted.suv,
-            ctres=converted.ctres,
-            seg=converted.seg,
-            sidecar=converted.sidecar,
-        ),
-        workers=options.workers,
-        dtypes=options.compat_flavor if options.compat == "autopet" else None,
-    )
+    final = Path(out) / subject / study_name
+    dtypes = COMPAT_DTYPES[options.compat_flavor] if options.compat == "autopet" else DTYPES
+    threads = max(1, min(2, options.workers or os.cpu_count() or 1))
+    pending: list[Future[Path]] = []
+    with atomic_dir(final) as tmp, ThreadPoolExecutor(threads) as pool:
+
+        def emit(name: str, volume: Volume) -> None:
+            if name == "CT":  # wait for PET/SUV/SEG: their arrays are freed once written
+                for fut in pending:
+                    fut.result()
+            pending.append(
+                pool.submit(write_nifti, volume, tmp / f"{name}.nii.gz", dtype=dtypes[name])
+            )
+
+        sidecar = _produce(study, options, emit)
+        for fut in pending:
+            fut.result()
+        sidecar["subject"] = subject
+        sidecar["study"] = study_name
+        (tmp / SIDECAR).write_bytes(sidecar_bytes(sidecar))
+    paths = {name: final / f"{name}.nii.gz" for name in ("CT", "PET", "SUV", "CTres", "SEG")}
+    paths = {k: v for k, v in paths.items() if v.exists()}
+    paths["sidecar"] = final / SIDECAR
+    return paths
