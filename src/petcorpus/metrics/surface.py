@@ -142,9 +142,20 @@ def _directed(
         import edt
 
         dist = edt.edt(~border_to, anisotropy=tuple(sp), black_border=False, parallel=0)
-    else:
-        dist = ndimage.distance_transform_edt(~border_to, sampling=sp)
-    return np.asarray(dist[border_from], dtype=np.float64)
+        return np.asarray(dist[border_from], dtype=np.float64)
+    # scipy: the feature transform (nearest border voxel of every voxel), then distances
+    # only where they are needed, with scipy's own formula (bit-identical to its
+    # ``return_distances`` output, without a float64 volume).
+    ft = ndimage.distance_transform_edt(
+        ~border_to, sampling=sp, return_distances=False, return_indices=True
+    )
+    q = np.nonzero(border_from)
+    d2 = np.zeros(q[0].size, dtype=np.float64)
+    for ax in range(3):
+        diff = (ft[ax][q] - q[ax]).astype(np.float64)
+        diff *= sp[ax]
+        d2 += diff * diff
+    return np.sqrt(d2)
 
 
 def surface_distances(
