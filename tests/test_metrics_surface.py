@@ -241,3 +241,12 @@ def test_edt_backend_within_float32(pair, spacing) -> None:
     b = surface_metrics(gt, pred, spacing, labels=[1], backend="edt")[1].as_dict()
     for k in a:
         assert b[k] == pytest.approx(a[k], rel=1e-6, abs=1e-6, nan_ok=True), k
+
+
+def test_workers_give_identical_results() -> None:
+    rng = np.random.default_rng(3)
+    gt = rng.integers(0, 6, (12, 10, 8)).astype(np.uint8)
+    pred = np.where(rng.random(gt.shape) < 0.2, rng.integers(0, 6, gt.shape), gt).astype(np.uint8)
+    a = surface_metrics(gt, pred, (1.0, 1.5, 2.5))
+    b = surface_metrics(gt, pred, (1.0, 1.5, 2.5), workers=3)
+    assert a == b and sorted(a) == [1, 2, 3, 4, 5]

@@ -137,7 +137,10 @@ def overlap_metrics(
     n = c.shape[0]
     g_tot = c.sum(axis=1)
     p_tot = c.sum(axis=0)
-    wanted = label_values(gt, pred) if labels is None else [int(v) for v in labels]
+    if labels is None:  # every nonzero label present in either map
+        wanted = [int(v) for v in np.flatnonzero((g_tot > 0) | (p_tot > 0)) if v > 0]
+    else:
+        wanted = [int(v) for v in labels]
     out: dict[int, OverlapMetrics] = {}
     for lab in wanted:
         if 0 < lab < n:
