@@ -71,9 +71,10 @@ def run_imports_only() -> None:
     """The interpreter + libraries petcorpus loads: the floor under every peak."""
     import highdicom  # noqa: F401
     import SimpleITK  # noqa: F401
-    import petcorpus.convert  # noqa: F401
-    import petcorpus.dicom.seg  # noqa: F401
-    import petcorpus.dicom.series  # noqa: F401
+
+    import petcorpus.convert
+    import petcorpus.dicom.seg
+    import petcorpus.dicom.series
     import petcorpus.nifti  # noqa: F401
 
 
