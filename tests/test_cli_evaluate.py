@@ -87,6 +87,8 @@ def test_evaluate_all_edition_i(folders: Path) -> None:
             "all",
             "--edition",
             "I",
+            "--workers",
+            "2",
             "--out",
             str(out),
         ],

@@ -29,6 +29,7 @@ def evaluate_cmd(
         False, "--resample", help="Resample predictions on another grid (nearest neighbour)."
     ),
     tolerance: float = typer.Option(2.0, "--tolerance", help="NSD tolerance in mm."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Threads for organ metrics."),
 ) -> None:
     """Score predicted masks against ground truth: the official autoPET metrics and/or
     per-label organ metrics (Dice, IoU, ASSD, HD, HD95, NSD)."""
@@ -45,6 +46,7 @@ def evaluate_cmd(
         edition=edition,  # type: ignore[arg-type]
         resample=resample,
         tolerance_mm=tolerance,
+        workers=workers,
     )
     written = write_evaluation(result, out)
     if not result.autopet.empty:

@@ -145,6 +145,7 @@ def evaluate_folders(
     resample: bool = False,
     tolerance_mm: float = 2.0,
     progress: Callable[[str], None] | None = None,
+    workers: int = 1,
 ) -> EvaluationResult:
     """Evaluate every ground-truth case against the prediction of the same id.
 
@@ -162,6 +163,8 @@ def evaluate_folders(
         instead of refusing it.
     tolerance_mm : float
         Tolerance of the normalised surface Dice.
+    workers : int
+        Threads for the per-label surface metrics (results do not depend on it).
 
     Raises
     ------
@@ -197,7 +200,9 @@ def evaluate_folders(
         if metrics in ("organs", "all"):
             sp = gt.spacing
             ov = overlap_metrics(gt.array, pred.array, spacing=sp)
-            sm = surface_metrics(gt.array, pred.array, spacing=sp, tolerance_mm=tolerance_mm)
+            sm = surface_metrics(
+                gt.array, pred.array, spacing=sp, tolerance_mm=tolerance_mm, workers=workers
+            )
             for lab, o in ov.items():
                 s = sm[lab].as_dict()
                 s.pop("label")
