@@ -221,14 +221,13 @@ def build(
             if catalog.is_complete(str(study.study_uid), STUDY_KINDS):
                 skipped.append(str(study.study_uid))
                 continue
-            # Threads inside a study: share the cores between the local processes.
-            per_study = (
-                options
-                if client or scheduler
-                else dataclasses.replace(
+            # Threads inside a study: unless the options fix them, share the cores
+            # between the local processes (Dask workers bring their own thread budget).
+            per_study = options
+            if options.workers is None and client is None and scheduler is None:
+                per_study = dataclasses.replace(
                     options, workers=max(1, (os.cpu_count() or 1) // n_workers)
                 )
-            )
             tasks.append(StudyTask(study, str(dicom_root), str(out), per_study))
         if on_planned:
             on_planned(len(tasks), len(skipped))
