@@ -47,6 +47,7 @@ from petcorpus.download.transfer import (
 )
 from petcorpus.download.unpack import UnpackLimits, remove_tree, safe_extract
 from petcorpus.errors import CorruptFileError, DownloadError, PetcorpusError
+from petcorpus.labels import GROUPS
 
 __all__ = [
     "ENHANCE_GROUPS",
@@ -58,15 +59,8 @@ __all__ = [
     "load_table",
 ]
 
-ENHANCE_GROUPS = (
-    "Body-Composition",
-    "Cardiac",
-    "Muscles",
-    "Organs",
-    "Peripheral-Bones",
-    "Ribs",
-    "Vertebrae",
-)
+#: The seven label groups, one zip each (the one list lives in petcorpus.labels).
+ENHANCE_GROUPS = GROUPS
 _METADATA = ("CT-details.xlsx", "PT-details.xlsx", "labels.json")
 _V1_BASE = "https://enhance-pet-1-6k.s3.us-west-2.amazonaws.com"
 _V1_CASES = 1597

@@ -461,6 +461,33 @@ def _image_common(
     ds.HighBit = 15
 
 
+def _new_image(
+    sop_class: str,
+    sop: str,
+    modality: str,
+    series_uid: str,
+    series_number: int,
+    description: str,
+    series_dt: tuple[str, str],
+    acq_dt: tuple[str, str],
+    instance: int,
+) -> Dataset:
+    """A slice's SOP, series and timing attributes (instances numbered from the head)."""
+    ds = Dataset()
+    ds.file_meta = _file_meta(sop_class, sop)
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop
+    ds.Modality = modality
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = description
+    ds.SeriesDate, ds.SeriesTime = series_dt
+    ds.AcquisitionDate, ds.AcquisitionTime = acq_dt
+    ds.ContentDate, ds.ContentTime = acq_dt
+    ds.InstanceNumber = instance
+    return ds
+
+
 def _file_meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
@@ -493,20 +520,18 @@ def _ct_datasets(
     out = []
     n = zs.size
     for k, z in enumerate(zs):
-        sop = uid("ct", str(k))
-        ds = Dataset()
-        ds.file_meta = _file_meta(CT_IMAGE_STORAGE, sop)
+        ds = _new_image(
+            CT_IMAGE_STORAGE,
+            uid("ct", str(k)),
+            "CT",
+            ids.ct_series,
+            2,
+            "CT IMAGES",
+            (date, time),
+            (date, time),
+            n - k,
+        )
         _image_common(ds, common, vendor, xs, ys, float(z), geo.ct_pixel_mm, geo.slice_mm)
-        ds.SOPClassUID = CT_IMAGE_STORAGE
-        ds.SOPInstanceUID = sop
-        ds.Modality = "CT"
-        ds.SeriesInstanceUID = ids.ct_series
-        ds.SeriesNumber = 2
-        ds.SeriesDescription = "CT IMAGES"
-        ds.SeriesDate, ds.SeriesTime = date, time
-        ds.AcquisitionDate, ds.AcquisitionTime = date, time
-        ds.ContentDate, ds.ContentTime = date, time
-        ds.InstanceNumber = n - k  # numbered from the head, as scanners do
         ds.AcquisitionNumber = 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.PixelRepresentation = 1 if signed else 0
@@ -567,20 +592,18 @@ def _pet_datasets(
         bed = (n - 1 - k) // geo.slices_per_bed  # beds acquired from the head down
         acq = scan_start + dt.timedelta(seconds=bed * bed_s)
         a_date, a_time = _dicom_dt(acq)
-        sop = uid("pet", str(k))
-        ds = Dataset()
-        ds.file_meta = _file_meta(PET_IMAGE_STORAGE, sop)
+        ds = _new_image(
+            PET_IMAGE_STORAGE,
+            uid("pet", str(k)),
+            "PT",
+            ids.pet_series,
+            4,
+            "PET corr.",
+            (s_date, s_time),
+            (a_date, a_time),
+            n - k,
+        )
         _image_common(ds, common, vendor, xs, ys, float(z), geo.pet_pixel_mm, geo.slice_mm)
-        ds.SOPClassUID = PET_IMAGE_STORAGE
-        ds.SOPInstanceUID = sop
-        ds.Modality = "PT"
-        ds.SeriesInstanceUID = ids.pet_series
-        ds.SeriesNumber = 4
-        ds.SeriesDescription = "PET corr."
-        ds.SeriesDate, ds.SeriesTime = s_date, s_time
-        ds.AcquisitionDate, ds.AcquisitionTime = a_date, a_time
-        ds.ContentDate, ds.ContentTime = a_date, a_time
-        ds.InstanceNumber = n - k
         ds.ImageIndex = n - k
         ds.ImageType = ["ORIGINAL", "PRIMARY"]
         ds.PixelRepresentation = 1
