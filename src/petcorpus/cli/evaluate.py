@@ -29,7 +29,9 @@ def evaluate_cmd(
         False, "--resample", help="Resample predictions on another grid (nearest neighbour)."
     ),
     tolerance: float = typer.Option(2.0, "--tolerance", help="NSD tolerance in mm."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Threads for organ metrics."),
+    workers: int = typer.Option(
+        None, "--workers", min=1, help="Threads for organ metrics (default: all cores)."
+    ),
 ) -> None:
     """Score predicted masks against ground truth: the official autoPET metrics and/or
     per-label organ metrics (Dice, IoU, ASSD, HD, HD95, NSD)."""

@@ -145,7 +145,7 @@ def evaluate_folders(
     resample: bool = False,
     tolerance_mm: float = 2.0,
     progress: Callable[[str], None] | None = None,
-    workers: int = 1,
+    workers: int | None = None,
 ) -> EvaluationResult:
     """Evaluate every ground-truth case against the prediction of the same id.
 

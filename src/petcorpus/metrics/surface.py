@@ -51,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 from collections.abc import Sequence
 from typing import Literal
 
@@ -247,7 +248,7 @@ def surface_metrics(
     connectivity: int = 1,
     hd_mode: HdMode = "max",
     backend: Backend = "scipy",
-    workers: int = 1,
+    workers: int | None = None,
 ) -> dict[int, SurfaceMetrics]:
     """ASSD, HD, HD95 and NSD for every label of two label maps on the same grid.
 
@@ -271,9 +272,9 @@ def surface_metrics(
         Distance transform: ``scipy`` (default; float64, bit-identical to the brute-force
         definition) or ``edt`` (the multi-threaded ``edt`` package, float32 distances:
         relative error ~1e-7, as MONAI's float32 results; about 3x faster).
-    workers : int
+    workers : int, optional
         Labels measured concurrently in threads (scipy's and edt's transforms release the
-        GIL); results do not depend on it.
+        GIL); default: one per core. Results do not depend on it.
 
     Returns
     -------
@@ -321,6 +322,8 @@ def surface_metrics(
             hd_mode,
         )
 
+    if workers is None:
+        workers = os.cpu_count() or 1
     if workers > 1 and len(wanted) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
