@@ -202,7 +202,10 @@ def build(
     if removed:
         log.info("removed %d temp files of an interrupted run", len(removed))
     n_workers = workers or os.cpu_count() or 1
-    scanned = scan(dicom_root)
+    # Header parsing holds the GIL: spread it over processes like the conversion itself.
+    scanned = scan(
+        dicom_root, processes=n_workers if client is None and scheduler is None else os.cpu_count()
+    )
 
     with Catalog.open(out) as catalog:
         run_id = catalog.start_run(

@@ -379,7 +379,13 @@ def _acq_key(ds: Dataset) -> str:
     return (_s(ds.get("AcquisitionDate")) or "") + (_s(ds.get("AcquisitionTime")) or "~")
 
 
-def scan(root: str | PathLike[str], *, workers: int | None = None) -> ScanResult:
+def _read_headers(paths: list[Path]) -> list[Dataset | str]:
+    return [_read_header(p) for p in paths]
+
+
+def scan(
+    root: str | PathLike[str], *, workers: int | None = None, processes: int | None = None
+) -> ScanResult:
     """Index every DICOM file under ``root`` by its headers.
 
     Parameters
@@ -388,6 +394,9 @@ def scan(root: str | PathLike[str], *, workers: int | None = None) -> ScanResult
         A folder (walked recursively, any layout) or a single file.
     workers : int, optional
         Threads reading headers (default: CPU count + 4, capped at 16; reading is I/O bound).
+    processes : int, optional
+        Parse headers in this many processes instead (pydicom's parsing holds the GIL, so
+        on a local disk threads help only with I/O; a 650-file study takes ~0.5 s to parse).
 
     Returns
     -------
@@ -399,9 +408,19 @@ def scan(root: str | PathLike[str], *, workers: int | None = None) -> ScanResult
     if not root_p.exists():
         raise PetcorpusError("no such file or folder", path=root_p, reason=Reason.NO_SERIES)
     paths = list(_walk(root_p))
-    n_workers = workers or min(16, (os.cpu_count() or 1) + 4)
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        headers = list(pool.map(_read_header, paths))
+    chunk = 256
+    if processes is not None and processes > 1 and len(paths) > chunk:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        parts = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
+        ctx = mp.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=processes, mp_context=ctx) as procs:
+            headers = [h for part in procs.map(_read_headers, parts) for h in part]
+    else:
+        n_workers = workers or min(16, (os.cpu_count() or 1) + 4)
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            headers = list(pool.map(_read_header, paths))
 
     skipped: list[tuple[Path, str]] = []
     groups: dict[tuple[str, str], list[tuple[Path, Dataset]]] = {}
