@@ -144,3 +144,17 @@ def test_remove_stale_temps(tmp_path):
     removed = remove_stale_temps(tmp_path)
     assert [p.name for p in removed] == [".tmp-study-1234", ".tmp-PET.nii.gz-ab"]
     assert sorted(p.name for p in (tmp_path / "s").rglob("*")) == ["PET.nii.gz", "keep"]
+
+
+def test_sha256_computed_while_writing_equals_the_file_hash(tmp_path):
+    import hashlib
+
+    import numpy as np
+
+    from petcorpus.nifti import write_nifti_sha256
+    from petcorpus.volume import Volume
+
+    vol = Volume(np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6), np.eye(4))
+    for name in ("a.nii.gz", "b.nii"):
+        path, digest = write_nifti_sha256(vol, tmp_path / name)
+        assert digest == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -205,8 +205,12 @@ def artifact_record(
     dtype: str | None = None,
     shape: Sequence[int] | None = None,
     spacing: Sequence[float] | None = None,
+    sha256: str | None = None,
 ) -> ArtifactRecord:
     """Hash ``path`` and describe it relative to ``out_dir``.
+
+    A ``sha256`` computed while the file was written (see
+    :func:`petcorpus.nifti.write_nifti_sha256`) spares reading it back.
 
     For NIfTI files the dtype, shape and spacing are read from the header (no voxel data)
     unless given.
@@ -236,7 +240,7 @@ def artifact_record(
     return ArtifactRecord(
         kind=kind,
         path=rel,
-        sha256=hash_file(p),
+        sha256=sha256 or hash_file(p),
         bytes=p.stat().st_size,
         dtype=None if dtype is None else str(dtype),
         shape=None if shape is None else tuple(int(s) for s in shape),

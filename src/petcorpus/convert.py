@@ -23,10 +23,12 @@ from petcorpus.volume import Volume
 __all__ = [
     "ConversionOptions",
     "ConvertedStudy",
+    "WrittenStudy",
     "convert_study",
     "convert_to_layout",
     "find_studies",
     "output_names",
+    "write_converted",
 ]
 
 log = logging.getLogger(__name__)
@@ -335,6 +337,14 @@ def _strip_paths(value: Any) -> Any:
     return value
 
 
+@dataclasses.dataclass(frozen=True)
+class WrittenStudy:
+    """Files of one converted study and their SHA-256, computed while writing."""
+
+    paths: dict[str, Path]
+    sha256: dict[str, str]
+
+
 def convert_to_layout(
     study: Any,
     out: str | Path,
@@ -345,37 +355,49 @@ def convert_to_layout(
 
     Volumes are compressed in background threads as they are produced and released once
     written, so peak memory stays near two whole-body volumes rather than five; the study
-    folder appears (by rename) only when every file and the sidecar are complete.
+    folder appears (by rename) only when every file and the sidecar are complete. Returns
+    file name (``CT`` ... ``SEG``, ``sidecar``) → path.
     """
+    return write_converted(study, out, root, options).paths
+
+
+def write_converted(
+    study: Any,
+    out: str | Path,
+    root: str | Path,
+    options: ConversionOptions | None = None,
+) -> WrittenStudy:
+    """:func:`convert_to_layout`, also returning each file's SHA-256 (for the catalog)."""
+    import hashlib
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from petcorpus.atomic import atomic_dir
     from petcorpus.layouts.autopet import COMPAT_DTYPES, DTYPES, SIDECAR, sidecar_bytes
-    from petcorpus.nifti import write_nifti
+    from petcorpus.nifti import write_nifti_sha256
 
     options = options or ConversionOptions()
     subject, study_name = output_names(study, root)
     final = Path(out) / subject / study_name
     dtypes = COMPAT_DTYPES[options.compat_flavor] if options.compat == "autopet" else DTYPES
     threads = max(1, min(2, options.workers or os.cpu_count() or 1))
-    pending: list[Future[Path]] = []
+    pending: dict[str, Future[tuple[Path, str]]] = {}
     with atomic_dir(final) as tmp, ThreadPoolExecutor(threads) as pool:
 
         def emit(name: str, volume: Volume) -> None:
             if name == "CT":  # wait for PET/SUV/SEG: their arrays are freed once written
-                for fut in pending:
+                for fut in pending.values():
                     fut.result()
-            pending.append(
-                pool.submit(write_nifti, volume, tmp / f"{name}.nii.gz", dtype=dtypes[name])
+            pending[name] = pool.submit(
+                write_nifti_sha256, volume, tmp / f"{name}.nii.gz", dtype=dtypes[name]
             )
 
         sidecar = _produce(study, options, emit)
-        for fut in pending:
-            fut.result()
+        digests = {name: fut.result()[1] for name, fut in pending.items()}
         sidecar["subject"] = subject
         sidecar["study"] = study_name
-        (tmp / SIDECAR).write_bytes(sidecar_bytes(sidecar))
-    paths = {name: final / f"{name}.nii.gz" for name in ("CT", "PET", "SUV", "CTres", "SEG")}
-    paths = {k: v for k, v in paths.items() if v.exists()}
+        blob = sidecar_bytes(sidecar)
+        (tmp / SIDECAR).write_bytes(blob)
+        digests["sidecar"] = hashlib.sha256(blob).hexdigest()
+    paths = {name: final / f"{name}.nii.gz" for name in digests if name != "sidecar"}
     paths["sidecar"] = final / SIDECAR
-    return paths
+    return WrittenStudy(paths=paths, sha256=digests)

@@ -18,6 +18,7 @@ fsynced and renamed into place (:func:`petcorpus.atomic.atomic_write`).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib
 from os import PathLike
 from pathlib import Path
@@ -30,7 +31,7 @@ import numpy.typing as npt
 from petcorpus.atomic import atomic_write
 from petcorpus.volume import Volume
 
-__all__ = ["read_nifti", "write_nifti"]
+__all__ = ["read_nifti", "write_nifti", "write_nifti_sha256"]
 
 #: Bytes of raw data handed to the compressor per call.
 _CHUNK_BYTES = 16 << 20
@@ -89,6 +90,34 @@ def _plane_bytes(plane: np.ndarray, dtype: np.dtype[Any]) -> bytes:
     return np.ascontiguousarray(plane, dtype=dtype).tobytes(order="F")
 
 
+class _HashingWriter:
+    """A write-only file wrapper that SHA-256-hashes what passes through it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+def write_nifti_sha256(
+    volume: Volume,
+    path: str | PathLike[str],
+    *,
+    dtype: npt.DTypeLike | None = None,
+    level: int = 1,
+    compressor: Literal["isal", "zlib"] = "isal",
+) -> tuple[Path, str]:
+    """:func:`write_nifti` that also returns the file's SHA-256 (hex), computed while
+    writing so the catalog need not read the file back."""
+    return _write(volume, path, dtype=dtype, level=level, compressor=compressor)
+
+
 def write_nifti(
     volume: Volume,
     path: str | PathLike[str],
@@ -118,6 +147,17 @@ def write_nifti(
     Path
         The written file.
     """
+    return _write(volume, path, dtype=dtype, level=level, compressor=compressor)[0]
+
+
+def _write(
+    volume: Volume,
+    path: str | PathLike[str],
+    *,
+    dtype: npt.DTypeLike | None,
+    level: int,
+    compressor: str,
+) -> tuple[Path, str]:
     out = Path(path)
     arr = np.asarray(volume.array)
     target = np.dtype(dtype) if dtype is not None else arr.dtype
@@ -145,13 +185,14 @@ def write_nifti(
             planes = [_plane_bytes(arr[:, :, k], target) for k in range(k0, min(nk, k0 + slab))]
             fh.write(b"".join(planes))
 
-    with atomic_write(out, "wb") as raw:
+    with atomic_write(out, "wb") as fh:
+        raw = _HashingWriter(fh)
         if out.name.endswith(".gz"):
-            with _open_gzip(raw, level, compressor) as gz:
+            with _open_gzip(raw, level, compressor) as gz:  # type: ignore[arg-type]
                 write_all(gz)
         else:
-            write_all(raw)
-    return out
+            write_all(raw)  # type: ignore[arg-type]
+    return out, raw.hash.hexdigest()
 
 
 def read_nifti(path: str | PathLike[str]) -> Volume:

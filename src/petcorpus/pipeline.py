@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from petcorpus.catalog import ArtifactRecord, Catalog, FailureRecord, artifact_record
-from petcorpus.convert import ConversionOptions, convert_to_layout, output_names
+from petcorpus.convert import ConversionOptions, output_names, write_converted
 
 __all__ = [
     "STUDY_KINDS",
@@ -93,8 +93,11 @@ def run_study(task: StudyTask) -> StudyOutcome:
     uid = str(task.study.study_uid)
     subject, study_name = output_names(task.study, task.dicom_root)
     try:
-        paths = convert_to_layout(task.study, task.out, task.dicom_root, task.options)
-        records = tuple(artifact_record(p, task.out, kind) for kind, p in paths.items())
+        written = write_converted(task.study, task.out, task.dicom_root, task.options)
+        records = tuple(
+            artifact_record(p, task.out, kind, sha256=written.sha256[kind])
+            for kind, p in written.paths.items()
+        )
     except Exception as exc:  # a batch records every failure and goes on
         failure = FailureRecord.from_exception(uid, "convert", exc)
         return StudyOutcome(
