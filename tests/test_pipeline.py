@@ -44,9 +44,21 @@ def corpus(tmp_path_factory):
     broken_dir = write_study(broken, dicom)
     pet_dir = next(p for p in broken_dir.iterdir() if "PET" in p.name)
     sorted(pet_dir.iterdir())[37].unlink()
-    result = runner.invoke(app, ["build", str(dicom), str(root / "out"), "--clinical",
-                                 str(dicom / CSV), "-j", "2", "--no-progress", "--hdf5",
-                                 str(root / "out" / "corpus.h5")])
+    result = runner.invoke(
+        app,
+        [
+            "build",
+            str(dicom),
+            str(root / "out"),
+            "--clinical",
+            str(dicom / CSV),
+            "-j",
+            "2",
+            "--no-progress",
+            "--hdf5",
+            str(root / "out" / "corpus.h5"),
+        ],
+    )
     return root, studies, broken, result
 
 
@@ -145,24 +157,51 @@ def test_verify_detects_flipped_byte_and_deleted_file(tmp_path, corpus):
 def test_dask_local_cluster_gives_identical_checksums(corpus, tmp_path):
     distributed = pytest.importorskip("dask.distributed", reason="needs petcorpus[dask]")
     root, _, _, _ = corpus
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
-        report = build(root / "dicom", tmp_path / "out", client=client)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        report = build(root / "dicom", tmp_path / "api", client=client)
+        # The CLI connects to a running scheduler by address.
+        result = runner.invoke(
+            app,
+            [
+                "build",
+                str(root / "dicom"),
+                str(tmp_path / "cli"),
+                "--scheduler",
+                cluster.scheduler_address,
+                "--no-progress",
+            ],
+        )
     assert len(report.done) == 6
     assert len(report.failed) == 1
-    ours, ref = _checksums(tmp_path / "out"), _checksums(root / "out")
-    assert ours == ref
+    assert result.exit_code == 1  # the broken study
+    ref = _checksums(root / "out")
+    assert _checksums(tmp_path / "api") == ref
+    assert _checksums(tmp_path / "cli") == ref
 
 
 @pytest.mark.parametrize("delay", [1.5, 3.5])
 def test_kill_9_then_resume_equals_clean_build(corpus, tmp_path, delay):
     root, _, _, _ = corpus
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "petcorpus.cli", "build", str(root / "dicom"), str(out),
-           "-j", "2", "--no-progress"]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "petcorpus.cli",
+        "build",
+        str(root / "dicom"),
+        str(out),
+        "-j",
+        "2",
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     time.sleep(delay)
     os.killpg(proc.pid, signal.SIGKILL)  # the whole process tree, like a power cut
     proc.wait()
