@@ -328,7 +328,9 @@ def load_seg(
     referenced_series = _check_references(ds, name, reference_series_uid, frame_of_reference_uid)
     try:
         # copy=True: highdicom converts the dataset's class in place otherwise.
-        hseg = hd.seg.Segmentation.from_dataset(ds, copy=True)
+        # A dataset read here is ours: highdicom may adopt it instead of deep-copying every
+        # per-frame item (a caller's Dataset is copied, never changed).
+        hseg = hd.seg.Segmentation.from_dataset(ds, copy=not isinstance(seg, str | PathLike))
         frames = np.asarray(hseg.pixel_array)
     except (AttributeError, KeyError, ValueError, TypeError, NotImplementedError) as exc:
         raise CorruptFileError(f"cannot decode the DICOM SEG: {exc}", path=name) from exc
