@@ -176,8 +176,9 @@ def _write(
         fh.write(header)
         if arr.flags.f_contiguous:
             for k0 in range(0, nk, slab):
-                part = arr[:, :, k0 : k0 + slab]
-                fh.write(part.astype(target, copy=False).tobytes(order="F"))
+                part = arr[:, :, k0 : k0 + slab].astype(target, copy=False)
+                # A Fortran-ordered slab is contiguous: hand its memory over without a copy.
+                fh.write(memoryview(part.ravel(order="F")).cast("B"))
             return
         # Other layouts (C order, flipped views): one plane at a time, gathered in memory
         # order and transposed in cache: ~3x faster than a strided whole-slab gather.
