@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from petcorpus.errors import PetcorpusError, Reason
+from petcorpus.layouts.autopet import AutopetStudy
 from petcorpus.volume import Volume
 
 __all__ = [
@@ -86,16 +87,8 @@ class ConversionOptions:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass
-class ConvertedStudy:
-    """The five autoPET volumes of one study and the sidecar that explains them."""
-
-    ct: Volume
-    pet: Volume
-    suv: Volume
-    ctres: Volume
-    seg: Volume | None
-    sidecar: dict[str, Any]
+#: What :func:`convert_study` returns: the five autoPET volumes and their sidecar.
+ConvertedStudy = AutopetStudy
 
 
 def find_studies(root: str | Path, *, workers: int | None = None) -> tuple[list[Any], Any]:
@@ -139,14 +132,7 @@ def convert_study(study: Any, options: ConversionOptions | None = None) -> Conve
     """
     volumes: dict[str, Volume] = {}
     sidecar = _produce(study, options or ConversionOptions(), volumes.__setitem__)
-    return ConvertedStudy(
-        ct=volumes["CT"],
-        pet=volumes["PET"],
-        suv=volumes["SUV"],
-        ctres=volumes["CTres"],
-        seg=volumes.get("SEG"),
-        sidecar=sidecar,
-    )
+    return AutopetStudy.from_volumes(volumes, sidecar)
 
 
 def _produce(

@@ -141,6 +141,21 @@ class AutopetStudy:
     seg: Volume | None
     sidecar: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    @classmethod
+    def from_volumes(
+        cls, volumes: Mapping[str, Volume], sidecar: dict[str, Any] | None = None
+    ) -> AutopetStudy:
+        """Build from volumes keyed by file name (``CT``, ``PET``, ``SUV``, ``CTres``,
+        optional ``SEG``)."""
+        return cls(
+            ct=volumes["CT"],
+            pet=volumes["PET"],
+            suv=volumes["SUV"],
+            ctres=volumes["CTres"],
+            seg=volumes.get("SEG"),
+            sidecar=sidecar if sidecar is not None else {},
+        )
+
     def volumes(self) -> dict[str, Volume]:
         """The volumes by file name (``CT``, ``PET``, ...), without missing ones."""
         vols = {"CT": self.ct, "PET": self.pet, "SUV": self.suv, "CTres": self.ctres}
@@ -267,14 +282,7 @@ def read_autopet_study(study_dir: str | os.PathLike[str]) -> AutopetStudy:
     sidecar = (
         json.loads(sidecar_path.read_text(encoding="utf-8")) if sidecar_path.is_file() else {}
     )
-    return AutopetStudy(
-        ct=vols["CT"],
-        pet=vols["PET"],
-        suv=vols["SUV"],
-        ctres=vols["CTres"],
-        seg=vols.get("SEG"),
-        sidecar=sidecar,
-    )
+    return AutopetStudy.from_volumes(vols, sidecar)
 
 
 def iter_autopet_studies(root: str | os.PathLike[str]) -> Iterator[tuple[str, str, Path]]:
