@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -121,6 +122,18 @@ def labels_check_cmd(
         raise typer.Exit(code=1)
 
 
+def _merged_case(corpus: Path, case: str, zips: str) -> tuple[Any, dict[str, Any], Any]:
+    """(corpus, group volumes, merged global-id array) of one case; no masks is an error."""
+    from petcorpus.labels import merge_groups
+    from petcorpus.layouts.enhance import open_enhance, read_case
+
+    c = open_enhance(corpus, zips=_zips(zips))  # type: ignore[arg-type]
+    groups = read_case(c, case, images=False).groups
+    if not groups:
+        raise typer.BadParameter(f"case {case} has no masks")
+    return c, groups, merge_groups({g: v.array for g, v in groups.items()})
+
+
 @labels_app.command("merge")
 @handle_errors
 def labels_merge_cmd(
@@ -132,20 +145,13 @@ def labels_merge_cmd(
     """Merge a case's 7 group masks into one map of global ids (see docs/enhance.md)."""
     import nibabel as nib
 
-    from petcorpus.labels import count_overlaps, merge_groups
-    from petcorpus.layouts.enhance import open_enhance, read_case
+    from petcorpus.labels import count_overlaps
     from petcorpus.volume import Volume
 
-    c = open_enhance(corpus, zips=_zips(zips))  # type: ignore[arg-type]
-    data = read_case(c, case, images=False)
-    if not data.groups:
-        raise typer.BadParameter(f"case {case} has no masks")
-    first = next(iter(data.groups.values()))
-    arrays = {g: v.array for g, v in data.groups.items()}
-    merged = Volume(merge_groups(arrays), first.affine)
-    nib.save(merged.to_nifti(), out)
-    overlaps = count_overlaps(arrays)
-    console.print(f"wrote {out} ({len(data.groups)} groups, {overlaps} overlapping voxels)")
+    _, groups, merged = _merged_case(corpus, case, zips)
+    nib.save(Volume(merged, next(iter(groups.values())).affine).to_nifti(), out)
+    overlaps = count_overlaps({g: v.array for g, v in groups.items()})
+    console.print(f"wrote {out} ({len(groups)} groups, {overlaps} overlapping voxels)")
 
 
 @labels_app.command("split")
@@ -180,15 +186,10 @@ def labels_export_cmd(
     import nibabel as nib
     import numpy as np
 
-    from petcorpus.labels import merge_groups, region_masks
-    from petcorpus.layouts.enhance import open_enhance, read_case
+    from petcorpus.labels import region_masks
 
-    c = open_enhance(corpus, zips=_zips(zips))  # type: ignore[arg-type]
-    data = read_case(c, case, images=False)
-    if not data.groups:
-        raise typer.BadParameter(f"case {case} has no masks")
-    first = next(iter(data.groups.values()))
-    merged = merge_groups({g: v.array for g, v in data.groups.items()})
+    c, groups, merged = _merged_case(corpus, case, zips)
+    first = next(iter(groups.values()))
     masks = region_masks(merged, c.labels, names=region or None)
     out.mkdir(parents=True, exist_ok=True)
     for name, m in masks.items():
