@@ -145,3 +145,19 @@ def test_resample_linear_matches_scipy_on_shifted_grid():
     )
     expected = 2.0 * ijk_src[..., 0] + 3.0 * ijk_src[..., 1] - ijk_src[..., 2]
     np.testing.assert_allclose(out.array, expected, atol=1e-4)
+
+
+def test_image_array_shares_the_sitk_buffer_and_keeps_the_image_alive():
+    import gc
+
+    from petcorpus.resample import image_array
+
+    data = np.arange(4 * 3 * 2, dtype=np.float32).reshape(2, 3, 4)
+    image = sitk.GetImageFromArray(data)
+    arr = image_array(image)
+    np.testing.assert_array_equal(arr, data)
+    arr[1, 2, 3] = -5.0  # the same memory: the image sees the write
+    assert image.GetPixel(3, 2, 1) == -5.0
+    del image
+    gc.collect()
+    assert arr.flags.writeable and arr[1, 2, 3] == -5.0 and arr.sum() == data.sum() - 28.0

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 if TYPE_CHECKING:
     from petcorpus.volume import Volume
 
-__all__ = ["resample_autopet", "resample_sitk"]
+__all__ = ["image_array", "resample_autopet", "resample_sitk"]
 
 _INTERPOLATORS = {
     "nearest": sitk.sitkNearestNeighbor,
@@ -26,8 +26,13 @@ def resample_sitk(
     interpolation: Literal["nearest", "linear", "bspline"] = "linear",
     fill: float = 0.0,
     dtype: npt.DTypeLike | None = None,
+    threads: int | None = None,
 ) -> Volume:
-    """Resample ``source`` onto ``target``'s grid with SimpleITK (all cores)."""
+    """Resample ``source`` onto ``target``'s grid with SimpleITK.
+
+    ``threads`` caps SimpleITK's threads (default: its global default, all cores); a batch
+    running one study per core passes 1 so that N workers use N cores, not N x cores.
+    """
     from petcorpus.volume import Volume
 
     if interpolation not in _INTERPOLATORS:
@@ -48,12 +53,34 @@ def resample_sitk(
     resampler.SetOutputDirection((aff[:3, :3] / spacing).ravel().tolist())
     resampler.SetInterpolator(_INTERPOLATORS[interpolation])
     resampler.SetDefaultPixelValue(float(fill))
+    if threads is not None:
+        resampler.SetNumberOfThreads(max(1, int(threads)))
     if interpolation != "nearest":
         resampler.SetOutputPixelType(sitk.sitkFloat32)
     out = resampler.Execute(src)
     del src
-    array = sitk.GetArrayFromImage(out).transpose(2, 1, 0).astype(dtype, copy=False)
+    array = image_array(out).transpose(2, 1, 0).astype(dtype, copy=False)
     return Volume(array, target.affine)
+
+
+class _ImageBuffer:
+    """A SimpleITK image's pixel buffer as a numpy array interface that owns the image."""
+
+    def __init__(self, image: sitk.Image) -> None:
+        self.image = image  # the array's base is this object, so the image lives as long
+        interface = dict(sitk.GetArrayViewFromImage(image).__array_interface__)
+        interface["data"] = (interface["data"][0], False)  # MakeUnique: the buffer is ours
+        self.__array_interface__ = interface
+
+
+def image_array(image: sitk.Image) -> np.ndarray:
+    """The pixels of ``image`` as a writeable (z, y, x) array, without copying them.
+
+    ``sitk.GetArrayFromImage`` copies (another whole volume of fresh memory);
+    ``GetArrayViewFromImage`` is only valid while the caller keeps the image. This array
+    keeps the image alive itself.
+    """
+    return np.asarray(_ImageBuffer(image))
 
 
 def resample_autopet(

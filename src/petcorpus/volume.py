@@ -234,6 +234,7 @@ class Volume:
         fill: float = 0.0,
         dtype: npt.DTypeLike | None = None,
         compat: Literal["autopet"] | None = None,
+        threads: int | None = None,
     ) -> Volume:
         """Resample this volume onto ``target``'s grid.
 
@@ -251,6 +252,8 @@ class Volume:
             Reproduce the published autoPET recipe (nilearn ``resample_to_img`` with
             ``interpolation="continuous"``: scipy.ndimage cubic B-spline with prefilter,
             constant fill, float32). ``interpolation`` is then ignored.
+        threads : int, optional
+            SimpleITK threads (default: all cores); the compat path is single-threaded.
         """
         from petcorpus.resample import resample_autopet, resample_sitk
 
@@ -258,7 +261,9 @@ class Volume:
             return resample_autopet(self, target, fill=fill)
         if compat is not None:
             raise ValueError(f"unknown compat mode {compat!r}; use 'autopet' or None")
-        return resample_sitk(self, target, interpolation=interpolation, fill=fill, dtype=dtype)
+        return resample_sitk(
+            self, target, interpolation=interpolation, fill=fill, dtype=dtype, threads=threads
+        )
 
     @staticmethod
     def stack_affine(
