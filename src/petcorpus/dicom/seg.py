@@ -92,11 +92,13 @@ class SegResult:
 
     def union(self) -> Volume:
         """The uint8 0/1 mask of voxels in any segment (e.g. "lesion" for autoPET)."""
-        first = next(iter(self.masks.values()))
-        out = np.zeros(first.shape, dtype=np.uint8)
-        for m in self.masks.values():
+        masks = list(self.masks.values())
+        if len(masks) == 1:  # the usual lesion SEG: the one mask is the union
+            return masks[0]
+        out = masks[0].array.copy(order="K")
+        for m in masks[1:]:
             np.bitwise_or(out, m.array, out=out)
-        return first.with_array(out)
+        return masks[0].with_array(out)
 
 
 def _read(seg: str | PathLike[str] | Dataset) -> tuple[Dataset, str]:
@@ -345,14 +347,17 @@ def load_seg(
     if seg_type == "FRACTIONAL":
         max_value = float(ds.get("MaximumFractionalValue", 255) or 255)
         frames = (frames.astype(np.float64) >= 0.5 * max_value).astype(np.uint8)
-    else:
-        frames = (frames != 0).astype(np.uint8)
+    elif frames.dtype != np.uint8 or int(ds.get("BitsAllocated", 1) or 1) != 1:
+        frames = np.not_equal(frames, 0).view(np.uint8)
+    # else: 1-bit BINARY frames come unpacked as 0/1 uint8 already.
 
     segments = [
         (int(n), str(hseg.get_segment_description(int(n)).segment_label))
         for n in sorted(hseg.segment_numbers)
     ]
-    masks_arr = {n: np.zeros(reference.shape, dtype=np.uint8) for n, _ in segments}
+    # Fortran order, like the images: a frame is then one contiguous plane, and the mask
+    # is written to NIfTI without a transposing copy.
+    masks_arr = {n: np.zeros(reference.shape, dtype=np.uint8, order="F") for n, _ in segments}
     sop_index = (
         {str(uid): k for k, uid in enumerate(reference_sop_uids)} if reference_sop_uids else {}
     )
@@ -413,10 +418,13 @@ def load_seg(
                 path=name,
             )
 
-    count = np.zeros(reference.shape, dtype=np.uint16 if len(segments) > 255 else np.uint8)
-    for m in masks_arr.values():
-        count += m
-    overlapping = bool(len(segments) > 1 and count.max(initial=0) > 1)
+    overlapping = False
+    if len(segments) > 1:
+        count = np.zeros(reference.shape, np.uint16 if len(segments) > 255 else np.uint8, "F")
+        for m in masks_arr.values():
+            count += m
+        overlapping = bool(count.max(initial=0) > 1)
+        del count
     labels: Volume | None = None
     if overlapping and mode == "labelmap":
         raise PetcorpusError(
@@ -426,9 +434,9 @@ def load_seg(
         )
     if not overlapping and mode != "masks":
         label_dtype = np.uint8 if max((n for n, _ in segments), default=0) <= 255 else np.uint16
-        lab = np.zeros(reference.shape, dtype=label_dtype)
+        lab = np.zeros(reference.shape, dtype=label_dtype, order="F")
         for n, m in masks_arr.items():
-            lab[m.astype(bool)] = n
+            np.copyto(lab, label_dtype(n), where=m.view(bool))
         labels = reference.with_array(lab)
     return SegResult(
         labels=labels,
