@@ -211,3 +211,26 @@ def test_headerless_implicit_vr_files_are_scanned(tmp_path):
     (ct,) = study.series
     assert ct.modality == "CT" and ct.n_files == 3 and res.skipped == []
     assert ct.params["KVP"] == float(st.ct[0].KVP)
+
+
+def _index(result) -> list:
+    return [
+        (
+            s.study_uid,
+            s.patient_id,
+            [(x.series_uid, x.modality, x.files, x.z_extent, x.params) for x in s.series],
+        )
+        for s in result.studies
+    ]
+
+
+def test_process_pool_and_given_executor_index_like_one_thread(two_studies):
+    """Worker processes return per-file keys, not Datasets: the index must not change."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root, _ = two_studies
+    serial = scan(root)
+    assert serial.n_files > 256  # more than one chunk, so the pools really split the work
+    assert _index(scan(root, processes=2)) == _index(serial)
+    with ThreadPoolExecutor(2) as pool:
+        assert _index(scan(root, executor=pool)) == _index(serial)
