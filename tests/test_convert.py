@@ -30,8 +30,13 @@ def _only_study(root: Path):
 
 @pytest.fixture(scope="module", params=["siemens", "ge", "philips"])
 def converted(request, tmp_path_factory):
-    study = phantom(seed=31, size="small", vendor=request.param, diagnosis="MELANOMA",
-                    seg_frame_order="shuffled")
+    study = phantom(
+        seed=31,
+        size="small",
+        vendor=request.param,
+        diagnosis="MELANOMA",
+        seg_frame_order="shuffled",
+    )
     root = tmp_path_factory.mktemp(f"conv-{request.param}")
     study_dir = write_study(study, root / "dicom")
     paths = convert_to_layout(_only_study(root / "dicom"), root / "out", root / "dicom")
@@ -46,8 +51,13 @@ def _sitk_volume(series_dir: Path) -> Volume:
 
 def test_layout_files_and_dtypes(converted):
     _, _, paths = converted
-    expected = {"CT": np.int16, "PET": np.float32, "SUV": np.float32, "CTres": np.float32,
-                "SEG": np.uint8}
+    expected = {
+        "CT": np.int16,
+        "PET": np.float32,
+        "SUV": np.float32,
+        "CTres": np.float32,
+        "SEG": np.uint8,
+    }
     for name, dtype in expected.items():
         img = nib.load(paths[name])
         assert img.get_data_dtype() == dtype, name
@@ -69,10 +79,12 @@ def test_values_equal_phantom_truth(converted):
     study, _, paths = converted
     t = study.truth
     np.testing.assert_array_equal(Volume.from_nifti(paths["CT"]).array, t.ct_hu.array)
-    np.testing.assert_allclose(Volume.from_nifti(paths["PET"]).array, t.pet_bqml.array,
-                               rtol=1e-6, atol=1e-3)
-    np.testing.assert_allclose(Volume.from_nifti(paths["SUV"]).array, t.suv.array,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        Volume.from_nifti(paths["PET"]).array, t.pet_bqml.array, rtol=1e-6, atol=1e-3
+    )
+    np.testing.assert_allclose(
+        Volume.from_nifti(paths["SUV"]).array, t.suv.array, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_seg_equals_truth_exactly_with_shuffled_frames(converted):
@@ -117,12 +129,17 @@ def test_sidecar_has_suv_inputs_and_no_identifiers(converted):
 
 @pytest.mark.parametrize("kind", ["lbm", "bsa"])
 def test_other_suv_kinds(kind, tmp_path):
-    study = phantom(seed=31, size="small", vendor="siemens", diagnosis="MELANOMA",
-                    seg_frame_order="shuffled")
+    study = phantom(
+        seed=31, size="small", vendor="siemens", diagnosis="MELANOMA", seg_frame_order="shuffled"
+    )
     write_study(study, tmp_path)
     out = convert_study(_only_study(tmp_path), ConversionOptions(suv=kind))
-    np.testing.assert_allclose(out.suv.array, study.truth.pet_bqml.array
-                               * study.truth.suv_factors[kind], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        out.suv.array,
+        study.truth.pet_bqml.array * study.truth.suv_factors[kind],
+        rtol=1e-5,
+        atol=1e-7,
+    )
 
 
 def test_study_without_pet_is_a_clear_error(tmp_path):
@@ -141,6 +158,29 @@ def test_negative_study_gives_empty_seg(tmp_path):
     assert out.seg is not None
     assert out.seg.array.sum() == 0
     assert out.seg.same_grid(out.pet)
+
+
+@pytest.mark.parametrize("vendor", ["siemens", "philips"])
+def test_one_thread_writes_the_same_bytes_as_two(vendor, tmp_path):
+    """One thread writes inline and computes SUV in the PET's buffer; two threads write in
+    the background into fresh arrays. The files must not differ by a byte (Philips: PET is
+    CNTS x a scale factor, so PET and SUV are both scaled copies)."""
+    from petcorpus.convert import write_converted
+
+    study = phantom(seed=33, size="small", vendor=vendor, diagnosis="LYMPHOMA")
+    write_study(study, tmp_path / "dicom")
+    scanned = _only_study(tmp_path / "dicom")
+    dicom = tmp_path / "dicom"
+    one = write_converted(scanned, tmp_path / "one", dicom, ConversionOptions(workers=1))
+    two = write_converted(scanned, tmp_path / "two", dicom, ConversionOptions(workers=2))
+    assert one.sha256 == two.sha256
+    assert set(one.sha256) == {"CT", "PET", "SUV", "CTres", "SEG", "sidecar"}
+    suv = Volume.from_nifti(one.paths["SUV"]).array
+    pet = Volume.from_nifti(one.paths["PET"]).array
+    meta = json.loads(one.paths["sidecar"].read_text())["suv"]
+    ratio = meta["factor"] / meta["bqml_factor"]  # SUV = PET(Bq/ml) x factor / bqml factor
+    np.testing.assert_allclose(suv, pet.astype(np.float64) * ratio, rtol=1e-6)
+    assert (vendor == "philips") == (meta["bqml_factor"] != 1.0)
 
 
 def test_cli_converts_a_tree_and_reports_a_broken_study(tmp_path):

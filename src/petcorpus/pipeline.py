@@ -13,6 +13,7 @@ a killed build leaves no partial file and loses nothing already recorded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -22,6 +23,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from petcorpus._memory import gc_paused, keep_freed_memory
 from petcorpus.catalog import ArtifactRecord, Catalog, FailureRecord, artifact_record
 from petcorpus.convert import ConversionOptions, output_names, write_converted
 
@@ -37,6 +39,21 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: What a conversion imports, loaded once by the forkserver so workers start warm (the
+#: lazy imports of highdicom and its code dictionaries alone took ~0.4 s per worker).
+WORKER_MODULES = (
+    "petcorpus.pipeline",
+    "petcorpus.convert",
+    "petcorpus.dicom.series",
+    "petcorpus.dicom.seg",
+    "petcorpus.dicom.scan",
+    "petcorpus.nifti",
+    "petcorpus.resample",
+    "SimpleITK",
+    "highdicom",
+    "isal.igzip",
+)
 
 #: Artifacts every converted study has (SEG only when the study has a SEG series).
 STUDY_KINDS = ("CT", "PET", "SUV", "CTres", "sidecar")
@@ -93,7 +110,8 @@ def run_study(task: StudyTask) -> StudyOutcome:
     uid = str(task.study.study_uid)
     subject, study_name = output_names(task.study, task.dicom_root)
     try:
-        written = write_converted(task.study, task.out, task.dicom_root, task.options)
+        with gc_paused():
+            written = write_converted(task.study, task.out, task.dicom_root, task.options)
         records = tuple(
             artifact_record(p, task.out, kind, sha256=written.sha256[kind])
             for kind, p in written.paths.items()
@@ -108,29 +126,34 @@ def run_study(task: StudyTask) -> StudyOutcome:
     )
 
 
-def _iter_local(tasks: Sequence[StudyTask], workers: int) -> Iterator[StudyOutcome]:
-    if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            yield run_study(task)
+@contextlib.contextmanager
+def _process_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """The build's local worker processes (None for one worker: the driver converts)."""
+    if workers <= 1:
+        yield None
         return
     import multiprocessing as mp
 
     # forkserver: workers start from a clean process, not a fork of a threaded driver; the
     # server imports the conversion stack once, so each worker starts in milliseconds.
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(
-        [
-            "petcorpus.pipeline",
-            "petcorpus.dicom.series",
-            "petcorpus.dicom.seg",
-            "petcorpus.nifti",
-            "SimpleITK",
-        ]
-    )
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(run_study, t) for t in tasks]
-        for fut in as_completed(futures):
-            yield fut.result()
+    ctx.set_forkserver_preload(list(WORKER_MODULES))
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=keep_freed_memory
+    ) as pool:
+        yield pool
+
+
+def _iter_local(
+    tasks: Sequence[StudyTask], pool: ProcessPoolExecutor | None
+) -> Iterator[StudyOutcome]:
+    if pool is None or len(tasks) <= 1:
+        for task in tasks:
+            yield run_study(task)
+        return
+    futures = [pool.submit(run_study, t) for t in tasks]
+    for fut in as_completed(futures):
+        yield fut.result()
 
 
 def _iter_dask(tasks: Sequence[StudyTask], client: Any) -> Iterator[StudyOutcome]:
@@ -205,12 +228,16 @@ def build(
     if removed:
         log.info("removed %d temp files of an interrupted run", len(removed))
     n_workers = workers or os.cpu_count() or 1
-    # Header parsing holds the GIL: spread it over processes like the conversion itself.
-    scanned = scan(
-        dicom_root, processes=n_workers if client is None and scheduler is None else os.cpu_count()
-    )
-
-    with Catalog.open(out) as catalog:
+    local = client is None and scheduler is None
+    with contextlib.ExitStack() as stack:
+        # One pool for the whole build: header parsing holds the GIL, so the worker
+        # processes that will convert parse the headers first (a second pool cost ~0.6 s).
+        pool = stack.enter_context(_process_pool(n_workers if local else 1))
+        if local and pool is None:  # the driver converts: the same memory habit, undone after
+            keep_freed_memory()
+            stack.callback(keep_freed_memory, False)
+        scanned = scan(dicom_root, executor=pool, processes=None if local else os.cpu_count())
+        catalog = stack.enter_context(Catalog.open(out))
         run_id = catalog.start_run(
             command,
             {
@@ -258,7 +285,7 @@ def build(
             outcomes = _iter_dask(tasks, own)
         else:
             own = None
-            outcomes = _iter_local(tasks, n_workers)
+            outcomes = _iter_local(tasks, pool)
         done: list[StudyOutcome] = []
         failed: list[StudyOutcome] = []
         try:
