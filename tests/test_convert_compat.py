@@ -14,8 +14,18 @@ runner = CliRunner()
 
 def test_convert_compat_equals_recipe(recipe_run, tmp_path):  # noqa: F811
     _study, study_dir, _dirs, files, _ct, _pet = recipe_run
-    result = runner.invoke(app, ["convert", str(study_dir), str(tmp_path / "out"), "--compat",
-                                 "autopet", "--compat-flavor", "current"])
+    result = runner.invoke(
+        app,
+        [
+            "convert",
+            str(study_dir),
+            str(tmp_path / "out"),
+            "--compat",
+            "autopet",
+            "--compat-flavor",
+            "current",
+        ],
+    )
     assert result.exit_code == 0, result.output
     (ours_dir,) = {p.parent for p in (tmp_path / "out").rglob("SUV.nii.gz")}
     for name in ("CT", "PET", "SUV"):

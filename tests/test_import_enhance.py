@@ -38,8 +38,9 @@ def test_cases_sites_licences_and_xlsx_fields(tmp_path, release, zipped):
 def test_filter_by_licence_and_missing_case_reported(tmp_path):
     write_enhance_corpus(tmp_path / "enh", cases=3, release="v2")
     (next((tmp_path / "enh").rglob("PT_*/0002.nii.gz"))).unlink()
-    result = runner.invoke(app, ["build", "--from", "enhance", str(tmp_path / "enh"),
-                                 str(tmp_path / "out")])
+    result = runner.invoke(
+        app, ["build", "--from", "enhance", str(tmp_path / "enh"), str(tmp_path / "out")]
+    )
     assert result.exit_code == 0, result.output
     assert "1 incomplete" in result.output
     with Catalog.open(tmp_path / "out", readonly=True) as cat:

@@ -238,11 +238,13 @@ def test_shuffled_and_all_frame_segs_hold_the_same_mask(tmp_path):
     full = make_study(seed=4, size="small", diagnosis="MELANOMA", seg_all_frames=True)
     assert int(full.seg.NumberOfFrames) == 80
     assert int(shuffled.seg.NumberOfFrames) == int(sorted_.seg.NumberOfFrames)
+
     def z(s):
         return [
             float(f.PlanePositionSequence[0].ImagePositionPatient[2])
             for f in s.seg.PerFrameFunctionalGroupsSequence
         ]
+
     assert sorted(z(shuffled)) == sorted(z(sorted_)) and z(shuffled) != z(sorted_)
     assert shuffled.seg.pixel_array.sum() == sorted_.seg.pixel_array.sum()
     write_study(shuffled, tmp_path)
