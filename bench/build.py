@@ -1,6 +1,6 @@
 """Corpus build throughput: studies per minute with 1 and 2 workers, process pool and Dask.
 
-    python bench/build.py [--studies 4] [--size full|small]
+    python bench/build.py [--studies 4] [--size full|small] [--repeat 3]
 
 The same phantom corpus is built from scratch by each configuration (fresh output folder);
 the time covers scan, conversion, writing and cataloguing. The HDF5 half of the build
@@ -37,53 +37,61 @@ def timed_build(dicom: Path, out: Path, **kw: object) -> tuple[float, float]:
     return seconds, seconds - report.plan_seconds
 
 
-def main() -> None:
+def run_configs(dicom: Path, tmp: Path) -> list[tuple[str, int, tuple[float, float]]]:
+    """One build per configuration, each into a fresh folder."""
     from petcorpus.convert import ConversionOptions
+
+    rows = []
+    one_thread = ConversionOptions(workers=1)
+    for workers in (1, 2):
+        out = tmp / f"pool{workers}"
+        sec = timed_build(dicom, out, workers=workers, options=one_thread)
+        rows.append((f"process pool, {workers} worker(s)", workers, sec))
+        shutil.rmtree(out)
+    out = tmp / "pool1t2"
+    rows.append(("process pool, 1 worker x 2 threads", 0, timed_build(dicom, out, workers=1)))
+    shutil.rmtree(out)
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        print("dask not installed: pip install 'petcorpus[dask]'")
+        return rows
+    for workers in (1, 2):
+        out = tmp / f"dask{workers}"
+        with (
+            LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            client.wait_for_workers(workers)
+            sec = timed_build(dicom, out, client=client, options=one_thread)
+            rows.append((f"Dask LocalCluster, {workers} worker(s)", workers, sec))
+        shutil.rmtree(out)
+    return rows
+
+
+def main() -> None:
+    import statistics
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--studies", type=int, default=4)
     ap.add_argument("--size", default="full", choices=["full", "small"])
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of all configurations")
     ap.add_argument("--work", type=Path, default=Path(__file__).parent / "_work")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     dicom = make_data(args.work, args.studies, args.size)
-    rows = []
-    one_thread = ConversionOptions(workers=1)
+    rounds = []
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        for workers in (1, 2):
-            out = Path(tmp) / f"pool{workers}"
-            sec = timed_build(dicom, out, workers=workers, options=one_thread)
-            rows.append((f"process pool, {workers} worker(s)", workers, sec))
-            shutil.rmtree(out)
-        out = Path(tmp) / "pool1t2"
-        rows.append(("process pool, 1 worker x 2 threads", 0, timed_build(dicom, out, workers=1)))
-        shutil.rmtree(out)
-        try:
-            from dask.distributed import Client, LocalCluster
-        except ImportError:
-            print("dask not installed: pip install 'petcorpus[dask]'")
-        else:
-            for workers in (1, 2):
-                out = Path(tmp) / f"dask{workers}"
-                with (
-                    LocalCluster(
-                        n_workers=workers,
-                        threads_per_worker=1,
-                        processes=True,
-                        dashboard_address=None,
-                    ) as cluster,
-                    Client(cluster) as client,
-                ):
-                    client.wait_for_workers(workers)
-                    rows.append(
-                        (
-                            f"Dask LocalCluster, {workers} worker(s)",
-                            workers,
-                            timed_build(dicom, out, client=client, options=one_thread),
-                        )
-                    )
-                shutil.rmtree(out)
-    print(f"\n{args.studies} {args.size}-size studies (mixed vendors)\n")
+        for _ in range(args.repeat):  # configurations interleaved, so drifts hit all alike
+            rounds.append(run_configs(dicom, Path(tmp)))
+    rows = []
+    for k, (name, workers, _) in enumerate(rounds[0]):
+        whole = statistics.median(r[k][2][0] for r in rounds)
+        conv = statistics.median(r[k][2][1] for r in rounds)
+        rows.append((name, workers, (whole, conv)))
+    print(f"\n{args.studies} {args.size}-size studies (mixed vendors), median of {args.repeat}\n")
     print(
         f"{'configuration':36s} {'whole s':>8s} {'studies/min':>11s} {'speed-up':>8s} "
         f"{'convert s':>9s} {'studies/min':>11s} {'speed-up':>8s}"
@@ -98,7 +106,11 @@ def main() -> None:
             f"{name:36s} {whole:8.1f} {60 * args.studies / whole:11.2f} {b_whole / whole:8.2f} "
             f"{conv:9.1f} {60 * args.studies / conv:11.2f} {b_conv / conv:8.2f}"
         )
-    print("\n'whole' includes the driver's serial scan of the DICOM headers and the catalog;")
+    if args.repeat > 1:
+        print("\nper round (whole s):")
+        for k, (name, _, _) in enumerate(rounds[0]):
+            print(f"  {name:36s} " + " ".join(f"{r[k][2][0]:6.1f}" for r in rounds))
+    print("\n'whole' includes the header scan (in the build's worker processes) and the catalog;")
     print("'convert' is the parallel phase (tasks running until the last result is recorded).")
     print("\nspeed-up: against the same executor with 1 worker, each study on one thread;")
     print("'1 worker x 2 threads' is what -j 1 does by default (threads inside the study).")

@@ -206,6 +206,40 @@ def test_a_96_block_reads_only_its_chunks(tmp_path: Path) -> None:
     assert total < storage / 3  # 64 of 245 chunks
 
 
+def test_contiguous_layout_is_memory_mapped_and_reads_the_same(tmp_path: Path) -> None:
+    study = _study()
+    chunked = write_hdf5(tmp_path / "chunked.h5", [study])
+    flat = write_hdf5(tmp_path / "flat.h5", [study], H5Options(contiguous=True))
+    with h5py.File(flat) as f:
+        ds = f[f"{study.subject}/{study.study}/suv"]
+        assert ds.chunks is None and ds.compression is None and ds.dtype == np.float32
+    blocks = [np.s_[3:40, 10:50, 2:30], np.s_[5, :, ::3], np.s_[..., -1], np.s_[:, 7:9, :]]
+    with H5Corpus(chunked) as a, H5Corpus(flat) as b, H5Corpus(io.BytesIO(flat.read_bytes())) as c:
+        for name, vol in study.volumes.items():
+            assert b._mapped(study.subject, study.study, name) is not None
+            assert a._mapped(study.subject, study.study, name) is None  # chunked: h5py reads
+            assert c._mapped(study.subject, study.study, name) is None  # no file to map
+            for sl in blocks:
+                got = b.read_block(study.subject, study.study, name, sl)
+                assert got.flags.writeable and got.flags.owndata  # a copy, not a view
+                np.testing.assert_array_equal(got, vol.array[sl])
+                np.testing.assert_array_equal(
+                    a.read_block(study.subject, study.study, name, sl), got
+                )
+                np.testing.assert_array_equal(
+                    c.read_block(study.subject, study.study, name, sl), got
+                )
+            _assert_same(b.read(study.subject, study.study, name), vol)
+    # Through an index of shards (what `build --hdf5` writes) the shard file is mapped.
+    index = tmp_path / "corpus.h5"
+    append_study(index, study, H5Options(contiguous=True))
+    with H5Corpus(index) as h5:
+        assert h5._mapped(study.subject, study.study, "ct") is not None
+        _assert_same(h5.read(study.subject, study.study, "ct"), study.volumes["ct"])
+    with pytest.raises(ValueError, match="excludes contiguous"):
+        H5Options(compat=True, contiguous=True)
+
+
 def test_write_is_atomic_and_reproducible(tmp_path: Path) -> None:
     a, b = _study(31), _study(32)
     p1 = write_hdf5(tmp_path / "one.h5", [a, b])

@@ -210,3 +210,21 @@ def test_kill_9_then_resume_equals_clean_build(corpus, tmp_path, delay):
     assert _checksums(out) == _checksums(root / "out")
     leftovers = [p for p in out.rglob("*") if p.name.startswith((".tmp-", ".old-"))]
     assert leftovers == []
+
+
+def test_hdf5_layout_options_are_checked_before_any_work(tmp_path):
+    from petcorpus.convert import ConversionOptions
+
+    result = runner.invoke(
+        app, ["build", str(tmp_path), str(tmp_path / "out"), "--hdf5-layout", "flat"]
+    )
+    assert result.exit_code == 2 and "chunked or contiguous" in result.output
+    with pytest.raises(ValueError, match="contiguous HDF5 does not apply"):
+        build(
+            tmp_path,
+            tmp_path / "out",
+            hdf5=tmp_path / "c.h5",
+            hdf5_contiguous=True,
+            options=ConversionOptions(compat="autopet"),
+        )
+    assert not (tmp_path / "out").exists()
