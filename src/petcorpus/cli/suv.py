@@ -19,14 +19,16 @@ if TYPE_CHECKING:
 @handle_errors
 def scan_cmd(
     root: Path = typer.Argument(..., help="A DICOM tree (any layout) or one file."),
-    workers: int = typer.Option(0, "--workers", "-j", min=0, help="Threads (0: automatic)."),
+    workers: int = typer.Option(
+        0, "--workers", "-j", min=0, help="Processes parsing headers (0: one, in this process)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """List the studies and series under ROOT and the CT/PET each study would convert."""
     from petcorpus.dicom.scan import scan
     from petcorpus.errors import PetcorpusError
 
-    result = scan(root, workers=workers or None)
+    result = scan(root, processes=workers or None)
     studies = []
     for st in result.studies:
         try:
