@@ -41,7 +41,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: What a conversion imports, loaded once by the forkserver so workers start warm (the
-#: lazy imports of highdicom and its code dictionaries alone took ~0.4 s per worker).
+#: lazy imports of highdicom, pydicom's code dictionaries and ISA-L made the first study
+#: of each worker 0.4-0.7 s slower).
 WORKER_MODULES = (
     "petcorpus.pipeline",
     "petcorpus.convert",
@@ -214,7 +215,7 @@ def build(
         file.
     hdf5_contiguous : bool
         Write the HDF5 datasets uncompressed and contiguous (``H5Options(contiguous=True)``):
-        ~6x larger, but patch reads are memory-mapped copies.
+        ~5x larger, but patch reads are memory-mapped copies.
     site, licence : str, optional
         Recorded on every subject (e.g. ``"autoPET"``, ``"CC BY-NC 4.0"``).
     on_planned, on_outcome : callable, optional

@@ -33,7 +33,7 @@ def build_cmd(
         "chunked",
         "--hdf5-layout",
         help="chunked (32³, Blosc-LZ4; small) or contiguous (uncompressed, memory-mapped "
-        "patch reads; ~6x larger).",
+        "patch reads; ~5x larger).",
     ),
     compat: str = typer.Option(None, "--compat", help="'autopet': the published files."),
     suv_time: str = typer.Option("qiba", "--suv-time", help="qiba (default) or autopet."),

@@ -98,7 +98,7 @@ class H5Options:
     contiguous : bool
         A training cache: each dataset one uncompressed run of native values (no chunks,
         no filter; ``compression``, ``chunks``, ``shuffle``, ``level`` are ignored). The
-        file is ~6x larger than the default one, but :class:`H5Corpus` memory-maps such
+        file is ~5x larger than the default one, but :class:`H5Corpus` memory-maps such
         datasets, so a random 96³ patch is one strided copy instead of decompressing 64
         chunks (docs/benchmarks.md). Any HDF5 reader reads it; no plugin needed.
     """
