@@ -192,3 +192,11 @@ def test_voxel_volume_from_the_editions_header(tmp_path, edition, source) -> Non
     assert pix["gt"][3] != pix["pred"][3]
     vol = {f: float(p[1] * p[2] * p[3] / 1000) for f, p in pix.items()}  # float32, as they do
     assert m.fn_volume_ml == 64 * vol[source]
+
+
+def test_connectivity_other_than_6_18_26_is_a_clear_error():
+    from petcorpus.metrics.autopet import component_overlaps
+
+    mask = np.zeros((4, 4, 4), dtype=np.uint8)
+    with pytest.raises(ValueError, match="must be 6, 18 or 26, got 4"):
+        component_overlaps(mask, mask, connectivity=4)

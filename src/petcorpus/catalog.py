@@ -34,7 +34,7 @@ import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from petcorpus.errors import CorruptFileError, PetcorpusError, UnsupportedError
 
@@ -230,7 +230,7 @@ def artifact_record(
         import nibabel as nib
 
         try:
-            img = nib.load(p)
+            img = cast("nib.Nifti1Image", nib.load(p))
         except (OSError, ValueError, nib.filebasedimages.ImageFileError) as exc:
             raise CorruptFileError(f"not a readable NIfTI file: {exc}", path=p) from exc
         hdr = img.header

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from os import PathLike
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import nibabel as nib
 import numpy as np
@@ -178,7 +178,10 @@ class Volume:
         Integer data without scaling keep their dtype; data with ``scl_slope`` are read as
         nibabel's scaled float array.
         """
-        img = source if isinstance(source, nib.spatialimages.SpatialImage) else nib.load(source)
+        img = cast(
+            "nib.Nifti1Image",
+            source if isinstance(source, nib.spatialimages.SpatialImage) else nib.load(source),
+        )
         if len(img.shape) != 3:
             raise ValueError(f"{getattr(img, 'get_filename', lambda: '')()}: not 3-D: {img.shape}")
         hdr = img.header

@@ -121,6 +121,13 @@ class _Overlap:
     tp_voxels: int
 
 
+def cc_connectivity(connectivity: int) -> Literal[6, 18, 26]:
+    """``connectivity`` checked for 3-D connected components (6, 18 or 26 neighbours)."""
+    if connectivity == 6 or connectivity == 18 or connectivity == 26:
+        return connectivity
+    raise ValueError(f"3-D connectivity must be 6, 18 or 26, got {connectivity!r}")
+
+
 def _as_mask(a: npt.ArrayLike, name: str) -> np.ndarray:
     arr = np.asarray(a)
     if arr.ndim != 3:
@@ -147,8 +154,12 @@ def component_overlaps(
     sl = tuple(box)
     g = np.ascontiguousarray(g[sl])
     p = np.ascontiguousarray(p[sl])
-    g_lab, n_g = cc3d.connected_components(g, connectivity=connectivity, return_N=True)
-    p_lab, n_p = cc3d.connected_components(p, connectivity=connectivity, return_N=True)
+    g_lab, n_g = cc3d.connected_components(
+        g, connectivity=cc_connectivity(connectivity), return_N=True
+    )
+    p_lab, n_p = cc3d.connected_components(
+        p, connectivity=cc_connectivity(connectivity), return_N=True
+    )
     # Everything else only looks at foreground voxels (of either mask).
     fg = np.flatnonzero(union[sl])
     gv = g_lab.reshape(-1)[fg].astype(np.int64)

@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Iterable
 from os import PathLike
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import nibabel as nib
 import numpy as np
@@ -52,7 +52,7 @@ MetricSet = Literal["autopet", "organs", "all"]
 
 def _load(path: Path) -> tuple[Volume, nib.Nifti1Image]:
     try:
-        img = nib.load(str(path))
+        img = cast("nib.Nifti1Image", nib.load(str(path)))
         vol = Volume.from_nifti(img)
     except PetcorpusError:
         raise

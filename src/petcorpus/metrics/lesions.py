@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from petcorpus.errors import GeometryMismatchError
+from petcorpus.metrics.autopet import cc_connectivity
 from petcorpus.volume import Volume
 
 __all__ = [
@@ -130,7 +131,9 @@ def lesion_statistics(
     # cc3d numbers components in memory order: make it C order so the lesion numbering
     # does not depend on how the array was loaded (nibabel gives Fortran order).
     m = np.ascontiguousarray(m)
-    lab, n = cc3d.connected_components(m, connectivity=connectivity, return_N=True)
+    lab, n = cc3d.connected_components(
+        m, connectivity=cc_connectivity(connectivity), return_N=True
+    )
     if n == 0:
         return []
     # Only lesion voxels are visited from here on (in C order).
