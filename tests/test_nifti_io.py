@@ -158,3 +158,31 @@ def test_sha256_computed_while_writing_equals_the_file_hash(tmp_path):
     for name in ("a.nii.gz", "b.nii"):
         path, digest = write_nifti_sha256(vol, tmp_path / name)
         assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "posix_fadvise"), reason="POSIX only")
+def test_drop_cache_writes_the_same_bytes_and_drops_after_the_fsync(tmp_path, monkeypatch):
+    import os
+
+    from petcorpus.nifti import write_nifti_sha256
+
+    vol = Volume(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6), np.eye(4))
+    calls: list[str] = []
+    real_fsync, real_fadvise = os.fsync, os.posix_fadvise
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(
+        os,
+        "posix_fadvise",
+        lambda fd, off, n, advice: (
+            calls.append(f"fadvise {advice}"),
+            real_fadvise(fd, off, n, advice),
+        )[1],
+    )
+    kept = write_nifti_sha256(vol, tmp_path / "kept.nii.gz")
+    assert not any(c.startswith("fadvise") for c in calls)
+    dropped = write_nifti_sha256(vol, tmp_path / "dropped.nii.gz", drop_cache=True)
+    # file fsync, then drop (only once the data are on disk), then the folder's fsync
+    assert calls[-3:] == ["fsync", f"fadvise {os.POSIX_FADV_DONTNEED}", "fsync"]
+    assert kept[1] == dropped[1]
+    assert (tmp_path / "kept.nii.gz").read_bytes() == (tmp_path / "dropped.nii.gz").read_bytes()
+    assert hashlib.sha256((tmp_path / "dropped.nii.gz").read_bytes()).hexdigest() == dropped[1]

@@ -50,7 +50,9 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_write(
+    path: str | os.PathLike[str], mode: str = "wb", *, drop_cache: bool = False
+) -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``.
 
     The data are flushed and fsynced before ``os.replace`` (atomic on POSIX and Windows
@@ -63,6 +65,12 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
         The final file. Its folder must exist.
     mode : {"wb", "w"}
         Binary or text (UTF-8) writing.
+    drop_cache : bool
+        After the fsync, tell the kernel the file's pages need not stay cached
+        (``POSIX_FADV_DONTNEED``; a no-op where unsupported). For batch writers that do not
+        read their outputs back: on the project VM, writes into an ever-growing page cache
+        ran at 290-370 MB/s (each new page is memory the hypervisor must first provide),
+        and at 1.3 GB/s, fsync included, with the written pages dropped and reused.
 
     Examples
     --------
@@ -83,6 +91,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
             yield f
             f.flush()
             os.fsync(f.fileno())
+            if drop_cache and hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

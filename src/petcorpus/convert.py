@@ -376,9 +376,16 @@ def write_converted(
     out: str | Path,
     root: str | Path,
     options: ConversionOptions | None = None,
+    *,
+    drop_cache: bool = False,
 ) -> WrittenStudy:
-    """:func:`convert_to_layout`, also returning each file's SHA-256 (for the catalog)."""
+    """:func:`convert_to_layout`, also returning each file's SHA-256 (for the catalog).
+
+    ``drop_cache``: drop each written file from the page cache after its fsync (a batch
+    build does not read them back; see :func:`petcorpus.atomic.atomic_write`).
+    """
     import contextlib
+    import functools
     import hashlib
     from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -402,13 +409,14 @@ def write_converted(
                 for fut in pending.values():
                     fut.result()
             path = tmp / f"{name}.nii.gz"
+            write = functools.partial(
+                write_nifti_sha256, volume, path, dtype=dtypes[name], drop_cache=drop_cache
+            )
             if background is not None:
-                pending[name] = background.submit(
-                    write_nifti_sha256, volume, path, dtype=dtypes[name]
-                )
+                pending[name] = background.submit(write)
             else:
                 pending[name] = done = Future[tuple[Path, str]]()
-                done.set_result(write_nifti_sha256(volume, path, dtype=dtypes[name]))
+                done.set_result(write())
 
         sidecar = _produce(study, options, emit, reuse_buffers=background is None)
         digests = {name: fut.result()[1] for name, fut in pending.items()}

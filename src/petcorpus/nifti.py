@@ -112,10 +112,14 @@ def write_nifti_sha256(
     dtype: npt.DTypeLike | None = None,
     level: int = 1,
     compressor: Literal["isal", "zlib"] = "isal",
+    drop_cache: bool = False,
 ) -> tuple[Path, str]:
     """:func:`write_nifti` that also returns the file's SHA-256 (hex), computed while
-    writing so the catalog need not read the file back."""
-    return _write(volume, path, dtype=dtype, level=level, compressor=compressor)
+    writing so the catalog need not read the file back. ``drop_cache``: see
+    :func:`petcorpus.atomic.atomic_write` (for batch writers)."""
+    return _write(
+        volume, path, dtype=dtype, level=level, compressor=compressor, drop_cache=drop_cache
+    )
 
 
 def write_nifti(
@@ -157,6 +161,7 @@ def _write(
     dtype: npt.DTypeLike | None,
     level: int,
     compressor: str,
+    drop_cache: bool = False,
 ) -> tuple[Path, str]:
     out = Path(path)
     arr = np.asarray(volume.array)
@@ -186,7 +191,7 @@ def _write(
             planes = [_plane_bytes(arr[:, :, k], target) for k in range(k0, min(nk, k0 + slab))]
             fh.write(b"".join(planes))
 
-    with atomic_write(out, "wb") as fh:
+    with atomic_write(out, "wb", drop_cache=drop_cache) as fh:
         raw = _HashingWriter(fh)
         if out.name.endswith(".gz"):
             with _open_gzip(raw, level, compressor) as gz:  # type: ignore[arg-type]

@@ -112,7 +112,9 @@ def run_study(task: StudyTask) -> StudyOutcome:
     subject, study_name = output_names(task.study, task.dicom_root)
     try:
         with gc_paused():
-            written = write_converted(task.study, task.out, task.dicom_root, task.options)
+            written = write_converted(
+                task.study, task.out, task.dicom_root, task.options, drop_cache=True
+            )
         records = tuple(
             artifact_record(p, task.out, kind, sha256=written.sha256[kind])
             for kind, p in written.paths.items()
