@@ -47,7 +47,7 @@ def fake_prediction(seg: np.ndarray, pet_labels_hint: np.ndarray | None = None) 
     import cc3d
     from scipy import ndimage
 
-    pred = np.zeros_like(seg, dtype=np.uint8)
+    pred: np.ndarray = np.zeros_like(seg, dtype=np.uint8)
     labels, n = cc3d.connected_components(seg.astype(np.uint8), connectivity=18, return_N=True)
     if n:
         sizes = np.bincount(labels.ravel())[1:]
@@ -97,9 +97,10 @@ def run_demo(out: str | Path, subjects: int = 4, seed: int = 0, workers: int = 2
     metrics_csv = out / "metrics.csv"
     write_evaluation(evaluation, metrics_csv)
     html = write_report(corpus, metrics=metrics_csv)
+    autopet = evaluation.summary.get("autopet")
     summary = {
         k: float(v)
-        for k, v in evaluation.summary.get("autopet", {}).items()
+        for k, v in (autopet.items() if isinstance(autopet, dict) else ())
         if isinstance(v, int | float)
     }
     return DemoResult(

@@ -183,7 +183,7 @@ def _write(
             for k0 in range(0, nk, slab):
                 part = arr[:, :, k0 : k0 + slab].astype(target, copy=False)
                 # A Fortran-ordered slab is contiguous: hand its memory over without a copy.
-                fh.write(memoryview(part.ravel(order="F")).cast("B"))
+                fh.write(part.ravel(order="F").data.cast("B"))
             return
         # Other layouts (C order, flipped views): one plane at a time, gathered in memory
         # order and transposed in cache: ~3x faster than a strided whole-slab gather.

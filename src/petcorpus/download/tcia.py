@@ -209,8 +209,10 @@ def plan_autopet(
         size = row.get("FileSize")
         series[uid] = int(size) if size not in (None, "") else None
         entry = ledger.get(_series_key(uid))
-        folder = Path(dest) / entry["folder"] if entry else None
-        if folder is not None and sum(1 for _ in folder.glob("*.dcm")) == entry["files"]:
+        if (
+            entry is not None
+            and sum(1 for _ in (Path(dest) / entry["folder"]).glob("*.dcm")) == entry["files"]
+        ):
             done.append(uid)
             continue
         q = urllib.parse.urlencode({"SeriesInstanceUID": uid})
@@ -253,7 +255,7 @@ def _tcia_names(files: Sequence[Path]) -> list[str]:
     tcia = all(re.fullmatch(r"\d+-\d+\.dcm", f.name) for f in files)
     if tcia and len({f.name for f in files}) == len(files):
         return [f.name for f in files]
-    numbers = []
+    numbers: list[int | None] = []
     for f in files:
         ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["InstanceNumber"])
         n = getattr(ds, "InstanceNumber", None)
@@ -263,8 +265,9 @@ def _tcia_names(files: Sequence[Path]) -> list[str]:
         numbers = [0] * len(files)
         for rank, i in enumerate(order, start=1):
             numbers[i] = rank
-    width = max(3, len(str(max(numbers))))
-    return [f"1-{n:0{width}d}.dcm" for n in numbers]
+    ranks = [int(n or 0) for n in numbers]  # no None is left here
+    width = max(3, len(str(max(ranks))))
+    return [f"1-{n:0{width}d}.dcm" for n in ranks]
 
 
 def unpack_series(

@@ -65,7 +65,7 @@ def _mode(info: zipfile.ZipInfo) -> int:
 
 
 def _check(archive: Path, zf: zipfile.ZipFile, target: Path, limits: UnpackLimits):
-    plan = []
+    plan: list[tuple[zipfile.ZipInfo, PurePosixPath, str, str | None]] = []
     total = 0
     root = target.resolve()
     for info in zf.infolist():

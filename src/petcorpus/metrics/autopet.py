@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Literal, cast
 
 import cc3d
 import numpy as np
@@ -123,8 +123,8 @@ class _Overlap:
 
 def cc_connectivity(connectivity: int) -> Literal[6, 18, 26]:
     """``connectivity`` checked for 3-D connected components (6, 18 or 26 neighbours)."""
-    if connectivity == 6 or connectivity == 18 or connectivity == 26:
-        return connectivity
+    if connectivity in (6, 18, 26):
+        return cast(Literal[6, 18, 26], connectivity)
     raise ValueError(f"3-D connectivity must be 6, 18 or 26, got {connectivity!r}")
 
 

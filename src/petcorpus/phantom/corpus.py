@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from petcorpus.phantom.study import DIAGNOSES, PhantomStudy, make_study, write_study
+from petcorpus.phantom.study import DIAGNOSES, PhantomStudy, Vendor, make_study, write_study
 
 __all__ = ["CLINICAL_CSV_NAME", "write_clinical_csv", "write_corpus"]
 
 CLINICAL_CSV_NAME = "Clinical Metadata FDG PET_CT Lesions.csv"
-_VENDORS = ("siemens", "ge", "philips")
+_VENDORS: tuple[Vendor, ...] = ("siemens", "ge", "philips")
 
 
 def write_corpus(

@@ -51,7 +51,7 @@ def make_seg(
         )
         for s in range(segments)
     ]
-    seg = hd.seg.Segmentation(
+    seg: Dataset = hd.seg.Segmentation(
         source_images=pet,
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
