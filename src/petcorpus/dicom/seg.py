@@ -91,7 +91,10 @@ class SegResult:
     segmentation_type: str = "BINARY"
 
     def union(self) -> Volume:
-        """The uint8 0/1 mask of voxels in any segment (e.g. "lesion" for autoPET)."""
+        """The uint8 0/1 mask of voxels in any segment (e.g. "lesion" for autoPET).
+
+        With one segment this is that segment's mask itself, not a copy.
+        """
         masks = list(self.masks.values())
         if len(masks) == 1:  # the usual lesion SEG: the one mask is the union
             return masks[0]
