@@ -269,17 +269,24 @@ def write_hdf5(
 ) -> Path:
     """Write a whole corpus file atomically: a temp file beside ``path``, then rename."""
     path = Path(path)
+    with _atomic_h5(path) as f:
+        for st in studies:
+            write_study_group(f, st, options)
+    return path
+
+
+@contextlib.contextmanager
+def _atomic_h5(path: Path) -> Iterator[h5py.File]:
+    """A new HDF5 file written as a temp file beside ``path``, fsynced, then renamed in."""
     tmp = _temp_beside(path)
     try:
         with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
-            for st in studies:
-                write_study_group(f, st, options)
+            yield f
         _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
 
 
 def shard_dir(path: str | os.PathLike[str]) -> Path:
@@ -311,19 +318,12 @@ def rebuild_index(path: str | os.PathLike[str]) -> Path:
     for tmp in [*root.glob("*/.*.tmp"), *path.parent.glob(f".{path.name}.*.tmp")]:
         tmp.unlink(missing_ok=True)
     entries = sorted((p.parent.name, p.stem) for p in root.glob("*/*.h5"))
-    out = _temp_beside(path)
-    try:
-        with h5py.File(out, "w", libver=("earliest", "v110")) as f:
-            f.attrs["petcorpus_hdf5_format"] = FORMAT_VERSION
-            f.attrs["shards"] = root.name
-            for subject, study in entries:
-                rel = f"{root.name}/{subject}/{study}.h5"
-                f.require_group(subject)[study] = h5py.ExternalLink(rel, f"/{subject}/{study}")
-        _fsync(out)
-        os.replace(out, path)
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
+    with _atomic_h5(path) as f:
+        f.attrs["petcorpus_hdf5_format"] = FORMAT_VERSION
+        f.attrs["shards"] = root.name
+        for subject, study in entries:
+            rel = f"{root.name}/{subject}/{study}.h5"
+            f.require_group(subject)[study] = h5py.ExternalLink(rel, f"/{subject}/{study}")
     return path
 
 
@@ -334,24 +334,14 @@ def consolidate(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Pa
     """
     _hdf5plugin(required=False)
     src, dest = Path(src), Path(dest)
-    tmp = _temp_beside(dest)
-    try:
-        with (
-            _open(src) as fin,
-            h5py.File(tmp, "w", libver=("earliest", "v110")) as fout,
-        ):
-            for subject, study in _iter_studies(fin):
-                fin.copy(
-                    fin[f"{subject}/{study}"],
-                    fout.require_group(subject),
-                    name=study,
-                    expand_external=True,
-                )
-        _fsync(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with _open(src) as fin, _atomic_h5(dest) as fout:
+        for subject, study in _iter_studies(fin):
+            fin.copy(
+                fin[f"{subject}/{study}"],
+                fout.require_group(subject),
+                name=study,
+                expand_external=True,
+            )
     return dest
 
 
