@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 
 import nibabel as nib
 import numpy as np
@@ -186,3 +187,55 @@ def test_drop_cache_writes_the_same_bytes_and_drops_after_the_fsync(tmp_path, mo
     assert kept[1] == dropped[1]
     assert (tmp_path / "kept.nii.gz").read_bytes() == (tmp_path / "dropped.nii.gz").read_bytes()
     assert hashlib.sha256((tmp_path / "dropped.nii.gz").read_bytes()).hexdigest() == dropped[1]
+
+
+def test_a_stream_writes_the_bytes_of_the_whole_volume(tmp_path):
+    from petcorpus.nifti import write_nifti_sha256
+    from petcorpus.volume import VolumeStream
+
+    vol = _oblique_volume()
+    arr = np.asfortranarray(vol.array)
+    stream = VolumeStream(
+        vol.shape, vol.affine, arr.dtype, lambda: (arr[:, :, k : k + 2] for k in range(0, 5, 2))
+    )
+    a = write_nifti_sha256(vol, tmp_path / "whole.nii.gz", dtype=np.float32)
+    b = write_nifti_sha256(stream, tmp_path / "stream.nii.gz", dtype=np.float32)
+    assert a[1] == b[1]
+    assert (tmp_path / "whole.nii.gz").read_bytes() == (tmp_path / "stream.nii.gz").read_bytes()
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="Linux only")
+def test_write_behind_drops_what_is_on_disk_while_writing(tmp_path, monkeypatch):
+    import os
+
+    from petcorpus import atomic
+
+    real = atomic._sync_file_range()
+    assert real is not None
+    calls: list[tuple] = []
+
+    def sfr(fd, off, n, flags):
+        calls.append(("sfr", off, n, flags))
+        return real(fd, off, n, flags)
+
+    real_fadvise = os.posix_fadvise
+    monkeypatch.setattr(
+        os,
+        "posix_fadvise",
+        lambda fd, off, n, adv: (calls.append(("drop", off, n)), real_fadvise(fd, off, n, adv))[1],
+    )
+    data = np.random.default_rng(0).bytes(5 * 4096 + 100)
+    with open(tmp_path / "f", "wb") as raw:
+        monkeypatch.setattr(atomic, "_sync_file_range", lambda: sfr)
+        wb = atomic._WriteBehind(raw, window=4096)
+        for k in range(0, len(data), 1000):
+            wb.write(data[k : k + 1000])
+    assert (tmp_path / "f").read_bytes() == data
+    drops = [c for c in calls if c[0] == "drop"]
+    assert drops and drops[0][1] == 0
+    # each dropped range was first written out and waited for, and ranges follow each other
+    for (_, off, n), (_, nxt, _) in itertools.pairwise(drops):
+        assert nxt == off + n
+    for _, off, n in drops:
+        assert ("sfr", off, n, 7) in calls  # WAIT_BEFORE | WRITE | WAIT_AFTER
+    assert drops[-1][1] + drops[-1][2] < len(data)  # the newest window is still being written

@@ -14,6 +14,7 @@ Temporary names start with :data:`TEMP_PREFIX` so readers and scanners can skip 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -88,7 +89,7 @@ def atomic_write(
     f: IO[Any] = open(tmp, mode) if mode == "wb" else open(tmp, mode, encoding="utf-8")  # noqa: SIM115
     try:
         with f:
-            yield f
+            yield _WriteBehind(f) if drop_cache and mode == "wb" and _sync_file_range() else f
             f.flush()
             os.fsync(f.fileno())
             if drop_cache and hasattr(os, "posix_fadvise"):
@@ -99,6 +100,74 @@ def atomic_write(
             tmp.unlink()
         raise
     fsync_dir(final.parent)
+
+
+# sync_file_range(2) flags (linux/fs.h)
+_SFR_WAIT_BEFORE, _SFR_WRITE, _SFR_WAIT_AFTER = 1, 2, 4
+
+
+@functools.cache
+def _sync_file_range() -> Any:
+    """libc's sync_file_range, or None (not Linux/glibc)."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+class _WriteBehind:
+    """A binary file whose written pages leave the page cache while it is being written.
+
+    Every ``window`` bytes: start the writeback of the newest window, wait for the one
+    before (normally long done) and drop it from the cache. A long write then keeps about
+    two windows of pages cached, recycled again and again, instead of filling the cache
+    with pages it never reads back (the write-behind of PostgreSQL's ``*_flush_after``).
+    """
+
+    def __init__(self, raw: IO[bytes], window: int = 8 << 20) -> None:
+        self.raw = raw
+        self.fd = raw.fileno()
+        self.window = window
+        self.written = 0  # bytes handed to the file
+        self.started = 0  # writeback started up to here
+        self.dropped = 0  # dropped from the cache up to here
+
+    def write(self, data: Any) -> int:
+        n = self.raw.write(data)
+        self.written += n
+        if self.written - self.started >= self.window:
+            sfr = _sync_file_range()
+            self.raw.flush()
+            if self.started > self.dropped:
+                sfr(
+                    self.fd,
+                    self.dropped,
+                    self.started - self.dropped,
+                    _SFR_WAIT_BEFORE | _SFR_WRITE | _SFR_WAIT_AFTER,
+                )
+                os.posix_fadvise(
+                    self.fd, self.dropped, self.started - self.dropped, os.POSIX_FADV_DONTNEED
+                )
+                self.dropped = self.started
+            sfr(self.fd, self.started, self.written - self.started, _SFR_WRITE)
+            self.started = self.written
+        return n
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def fileno(self) -> int:
+        return self.fd
 
 
 @contextlib.contextmanager
