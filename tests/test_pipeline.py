@@ -228,3 +228,25 @@ def test_hdf5_layout_options_are_checked_before_any_work(tmp_path):
             options=ConversionOptions(compat="autopet"),
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_largest_studies_are_converted_first(tmp_path):
+    import pydicom
+
+    from petcorpus.dicom import scan
+
+    dicom = tmp_path / "dicom"
+    write_corpus(dicom, subjects=2, seed=8, vendor="siemens", size="small")
+    studies = scan(dicom).studies
+    # the first study loses its top 4 CT slices (no gap): it becomes the smaller one
+    ct_files = studies[0].select().ct.files
+    for f in sorted(ct_files, key=lambda f: -float(pydicom.dcmread(f).ImagePositionPatient[2]))[
+        :4
+    ]:
+        Path(f).unlink()
+    order: list[str] = []
+    report = build(
+        dicom, tmp_path / "out", workers=1, on_outcome=lambda o: order.append(o.study_uid)
+    )
+    assert report.ok
+    assert order == [studies[1].study_uid, studies[0].study_uid]

@@ -234,3 +234,16 @@ def test_process_pool_and_given_executor_index_like_one_thread(two_studies):
     assert _index(scan(root, processes=2)) == _index(serial)
     with ThreadPoolExecutor(2) as pool:
         assert _index(scan(root, executor=pool)) == _index(serial)
+
+
+def test_a_pool_that_cannot_take_work_fails_the_scan_loudly(two_studies):
+    """The driver parses beside the pool; a broken pool must not leave files unread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    class Broken(ThreadPoolExecutor):
+        def submit(self, *args, **kwargs):
+            raise RuntimeError("pool is broken")
+
+    root, _ = two_studies
+    with Broken(1) as pool, pytest.raises(RuntimeError, match="pool is broken"):
+        scan(root, executor=pool)

@@ -283,6 +283,9 @@ def build(
                     options, workers=max(1, (os.cpu_count() or 1) // n_workers)
                 )
             tasks.append(StudyTask(study, str(dicom_root), str(out), per_study))
+        # Largest studies first: the last task to start is then a small one, so the
+        # workers finish close together (longest-processing-time-first scheduling).
+        tasks.sort(key=lambda t: -t.study.n_files)
         plan_seconds = time.perf_counter() - t0
         if on_planned:
             on_planned(len(tasks), len(skipped))

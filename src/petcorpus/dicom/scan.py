@@ -150,6 +150,10 @@ class StudyInfo:
     def by_modality(self, modality: str) -> list[SeriesInfo]:
         return [s for s in self.series if s.modality == modality]
 
+    @property
+    def n_files(self) -> int:
+        return sum(s.n_files for s in self.series)
+
     def select(self) -> Selection:
         """Choose the PET, the CT and the SEGs (rule in the module docstring).
 
@@ -232,7 +236,7 @@ class ScanResult:
 
     @property
     def n_files(self) -> int:
-        return sum(s.n_files for st in self.studies for s in st.series)
+        return sum(st.n_files for st in self.studies)
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -416,6 +420,62 @@ def _read_headers(paths: list[Path]) -> list[_FileKeys | str]:
         return [_read_header(p) for p in paths]
 
 
+def _read_shared(parts: list[list[Path]], executor: Executor) -> list[_FileKeys | str]:
+    """Parse chunks of files on ``executor`` and, meanwhile, on this thread.
+
+    A feeder thread hands chunks from the front to the worker processes, a few at a time;
+    this thread parses chunks from the back until none is left. A fresh process pool
+    needs ~0.5 s before its first worker runs (its server imports the conversion stack,
+    and ``submit`` blocks until then): the driver parses instead of waiting.
+    """
+    import threading
+    from concurrent.futures import Future
+    from concurrent.futures import wait as wait_all
+
+    results: list[list[_FileKeys | str] | None] = [None] * len(parts)
+    lock = threading.Lock()
+    ends = [0, len(parts)]  # next chunk from the front, one past the last from the back
+    slots = threading.BoundedSemaphore(2 * (os.cpu_count() or 1))  # chunks queued at once
+    futures: list[tuple[int, Future[list[_FileKeys | str]]]] = []
+
+    def take(front: bool) -> int | None:
+        with lock:
+            if ends[0] >= ends[1]:
+                return None
+            if front:
+                ends[0] += 1
+                return ends[0] - 1
+            ends[1] -= 1
+            return ends[1]
+
+    failed: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            while True:
+                slots.acquire()
+                i = take(front=True)
+                if i is None:
+                    return
+                fut = executor.submit(_read_headers, parts[i])
+                fut.add_done_callback(lambda _f: slots.release())
+                futures.append((i, fut))
+        except BaseException as exc:  # e.g. a broken pool: re-raised by the driver below
+            failed.append(exc)
+
+    feeder = threading.Thread(target=feed, name="petcorpus-scan-feeder", daemon=True)
+    feeder.start()
+    while (i := take(front=False)) is not None:
+        results[i] = _read_headers(parts[i])
+    feeder.join()
+    if failed:
+        raise failed[0]
+    wait_all([fut for _, fut in futures])
+    for i, fut in futures:
+        results[i] = fut.result()
+    return [h for part in results if part is not None for h in part]
+
+
 def scan(
     root: str | PathLike[str],
     *,
@@ -461,14 +521,14 @@ def _scan(
     chunk = 256
     parts = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
     if executor is not None and len(parts) > 1:
-        headers = [h for part in executor.map(_read_headers, parts) for h in part]
+        headers = _read_shared(parts, executor)
     elif processes is not None and processes > 1 and len(parts) > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         ctx = mp.get_context("forkserver")
         with ProcessPoolExecutor(max_workers=processes, mp_context=ctx) as procs:
-            headers = [h for part in procs.map(_read_headers, parts) for h in part]
+            headers = _read_shared(parts, procs)
     else:
         n_workers = workers or 1
         if n_workers == 1:  # a thread pool of one only adds hand-offs
