@@ -161,3 +161,101 @@ def test_image_array_shares_the_sitk_buffer_and_keeps_the_image_alive():
     del image
     gc.collect()
     assert arr.flags.writeable and arr[1, 2, 3] == -5.0 and arr.sum() == data.sum() - 28.0
+
+
+def _oblique_target(shape=(9, 8, 11)) -> Volume:
+    theta = 0.2
+    rot = np.array(
+        [[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]]
+    )
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag([2.5, 2.5, 2.0])
+    aff[:3, 3] = [1.0, -2.0, 0.5]
+    return Volume(np.zeros(shape, np.uint8), aff)
+
+
+def test_resample_stream_slabs_assemble_to_resample_sitk_and_match_simpleitk():
+    from petcorpus.resample import resample_sitk, resample_stream
+
+    rng = np.random.default_rng(1)
+    src = Volume(
+        (rng.standard_normal((20, 18, 16)) * 100).astype(np.int16), np.diag([1.2, 1.2, 1.5, 1])
+    )
+    target = _oblique_target()
+    stream = resample_stream(src, target, fill=-1024.0, slab=3)
+    slabs = list(stream.slabs())
+    assert [s.shape for s in slabs] == [(9, 8, 3)] * 3 + [(9, 8, 2)]
+    assert all(s.dtype == np.float32 and s.flags.f_contiguous for s in slabs)
+    whole = resample_sitk(src, target, fill=-1024.0)
+    np.testing.assert_array_equal(np.concatenate(slabs, axis=2), whole.array)
+    assert np.array_equal(stream.to_volume().affine, target.affine)
+    # SimpleITK's own whole-grid resampling (a reference image) agrees to float rounding
+    ref = sitk.Resample(
+        src.to_sitk(),
+        target.to_sitk(),
+        sitk.Transform(),
+        sitk.sitkLinear,
+        -1024.0,
+        sitk.sitkFloat32,
+    )
+    np.testing.assert_allclose(whole.array, Volume.from_sitk(ref).array, atol=1e-3)
+    assert (whole.array == -1024.0).any() and (whole.array != -1024.0).any()
+
+
+def test_bspline_stream_is_one_slab():
+    from petcorpus.resample import resample_stream
+
+    src = Volume(np.random.default_rng(2).random((10, 10, 10), np.float32), np.eye(4))
+    slabs = list(resample_stream(src, _oblique_target(), interpolation="bspline").slabs())
+    assert len(slabs) == 1 and slabs[0].shape == (9, 8, 11)
+
+
+def test_volume_stream_checks_its_slabs():
+    from petcorpus.volume import VolumeStream
+
+    def make(*parts):
+        return VolumeStream((2, 2, 3), np.eye(4), np.float32, lambda: iter(parts))
+
+    ok = np.zeros((2, 2, 3), np.float32)
+    assert make(ok).to_volume().array is ok  # one whole slab: no copy
+    with pytest.raises(ValueError, match="dtype"):
+        list(make(ok.astype(np.float64)).slabs())
+    with pytest.raises(ValueError, match="end at k=2"):
+        list(make(ok[:, :, :2]).slabs())
+    with pytest.raises(ValueError, match="past k=3"):
+        list(make(ok, ok[:, :, :1]).slabs())
+    with pytest.raises(ValueError, match="does not fit"):
+        list(make(np.zeros((3, 2, 3), np.float32)).slabs())
+
+
+def test_sitk_image_shares_a_simpleitk_buffer_and_copies_anything_else():
+    from petcorpus.resample import new_image_array, set_image_geometry, sitk_image
+
+    block = new_image_array((4, 3, 2), np.int16)  # (z, y, x), zeroed
+    assert block.shape == (4, 3, 2) and not block.any()
+    block[...] = np.arange(24, dtype=np.int16).reshape(4, 3, 2)
+    aff = np.diag([-0.8, -0.8, 2.0, 1.0])
+    aff[:3, 3] = [5.0, 6.0, -7.0]
+    vol = Volume(block.transpose(2, 1, 0), aff)
+    assert sitk.GetArrayViewFromImage(sitk_image(vol)).ctypes.data != block.ctypes.data
+    assert set_image_geometry(block, aff)  # now the buffer's image has the volume's grid
+    image = sitk_image(vol)
+    assert image.GetSize() == (2, 3, 4)
+    assert sitk.GetArrayViewFromImage(image).ctypes.data == block.ctypes.data  # no copy
+    copy = vol.to_sitk()
+    for get in ("GetSpacing", "GetOrigin", "GetDirection"):
+        assert np.allclose(getattr(image, get)(), getattr(copy, get)())
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), block)
+    # setting the geometry did not make SimpleITK copy the pixels away from the array
+    block[3, 2, 1] = -7
+    assert image.GetPixel(1, 2, 3) == -7
+    # another grid over the same buffer, a part of it or a plain array: to_sitk (a copy)
+    shifted = aff.copy()
+    shifted[0, 3] += 1.0
+    other = sitk_image(Volume(vol.array, shifted))
+    assert sitk.GetArrayViewFromImage(other).ctypes.data != block.ctypes.data
+    assert np.allclose(other.GetOrigin(), copy.GetOrigin() + np.array([-1.0, 0, 0]))
+    assert not set_image_geometry(np.zeros((4, 3, 2), np.int16), aff)
+    part = Volume(block[:2].transpose(2, 1, 0), aff)
+    assert sitk.GetArrayViewFromImage(sitk_image(part)).ctypes.data != block.ctypes.data
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk_image(part)), block[:2])

@@ -19,7 +19,7 @@ import numpy as np
 
 from petcorpus.errors import PetcorpusError, Reason
 from petcorpus.layouts.autopet import AutopetStudy
-from petcorpus.volume import Volume
+from petcorpus.volume import Volume, VolumeStream
 
 __all__ = [
     "ConversionOptions",
@@ -134,14 +134,18 @@ def convert_study(study: Any, options: ConversionOptions | None = None) -> Conve
     the reason when anything is missing or inconsistent.
     """
     volumes: dict[str, Volume] = {}
-    sidecar = _produce(study, options or ConversionOptions(), volumes.__setitem__)
+
+    def keep(name: str, volume: Volume | VolumeStream) -> None:
+        volumes[name] = volume.to_volume() if isinstance(volume, VolumeStream) else volume
+
+    sidecar = _produce(study, options or ConversionOptions(), keep)
     return AutopetStudy.from_volumes(volumes, sidecar)
 
 
 def _produce(
     study: Any,
     options: ConversionOptions,
-    emit: Callable[[str, Volume], None],
+    emit: Callable[[str, Volume | VolumeStream], None],
     *,
     reuse_buffers: bool = False,
 ) -> dict[str, Any]:
@@ -149,12 +153,15 @@ def _produce(
 
     The order (SEG, PET, SUV, then CT and CTres) and the dropped references between the
     steps let a writer free each volume once written: a whole-body study never holds all
-    five arrays at once. ``reuse_buffers``: ``emit`` is done with a volume when it returns
+    five arrays at once. CTres comes as a :class:`~petcorpus.volume.VolumeStream`
+    (resampled slab by slab while it is written), and the CT sits in a SimpleITK buffer,
+    so resampling copies nothing. ``reuse_buffers``: ``emit`` is done with a volume when it returns
     (a synchronous writer), so a later volume may be computed in an earlier one's memory.
     Returns the sidecar.
     """
     from petcorpus.dicom.series import load_series, read_dataset
     from petcorpus.dicom.suv import autopet_reference_file, compute_suv
+    from petcorpus.resample import resample_stream
 
     selection = study.select()
     pet_series = load_series(selection.pet, workers=options.workers)
@@ -218,7 +225,9 @@ def _produce(
     del rescaled, pet_series
     ct = load_series(selection.ct, workers=options.workers).volume
     emit("CT", ct)
-    ctres = ct.resample_to(
+    # Resampled slab by slab as the writer compresses: CTres is never whole in memory.
+    ctres = resample_stream(
+        ct,
         grid,
         interpolation=options.ctres_interpolation,
         fill=-1024.0,
@@ -363,8 +372,8 @@ def convert_to_layout(
 ) -> dict[str, Path]:
     """Convert a study and write ``<out>/<subject>/<study>/{CT,...}.nii.gz`` atomically.
 
-    Volumes are compressed in background threads as they are produced and released once
-    written, so peak memory stays near two whole-body volumes rather than five; the study
+    Volumes are compressed as they are produced and released once written (CTres slab by
+    slab as it is resampled), so peak memory stays near two whole-body volumes; the study
     folder appears (by rename) only when every file and the sidecar are complete. Returns
     file name (``CT`` ... ``SEG``, ``sidecar``) → path.
     """
@@ -404,7 +413,7 @@ def write_converted(
     background = ThreadPoolExecutor(threads) if threads > 1 else None
     with atomic_dir(final) as tmp, background or contextlib.nullcontext():
 
-        def emit(name: str, volume: Volume) -> None:
+        def emit(name: str, volume: Volume | VolumeStream) -> None:
             if name == "CT":  # wait for PET/SUV/SEG: their arrays are freed once written
                 for fut in pending.values():
                     fut.result()

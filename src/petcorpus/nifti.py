@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from petcorpus.atomic import atomic_write
-from petcorpus.volume import Volume
+from petcorpus.volume import Volume, VolumeStream
 
 __all__ = ["read_nifti", "write_nifti", "write_nifti_sha256"]
 
@@ -51,14 +51,14 @@ def _descrip() -> bytes:
     return f"petcorpus {__version__}".encode("ascii", "replace")[:79]
 
 
-def _header_bytes(volume: Volume, dtype: np.dtype[Any]) -> bytes:
+def _header_bytes(shape: tuple[int, int, int], affine: np.ndarray, dtype: np.dtype[Any]) -> bytes:
     import nibabel as nib
 
     hdr = nib.Nifti1Header(endianness="<")
     hdr.set_data_dtype(dtype)
-    hdr.set_data_shape(volume.shape)
-    hdr.set_qform(volume.affine, code=1)
-    hdr.set_sform(volume.affine, code=1)
+    hdr.set_data_shape(shape)
+    hdr.set_qform(affine, code=1)
+    hdr.set_sform(affine, code=1)
     hdr.set_xyzt_units(xyz="mm")
     hdr["vox_offset"] = _VOX_OFFSET
     hdr["descrip"] = _descrip()
@@ -90,6 +90,18 @@ def _plane_bytes(plane: np.ndarray, dtype: np.dtype[Any]) -> bytes:
     return np.ascontiguousarray(plane, dtype=dtype).tobytes(order="F")
 
 
+def _write_block(fh: IO[bytes] | gzip.GzipFile, block: np.ndarray, dtype: np.dtype[Any]) -> None:
+    """Write an (i, j, k-block) array in NIfTI order (i fastest) as ``dtype``."""
+    if block.flags.f_contiguous:
+        part = block.astype(dtype, copy=False)
+        # A Fortran-ordered block is contiguous: hand its memory over without a copy.
+        fh.write(part.ravel(order="F").data.cast("B"))
+        return
+    # Other layouts (C order, flipped views): one plane at a time, gathered in memory
+    # order and transposed in cache: ~3x faster than a strided whole-block gather.
+    fh.write(b"".join(_plane_bytes(block[:, :, k], dtype) for k in range(block.shape[2])))
+
+
 class _HashingWriter:
     """A write-only file wrapper that SHA-256-hashes what passes through it."""
 
@@ -106,7 +118,7 @@ class _HashingWriter:
 
 
 def write_nifti_sha256(
-    volume: Volume,
+    volume: Volume | VolumeStream,
     path: str | PathLike[str],
     *,
     dtype: npt.DTypeLike | None = None,
@@ -123,7 +135,7 @@ def write_nifti_sha256(
 
 
 def write_nifti(
-    volume: Volume,
+    volume: Volume | VolumeStream,
     path: str | PathLike[str],
     *,
     dtype: npt.DTypeLike | None = None,
@@ -134,8 +146,9 @@ def write_nifti(
 
     Parameters
     ----------
-    volume : Volume
-        Voxels (i, j, k) and RAS+ affine (mm).
+    volume : Volume or VolumeStream
+        Voxels (i, j, k) and RAS+ affine (mm). A stream's slabs are compressed as they
+        come, so the whole volume is never in memory.
     path : path-like
         Output file; ``.nii.gz`` is gzip-compressed, ``.nii`` is written raw.
     dtype : dtype, optional
@@ -155,7 +168,7 @@ def write_nifti(
 
 
 def _write(
-    volume: Volume,
+    volume: Volume | VolumeStream,
     path: str | PathLike[str],
     *,
     dtype: npt.DTypeLike | None,
@@ -164,8 +177,7 @@ def _write(
     drop_cache: bool = False,
 ) -> tuple[Path, str]:
     out = Path(path)
-    arr = np.asarray(volume.array)
-    target = np.dtype(dtype) if dtype is not None else arr.dtype
+    target = np.dtype(dtype) if dtype is not None else volume.dtype
     if target == np.bool_:
         target = np.dtype(np.uint8)
     target = target.newbyteorder("<") if target.itemsize > 1 else target
@@ -173,23 +185,19 @@ def _write(
         raise ValueError(f"compressor must be 'isal' or 'zlib', got {compressor!r}")
     if compressor == "isal" and _isal() is not None and not 0 <= level <= 3:
         raise ValueError(f"ISA-L levels are 0-3, got {level}; use compressor='zlib' for 4-9")
-    header = _header_bytes(volume, target)
-    nk = arr.shape[2]
-    slab = max(1, _CHUNK_BYTES // max(1, arr.shape[0] * arr.shape[1] * target.itemsize))
+    header = _header_bytes(volume.shape, volume.affine, target)
 
     def write_all(fh: IO[bytes] | gzip.GzipFile) -> None:
         fh.write(header)
-        if arr.flags.f_contiguous:
-            for k0 in range(0, nk, slab):
-                part = arr[:, :, k0 : k0 + slab].astype(target, copy=False)
-                # A Fortran-ordered slab is contiguous: hand its memory over without a copy.
-                fh.write(part.ravel(order="F").data.cast("B"))
+        if isinstance(volume, VolumeStream):
+            for slab in volume.slabs():
+                _write_block(fh, slab, target)
             return
-        # Other layouts (C order, flipped views): one plane at a time, gathered in memory
-        # order and transposed in cache: ~3x faster than a strided whole-slab gather.
-        for k0 in range(0, nk, slab):
-            planes = [_plane_bytes(arr[:, :, k], target) for k in range(k0, min(nk, k0 + slab))]
-            fh.write(b"".join(planes))
+        arr = np.asarray(volume.array)
+        nk = arr.shape[2]
+        step = max(1, _CHUNK_BYTES // max(1, arr.shape[0] * arr.shape[1] * target.itemsize))
+        for k0 in range(0, nk, step):
+            _write_block(fh, arr[:, :, k0 : k0 + step], target)
 
     with atomic_write(out, "wb", drop_cache=drop_cache) as fh:
         raw = _HashingWriter(fh)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -9,14 +10,40 @@ import numpy.typing as npt
 import SimpleITK as sitk
 
 if TYPE_CHECKING:
-    from petcorpus.volume import Volume
+    from petcorpus.volume import Volume, VolumeStream
 
-__all__ = ["image_array", "resample_autopet", "resample_sitk"]
+__all__ = [
+    "SLAB",
+    "image_array",
+    "new_image_array",
+    "resample_autopet",
+    "resample_sitk",
+    "resample_stream",
+    "set_image_geometry",
+    "sitk_image",
+]
 
 _INTERPOLATORS = {
     "nearest": sitk.sitkNearestNeighbor,
     "linear": sitk.sitkLinear,
     "bspline": sitk.sitkBSpline,
+}
+
+
+#: Output slices per SimpleITK call when resampling slab by slab (linear, nearest): a slab
+#: of a 400 x 400 PET grid is ~10 MB of float32, written out while it is still in cache,
+#: and no whole resampled volume is ever allocated.
+SLAB = 16
+
+_SITK_PIXEL = {
+    np.dtype(np.uint8): sitk.sitkUInt8,
+    np.dtype(np.int8): sitk.sitkInt8,
+    np.dtype(np.uint16): sitk.sitkUInt16,
+    np.dtype(np.int16): sitk.sitkInt16,
+    np.dtype(np.uint32): sitk.sitkUInt32,
+    np.dtype(np.int32): sitk.sitkInt32,
+    np.dtype(np.float32): sitk.sitkFloat32,
+    np.dtype(np.float64): sitk.sitkFloat64,
 }
 
 
@@ -32,35 +59,66 @@ def resample_sitk(
 
     ``threads`` caps SimpleITK's threads (default: its global default, all cores); a batch
     running one study per core passes 1 so that N workers use N cores, not N x cores.
+    The voxels are those of :func:`resample_stream` (the same slabs, assembled).
     """
-    from petcorpus.volume import Volume
+    return resample_stream(
+        source, target, interpolation=interpolation, fill=fill, dtype=dtype, threads=threads
+    ).to_volume()
+
+
+def resample_stream(
+    source: Volume,
+    target: Volume,
+    interpolation: Literal["nearest", "linear", "bspline"] = "linear",
+    fill: float = 0.0,
+    dtype: npt.DTypeLike | None = None,
+    threads: int | None = None,
+    slab: int = SLAB,
+) -> VolumeStream:
+    """:func:`resample_sitk` as a :class:`~petcorpus.volume.VolumeStream`: the target grid
+    is resampled ``slab`` slices at a time, when the stream is read.
+
+    A writer that compresses each slab as it comes (:func:`petcorpus.nifti.write_nifti`)
+    never holds the resampled volume whole. B-spline resampling is one slab (SimpleITK
+    computes the spline coefficients of the whole source on every call).
+    """
+    from petcorpus.volume import VolumeStream
 
     if interpolation not in _INTERPOLATORS:
         raise ValueError(
             f"interpolation must be one of {sorted(_INTERPOLATORS)}, got {interpolation!r}"
         )
-    if dtype is None:
-        dtype = source.dtype if interpolation == "nearest" else np.float32
-    src = source.to_sitk()
-    # The output grid is set directly (no reference image: that would copy the target's
-    # voxels), and interpolation reads the source in its own type and writes float32.
+    if slab < 1:
+        raise ValueError(f"slab must be >= 1, got {slab}")
+    out_dtype = np.dtype(
+        dtype if dtype is not None else source.dtype if interpolation == "nearest" else np.float32
+    )
+    ni, nj, nk = target.shape
+    step = nk if interpolation == "bspline" else slab
     aff = target.affine_lps
     spacing = target.spacing
-    resampler = sitk.ResampleImageFilter()
-    resampler.SetSize([int(n) for n in target.shape])
-    resampler.SetOutputSpacing(spacing.tolist())
-    resampler.SetOutputOrigin(aff[:3, 3].tolist())
-    resampler.SetOutputDirection((aff[:3, :3] / spacing).ravel().tolist())
-    resampler.SetInterpolator(_INTERPOLATORS[interpolation])
-    resampler.SetDefaultPixelValue(float(fill))
-    if threads is not None:
-        resampler.SetNumberOfThreads(max(1, int(threads)))
-    if interpolation != "nearest":
-        resampler.SetOutputPixelType(sitk.sitkFloat32)
-    out = resampler.Execute(src)
-    del src
-    array = image_array(out).transpose(2, 1, 0).astype(dtype, copy=False)
-    return Volume(array, target.affine)
+
+    def slabs() -> Iterator[np.ndarray]:
+        src = sitk_image(source)
+        # The output grid is set directly (no reference image: that would copy the target's
+        # voxels), and interpolation reads the source in its own type and writes float32.
+        resampler = sitk.ResampleImageFilter()
+        resampler.SetOutputSpacing(spacing.tolist())
+        resampler.SetOutputDirection((aff[:3, :3] / spacing).ravel().tolist())
+        resampler.SetInterpolator(_INTERPOLATORS[interpolation])
+        resampler.SetDefaultPixelValue(float(fill))
+        if threads is not None:
+            resampler.SetNumberOfThreads(max(1, int(threads)))
+        if interpolation != "nearest":
+            resampler.SetOutputPixelType(sitk.sitkFloat32)
+        for k0 in range(0, nk, step):
+            k1 = min(nk, k0 + step)
+            resampler.SetSize([int(ni), int(nj), int(k1 - k0)])
+            resampler.SetOutputOrigin((aff @ np.array([0.0, 0.0, k0, 1.0]))[:3].tolist())
+            out = resampler.Execute(src)
+            yield image_array(out).transpose(2, 1, 0).astype(out_dtype, copy=False)
+
+    return VolumeStream(target.shape, target.affine, out_dtype, slabs)
 
 
 class _ImageBuffer:
@@ -81,6 +139,84 @@ def image_array(image: sitk.Image) -> np.ndarray:
     keeps the image alive itself.
     """
     return np.asarray(_ImageBuffer(image))
+
+
+def new_image_array(shape: tuple[int, int, int], dtype: npt.DTypeLike) -> np.ndarray:
+    """A zeroed ``(z, y, x)`` array whose memory is a SimpleITK image's pixel buffer.
+
+    A `Volume` over it (transposed to ``(i, j, k)``) goes to SimpleITK without a copy
+    (:func:`sitk_image`): :func:`petcorpus.dicom.load_series` reads CT into one, so the CT
+    is not duplicated for resampling.
+    """
+    dt = np.dtype(dtype)
+    if dt not in _SITK_PIXEL:
+        raise ValueError(f"no SimpleITK pixel type for {dt}")
+    image = sitk.Image([int(shape[2]), int(shape[1]), int(shape[0])], _SITK_PIXEL[dt])
+    return image_array(image)
+
+
+def set_image_geometry(array: np.ndarray, affine: npt.ArrayLike) -> bool:
+    """Give the SimpleITK image behind ``array`` (from :func:`new_image_array`) the geometry
+    of the RAS+ ``affine`` of a `Volume` over ``array.transpose(2, 1, 0)``.
+
+    Returns False (and does nothing) when ``array`` is not such a buffer. Call it once,
+    before the image is shared: SimpleITK copies the pixels of an image that another
+    reference holds when its geometry changes, which would leave ``array`` behind.
+    """
+    from petcorpus.volume import Volume
+
+    owner = _image_owner(array)
+    if owner is None:
+        return False
+    spacing, direction, origin = _geometry(Volume(array.transpose(2, 1, 0), affine))
+    owner.image.SetSpacing(spacing)
+    owner.image.SetDirection(direction)
+    owner.image.SetOrigin(origin)
+    return True
+
+
+def sitk_image(volume: Volume) -> sitk.Image:
+    """``volume`` as a SimpleITK image (LPS geometry), for reading only.
+
+    When the volume's array is the whole buffer of a SimpleITK image with the volume's
+    geometry (:func:`new_image_array`, :func:`set_image_geometry`), that image is returned
+    and shares the volume's memory: do not modify it. Otherwise this is
+    :meth:`Volume.to_sitk` (a copy).
+    """
+    owner = _image_owner(volume.array.transpose(2, 1, 0))
+    if owner is not None:
+        spacing, direction, origin = _geometry(volume)
+        image = owner.image
+        if (
+            np.allclose(image.GetSpacing(), spacing, rtol=0, atol=1e-9)
+            and np.allclose(image.GetDirection(), direction, rtol=0, atol=1e-12)
+            and np.allclose(image.GetOrigin(), origin, rtol=0, atol=1e-9)
+        ):
+            return image
+    return volume.to_sitk()
+
+
+def _geometry(volume: Volume) -> tuple[list[float], list[float], list[float]]:
+    """SimpleITK's spacing, direction (row-major) and origin of ``volume`` (LPS)."""
+    aff = volume.affine_lps
+    spacing = volume.spacing
+    return spacing.tolist(), (aff[:3, :3] / spacing).ravel().tolist(), aff[:3, 3].tolist()
+
+
+def _image_owner(zyx: np.ndarray) -> _ImageBuffer | None:
+    """The `_ImageBuffer` whose whole buffer ``zyx`` is, in SimpleITK's own layout."""
+    base = zyx.base
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if not isinstance(base, _ImageBuffer) or not zyx.flags.c_contiguous:
+        return None
+    interface = base.__array_interface__
+    same = (
+        zyx.__array_interface__["data"][0] == interface["data"][0]
+        and zyx.shape == tuple(interface["shape"])
+        and zyx.dtype == np.dtype(interface["typestr"])
+    )
+    return base if same else None
 
 
 def resample_autopet(

@@ -8,7 +8,7 @@ This is the one type every stage passes around. The convention is nibabel's:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from os import PathLike
 from typing import Any, Literal, cast
 
@@ -19,7 +19,7 @@ import SimpleITK as sitk
 
 from petcorpus.errors import GeometryMismatchError
 
-__all__ = ["LPS_TO_RAS", "Volume", "lps_to_ras"]
+__all__ = ["LPS_TO_RAS", "Volume", "VolumeStream", "lps_to_ras"]
 
 #: Multiplying an LPS affine on the left by this gives the RAS affine (and back: it is
 #: its own inverse). DICOM and ITK are LPS+, NIfTI/nibabel RAS+.
@@ -278,3 +278,91 @@ class Volume:
         aff[:3, :3] = d * np.asarray(spacing, dtype=np.float64)
         aff[:3, 3] = origin
         return aff
+
+
+class VolumeStream:
+    """A volume that is produced slab by slab along ``k``, for writers that never hold it.
+
+    Parameters
+    ----------
+    shape : (I, J, K)
+        Grid of the whole volume.
+    affine : (4, 4) array-like
+        Voxel index → RAS+ mm, as for `Volume`.
+    dtype : dtype
+        dtype of every slab.
+    slabs : callable
+        Returns an iterator of ``(I, J, k1 - k0)`` arrays covering ``k = 0 .. K-1`` in
+        order. Each call starts the production again (a stream can be read more than once).
+
+    Examples
+    --------
+    >>> parts = [np.zeros((2, 2, 2), np.int16), np.ones((2, 2, 1), np.int16)]
+    >>> s = VolumeStream((2, 2, 3), np.eye(4), np.int16, lambda: iter(parts))
+    >>> s.to_volume().array[0, 0].tolist()
+    [0, 0, 1]
+    """
+
+    __slots__ = ("_affine", "_dtype", "_shape", "_slabs")
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        affine: npt.ArrayLike,
+        dtype: npt.DTypeLike,
+        slabs: Callable[[], Iterator[np.ndarray]],
+    ) -> None:
+        if len(shape) != 3:
+            raise ValueError(f"a VolumeStream is 3-D, got shape {tuple(shape)}")
+        i, j, k = (int(n) for n in shape)
+        self._shape = (i, j, k)
+        self._affine = _checked_affine(affine)
+        self._dtype = np.dtype(dtype)
+        self._slabs = slabs
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self._shape
+
+    @property
+    def affine(self) -> np.ndarray:
+        return self._affine
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self._dtype
+
+    def __repr__(self) -> str:
+        return f"VolumeStream(shape={self._shape}, dtype={self._dtype})"
+
+    def slabs(self) -> Iterator[np.ndarray]:
+        """The slabs in ``k`` order, each checked against the grid and the dtype."""
+        i, j, k = self._shape
+        done = 0
+        for slab in self._slabs():
+            if slab.ndim != 3 or slab.shape[:2] != (i, j) or slab.dtype != self._dtype:
+                raise ValueError(
+                    f"slab of shape {slab.shape} and dtype {slab.dtype} does not fit "
+                    f"{self!r} at k={done}"
+                )
+            done += slab.shape[2]
+            if done > k:
+                raise ValueError(f"slabs run past k={k} of {self!r}")
+            yield slab
+        if done != k:
+            raise ValueError(f"slabs end at k={done}, {self!r} has {k}")
+
+    def to_volume(self) -> Volume:
+        """Assemble the slabs into one `Volume` (a single slab is used as it is)."""
+        out: np.ndarray | None = None
+        k0 = 0
+        for slab in self.slabs():
+            if k0 == 0 and slab.shape[2] == self._shape[2]:
+                return Volume(slab, self._affine)
+            if out is None:
+                out = np.empty(self._shape, dtype=self._dtype, order="F")
+            out[:, :, k0 : k0 + slab.shape[2]] = slab
+            k0 += slab.shape[2]
+        if out is None:  # K == 0 cannot be a Volume grid, but keep the error explicit
+            raise ValueError(f"{self!r} produced no slabs")
+        return Volume(out, self._affine)

@@ -1,9 +1,11 @@
 """Load one single-frame image series (CT, PET, ...) into a :class:`~petcorpus.volume.Volume`.
 
-Slices are read and decoded in parallel threads, sorted along the slice normal (the cross
-product of ImageOrientationPatient's row and column directions), checked (same orientation,
-rows/columns and pixel spacing; positions on one line along the normal; uniform spacing, no
-duplicates) and rescaled per slice: CT to int16 HU, PET to float32 in the series' Units.
+Slices are read and decoded in parallel threads (each decoded as soon as it is read, so
+the encoded bytes and the volume are never in memory together), sorted along the slice
+normal (the cross product of ImageOrientationPatient's row and column directions), checked
+(same orientation, rows/columns and pixel spacing; positions on one line along the normal;
+uniform spacing, no duplicates) and rescaled per slice: CT to int16 HU, PET to float32 in
+the series' Units. CT lands in a SimpleITK image's buffer, which resampling uses as is.
 
 Voxel order is the one DICOM stores and SimpleITK's ImageSeriesReader returns:
 ``i`` = column, ``j`` = row, ``k`` = ascending position along the normal. The affine is the
@@ -262,6 +264,35 @@ def _rescale(ds: Dataset) -> tuple[float, float]:
     return _float1(ds, "RescaleSlope", 1.0) or 1.0, _float1(ds, "RescaleIntercept", 0.0)
 
 
+def _decode_into(out: np.ndarray, ds: Dataset, path: Path) -> bool:
+    """Decode one slice, rescale it into ``out`` (int16 or float32) and drop its bytes.
+
+    float32: ``stored * slope + intercept`` computed in float64 and rounded once. int16:
+    exact integer arithmetic when slope is 1 and the intercept integral, else rounded;
+    values outside int16 are clipped. Returns whether any was.
+    """
+    slope, inter = _rescale(ds)
+    px = _pixels(ds, path)
+    del ds.PixelData  # peak memory: the encoded bytes are not needed any more
+    if out.dtype != np.int16:
+        t = px * slope  # float64: exact products, rounded once to float32 below
+        if inter != 0.0:
+            t += inter
+        out[...] = t
+        return False
+    if slope == 1.0 and inter.is_integer():
+        lo, hi = int(px.min()), int(px.max())
+        if lo + inter >= -32768 and hi + inter <= 32767 and lo >= -32768 and hi <= 32767:
+            np.add(px, int(inter), out=out, dtype=np.int16, casting="unsafe")
+            return False
+        v = px.astype(np.int32) + int(inter)
+    else:
+        v = np.rint(px * slope + inter)
+    clipped = bool(v.min() < -32768 or v.max() > 32767)
+    np.clip(v, -32768, 32767, out=out, casting="unsafe")
+    return clipped
+
+
 def load_series(
     series: SeriesInfo | Sequence[str | PathLike[str]],
     *,
@@ -311,22 +342,45 @@ def load_series(
         _check_length(ds, p)
         return ds
 
-    if n_workers > 1 and len(files) > 1:
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            read_results = list(pool.map(read, files))
-    else:
-        read_results = [read(p) for p in files]
-    dss = read_results
-
-    # -- geometry checks ----------------------------------------------------------------------
-    first, f0 = dss[0], files[0]
-    iop0 = _float_list(first, "ImageOrientationPatient", 6, f0)
-    ps0 = _float_list(first, "PixelSpacing", 2, f0)
+    # CT and PET have a fixed output dtype, so each slice is decoded as soon as its file is
+    # read and its encoded bytes dropped: the series never sits in memory twice. Slices go
+    # to their place in the given order (the scan's order is already sorted along the
+    # normal; any other order costs one permutation below).
+    first = read(files[0])
     rows, cols = int(first.Rows), int(first.Columns)
     modality = str(first.get("Modality", "") or "")
+    n = len(files)
+    block: np.ndarray | None = None
+    if modality == "PT":
+        block = np.empty((n, rows, cols), dtype=np.float32)
+    elif modality == "CT":
+        # CT is resampled onto the PET grid: in a SimpleITK buffer it goes there uncopied.
+        from petcorpus.resample import new_image_array
+
+        block = new_image_array((n, rows, cols), np.int16)
+
+    def read_decode(k: int) -> tuple[Dataset, bool]:
+        ds = first if k == 0 else read(files[k])
+        if block is not None and (int(ds.Rows), int(ds.Columns)) == (rows, cols):
+            return ds, _decode_into(block[k], ds, files[k])
+        return ds, False
+
+    if n_workers > 1 and n > 1:
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            decoded = list(pool.map(read_decode, range(n)))
+    else:
+        decoded = [read_decode(k) for k in range(n)]
+    dss = [ds for ds, _ in decoded]
+    clipped = any(c for _, c in decoded)
+    del decoded
+
+    # -- geometry checks ----------------------------------------------------------------------
+    f0 = files[0]
+    iop0 = _float_list(first, "ImageOrientationPatient", 6, f0)
+    ps0 = _float_list(first, "PixelSpacing", 2, f0)
     series_uid = str(first.get("SeriesInstanceUID", "") or "")
-    ipps = np.empty((len(dss), 3))
-    for n, (ds, p) in enumerate(zip(dss, files, strict=True)):
+    ipps = np.empty((n, 3))
+    for k, (ds, p) in enumerate(zip(dss, files, strict=True)):
         iop = _float_list(ds, "ImageOrientationPatient", 6, p)
         if np.max(np.abs(iop - iop0)) > _ORIENT_ATOL:
             raise GeometryMismatchError(
@@ -351,7 +405,7 @@ def load_series(
                 f"in {f0.name}: files of two series",
                 path=p,
             )
-        ipps[n] = _float_list(ds, "ImagePositionPatient", 3, p)
+        ipps[k] = _float_list(ds, "ImagePositionPatient", 3, p)
     normal = np.cross(iop0[:3], iop0[3:])
     pos = ipps @ normal
     order = np.argsort(pos, kind="stable")
@@ -359,9 +413,9 @@ def load_series(
     ipps = ipps[order]
     dss = [dss[i] for i in order]
     files = [files[i] for i in order]
-    del read_results
+    if block is not None and np.any(order != np.arange(n)):
+        block = block[order]
 
-    n = len(dss)
     if n > 1:
         diffs = np.diff(pos)
         for a in range(n - 1):
@@ -396,48 +450,23 @@ def load_series(
         step = float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
     aff = affine_lps(iop0, ps0, ipps[0], step)
 
-    # -- rescale into one (k, j, i) block; returned transposed as an (i, j, k) view ------------
-    rescale = [_rescale(ds) for ds in dss]
-    if modality == "PT":
-        dtype: np.dtype = np.dtype(np.float32)
-    elif modality == "CT" or all(s == 1.0 and float(b).is_integer() for s, b in rescale):
-        dtype = np.dtype(np.int16)
-    else:
-        dtype = np.dtype(np.float32)
-    block = np.empty((n, rows, cols), dtype=dtype)
-
-    def fill(k: int) -> bool:
-        # decode straight into the output block and drop the encoded bytes (peak memory)
-        slope, inter = rescale[k]
-        px = _pixels(dss[k], files[k])
-        del dss[k].PixelData
-        if dtype != np.int16:
-            t = px * slope  # float64: exact products, rounded once to float32 below
-            if inter != 0.0:
-                t += inter
-            block[k] = t
-            return False
-        if slope == 1.0 and inter.is_integer():
-            lo, hi = int(px.min()), int(px.max())
-            if lo + inter >= -32768 and hi + inter <= 32767 and lo >= -32768 and hi <= 32767:
-                np.add(px, int(inter), out=block[k], dtype=np.int16, casting="unsafe")
-                return False
-            v = px.astype(np.int32) + int(inter)
-        else:
-            v = np.rint(px * slope + inter)
-        clipped = bool(v.min() < -32768 or v.max() > 32767)
-        np.clip(v, -32768, 32767, out=block[k], casting="unsafe")
-        return clipped
-
-    if n_workers > 1 and n > 1:
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            clipped = any(pool.map(fill, range(n)))
-    else:
-        clipped = any(fill(k) for k in range(n))
+    if block is None:
+        # Other modalities: int16 when every slice's rescale is integral, else float32 —
+        # known only now, so the slices are decoded in a second pass.
+        rescale = [_rescale(ds) for ds in dss]
+        integral = all(s == 1.0 and float(b).is_integer() for s, b in rescale)
+        block = np.empty((n, rows, cols), dtype=np.int16 if integral else np.float32)
+        for k in range(n):
+            clipped |= _decode_into(block[k], dss[k], files[k])
     if clipped:
         log.warning("%s: rescaled values outside int16 were clipped", files[0].parent)
+    affine = lps_to_ras(aff)
+    if modality == "CT":  # unless permuted into a plain array above
+        from petcorpus.resample import set_image_geometry
+
+        set_image_geometry(block, affine)
     return LoadedSeries(
-        volume=Volume(block.transpose(2, 1, 0), lps_to_ras(aff)),
+        volume=Volume(block.transpose(2, 1, 0), affine),
         datasets=tuple(dss),
         sop_instance_uids=tuple(str(ds.get("SOPInstanceUID", "")) for ds in dss),
         files=tuple(files),
