@@ -164,6 +164,9 @@ def test_dask_local_cluster_gives_identical_checksums(corpus, tmp_path):
         distributed.Client(cluster) as client,
     ):
         report = build(root / "dicom", tmp_path / "api", client=client)
+        # every worker was prepared like a local pool's (memory habit, conversion imports)
+        plugins = client.run(lambda dask_worker: sorted(dask_worker.plugins))
+        assert all("petcorpus-prepare-workers" in names for names in plugins.values())
         # The CLI connects to a running scheduler by address.
         result = runner.invoke(
             app,

@@ -159,9 +159,34 @@ def _iter_local(
         yield fut.result()
 
 
+def _prepare_workers() -> None:
+    """What a local pool's initializer and forkserver do, for any worker process."""
+    import importlib
+
+    keep_freed_memory()
+    for name in WORKER_MODULES:
+        importlib.import_module(name)
+
+
+def _dask_worker_plugin() -> Any:
+    from dask.distributed import WorkerPlugin
+
+    class PrepareWorkers(WorkerPlugin):  # type: ignore[misc]
+        """Run :func:`_prepare_workers` on every worker, also on those that join later."""
+
+        def setup(self, worker: Any) -> None:
+            _prepare_workers()
+
+    return PrepareWorkers()
+
+
 def _iter_dask(tasks: Sequence[StudyTask], client: Any) -> Iterator[StudyOutcome]:
     from dask.distributed import as_completed as dask_completed
 
+    # Dask workers are long-lived: the same memory habit as local workers pays off from
+    # their second study on (each whole-body volume freed to the kernel and faulted in
+    # again cost ~0.5 s per study here). Registering by name replaces an earlier copy.
+    client.register_plugin(_dask_worker_plugin(), name="petcorpus-prepare-workers")
     futures = client.map(run_study, list(tasks), pure=False)
     for fut in dask_completed(futures):
         yield fut.result()
