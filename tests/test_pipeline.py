@@ -167,6 +167,10 @@ def test_dask_local_cluster_gives_identical_checksums(corpus, tmp_path):
         # every worker was prepared like a local pool's (memory habit, conversion imports)
         plugins = client.run(lambda dask_worker: sorted(dask_worker.plugins))
         assert all("petcorpus-prepare-workers" in names for names in plugins.values())
+        study_threads = client.run(
+            lambda: __import__("petcorpus.pipeline").pipeline._study_threads is not None
+        )
+        assert all(study_threads.values())
         # The CLI connects to a running scheduler by address.
         result = runner.invoke(
             app,

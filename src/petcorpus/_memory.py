@@ -28,6 +28,7 @@ def gc_paused() -> Iterator[None]:
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 _GLIBC_DEFAULT_THRESHOLD = 128 * 1024
 
 
@@ -60,3 +61,16 @@ def keep_freed_memory(keep: bool = True) -> bool:
     return _mallopt(_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD) and _mallopt(
         _M_TRIM_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD
     )
+
+
+def share_main_arena() -> bool:
+    """Make threads started from now on allocate from the main heap (glibc ``M_ARENA_MAX=1``).
+
+    A thread's own malloc arena maps every block above 64 MB afresh and unmaps it on free,
+    whatever :func:`keep_freed_memory` says, so a conversion running on a pool thread
+    (a Dask task) faults its volumes in again for every study. Threads that already
+    allocated keep their arena, and once a process has several, glibc may give a new
+    thread one of them: call it early. Returns whether malloc accepted it (False off
+    glibc).
+    """
+    return _mallopt(_M_ARENA_MAX, 1)
