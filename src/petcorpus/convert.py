@@ -146,17 +146,14 @@ def _produce(
     study: Any,
     options: ConversionOptions,
     emit: Callable[[str, Volume | VolumeStream], None],
-    *,
-    reuse_buffers: bool = False,
 ) -> dict[str, Any]:
     """Make the volumes of one study, handing each to ``emit`` as soon as it exists.
 
     The order (SEG, PET, SUV, then CT and CTres) and the dropped references between the
     steps let a writer free each volume once written: a whole-body study never holds all
-    five arrays at once. CTres comes as a :class:`~petcorpus.volume.VolumeStream`
-    (resampled slab by slab while it is written), and the CT sits in a SimpleITK buffer,
-    so resampling copies nothing. ``reuse_buffers``: ``emit`` is done with a volume when it returns
-    (a synchronous writer), so a later volume may be computed in an earlier one's memory.
+    five arrays at once. PET, SUV and CTres come as streams
+    (:class:`~petcorpus.volume.VolumeStream`: scaled or resampled slab by slab while they
+    are written), and the CT sits in a SimpleITK buffer, so resampling copies nothing.
     Returns the sidecar.
     """
     from petcorpus.dicom.series import load_series, read_dataset
@@ -216,10 +213,10 @@ def _produce(
     if seg_volume is not None:
         emit("SEG", seg_volume)
     del seg_volume
-    emit("PET", rescaled.with_array(_scale(rescaled.array, suv.bqml)))
-    # A writer that has finished with PET when emit returns lets SUV reuse its buffer.
-    out = rescaled.array if reuse_buffers else None
-    emit("SUV", rescaled.with_array(_scale(rescaled.array, factor, out=out)))
+    # PET in Bq/ml and SUV are scaled slab by slab as they are written: neither exists
+    # whole beside the rescaled PET.
+    emit("PET", _scaled(rescaled, suv.bqml))
+    emit("SUV", _scaled(rescaled, factor))
     # Only the PET grid is needed from here on: a zero-strided array keeps its geometry.
     grid = Volume(np.broadcast_to(np.uint8(0), rescaled.shape), rescaled.affine)
     del rescaled, pet_series
@@ -237,6 +234,23 @@ def _produce(
     del ct
     emit("CTres", ctres)
     return sidecar
+
+
+def _scaled(volume: Volume, factor: float) -> Volume | VolumeStream:
+    """``volume * factor`` as float32 (:func:`_scale`), produced slab by slab when read;
+    the volume itself when the factor is exactly 1 and it is float32 already."""
+    from petcorpus.resample import SLAB
+
+    array = volume.array
+    if factor == 1.0 and array.dtype == np.float32:
+        return volume
+    nk = volume.shape[2]
+    return VolumeStream(
+        volume.shape,
+        volume.affine,
+        np.float32,
+        lambda: (_scale(array[:, :, k0 : k0 + SLAB], factor) for k0 in range(0, nk, SLAB)),
+    )
 
 
 def _scale(array: np.ndarray, factor: float, out: np.ndarray | None = None) -> np.ndarray:
@@ -427,7 +441,7 @@ def write_converted(
                 pending[name] = done = Future[tuple[Path, str]]()
                 done.set_result(write())
 
-        sidecar = _produce(study, options, emit, reuse_buffers=background is None)
+        sidecar = _produce(study, options, emit)
         digests = {name: fut.result()[1] for name, fut in pending.items()}
         sidecar["subject"] = subject
         sidecar["study"] = study_name
