@@ -96,15 +96,15 @@ def resample_stream(
     ni, nj, nk = target.shape
     step = nk if interpolation == "bspline" else slab
     aff = target.affine_lps
-    spacing = target.spacing
+    spacing, direction, _ = _geometry(target)
 
     def slabs() -> Iterator[np.ndarray]:
         src = sitk_image(source)
         # The output grid is set directly (no reference image: that would copy the target's
         # voxels), and interpolation reads the source in its own type and writes float32.
         resampler = sitk.ResampleImageFilter()
-        resampler.SetOutputSpacing(spacing.tolist())
-        resampler.SetOutputDirection((aff[:3, :3] / spacing).ravel().tolist())
+        resampler.SetOutputSpacing(spacing)
+        resampler.SetOutputDirection(direction)
         resampler.SetInterpolator(_INTERPOLATORS[interpolation])
         resampler.SetDefaultPixelValue(float(fill))
         if threads is not None:
