@@ -21,7 +21,7 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 __all__ = ["TEMP_PREFIX", "atomic_dir", "atomic_write", "fsync_dir", "remove_stale_temps"]
 
@@ -89,7 +89,8 @@ def atomic_write(
     f: IO[Any] = open(tmp, mode) if mode == "wb" else open(tmp, mode, encoding="utf-8")  # noqa: SIM115
     try:
         with f:
-            yield _WriteBehind(f) if drop_cache and mode == "wb" and _sync_file_range() else f
+            behind = drop_cache and mode == "wb" and _sync_file_range() is not None
+            yield cast(IO[Any], _WriteBehind(f)) if behind else f
             f.flush()
             os.fsync(f.fileno())
             if drop_cache and hasattr(os, "posix_fadvise"):

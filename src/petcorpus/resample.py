@@ -205,7 +205,7 @@ def _geometry(volume: Volume) -> tuple[list[float], list[float], list[float]]:
 
 def _image_owner(zyx: np.ndarray) -> _ImageBuffer | None:
     """The `_ImageBuffer` whose whole buffer ``zyx`` is, in SimpleITK's own layout."""
-    base = zyx.base
+    base: object = zyx.base  # numpy's stubs say ndarray | None; any object can own memory
     while isinstance(base, np.ndarray):
         base = base.base
     if not isinstance(base, _ImageBuffer) or not zyx.flags.c_contiguous:
