@@ -191,8 +191,9 @@ def test_dask_local_cluster_gives_identical_checksums(corpus, tmp_path):
     assert _checksums(tmp_path / "cli") == ref
 
 
-@pytest.mark.parametrize("delay", [1.5, 3.5])
-def test_kill_9_then_resume_equals_clean_build(corpus, tmp_path, delay):
+@pytest.mark.parametrize("finished", [0, 3])
+def test_kill_9_then_resume_equals_clean_build(corpus, tmp_path, finished):
+    """Killed as conversion starts (no study in place yet), and after 3 studies."""
     root, _, _, _ = corpus
     out = tmp_path / "out"
     cmd = [
@@ -209,9 +210,18 @@ def test_kill_9_then_resume_equals_clean_build(corpus, tmp_path, delay):
     proc = subprocess.Popen(
         cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    time.sleep(delay)
+    # Kill at a point of progress, not after a fixed delay: the whole build takes ~2 s.
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        in_place = len(list(out.glob("*/*/petcorpus.json"))) if out.exists() else 0
+        if in_place >= finished and (finished or (out / "catalog.sqlite").exists()):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the build ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)  # the whole process tree, like a power cut
     proc.wait()
+    in_place = len(list(out.glob("*/*/petcorpus.json")))
+    assert finished <= in_place < 6  # killed part-way
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stdout + done.stderr  # the broken study only
     assert _checksums(out) == _checksums(root / "out")

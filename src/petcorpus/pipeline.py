@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -211,8 +211,6 @@ def _run_study_on_worker(task: StudyTask) -> StudyOutcome:
 def _iter_dask(tasks: Sequence[StudyTask], client: Any) -> Iterator[StudyOutcome]:
     from dask.distributed import as_completed as dask_completed
 
-    # Registering by name replaces an earlier copy (a second build on the same cluster).
-    client.register_plugin(_dask_worker_plugin(), name="petcorpus-prepare-workers")
     futures = client.map(_run_study_on_worker, list(tasks), pure=False)
     for fut in dask_completed(futures):
         yield fut.result()
@@ -288,15 +286,26 @@ def build(
     if removed:
         log.info("removed %d temp files of an interrupted run", len(removed))
     n_workers = workers or os.cpu_count() or 1
-    local = client is None and scheduler is None
     with contextlib.ExitStack() as stack:
-        # One pool for the whole build: header parsing holds the GIL, so the worker
-        # processes that will convert parse the headers first (a second pool cost ~0.6 s).
-        pool = stack.enter_context(_process_pool(n_workers if local else 1))
-        if local and pool is None:  # the driver converts: the same memory habit, undone after
-            keep_freed_memory()
-            stack.callback(keep_freed_memory, False)
-        scanned = scan(dicom_root, executor=pool, processes=None if local else os.cpu_count())
+        dask = client
+        if dask is None and scheduler is not None:
+            dask = _dask_client(scheduler)
+            stack.callback(dask.close)
+        pool: ProcessPoolExecutor | None = None
+        executor: Executor | None
+        if dask is not None:
+            # Prepared first (see _dask_worker_plugin), then the cluster parses the headers
+            # it is about to convert, as a local pool does.
+            dask.register_plugin(_dask_worker_plugin(), name="petcorpus-prepare-workers")
+            executor = dask.get_executor(pure=False)
+        else:
+            # One pool for the whole build: header parsing holds the GIL, so the worker
+            # processes that will convert parse the headers first (a second pool cost ~0.6 s).
+            pool = executor = stack.enter_context(_process_pool(n_workers))
+            if pool is None:  # the driver converts: the same memory habit, undone after
+                keep_freed_memory()
+                stack.callback(keep_freed_memory, False)
+        scanned = scan(dicom_root, executor=executor)
         catalog = stack.enter_context(Catalog.open(out))
         run_id = catalog.start_run(
             command,
@@ -329,7 +338,7 @@ def build(
             # Threads inside a study: unless the options fix them, share the cores
             # between the local processes (Dask workers bring their own thread budget).
             per_study = options
-            if options.workers is None and client is None and scheduler is None:
+            if options.workers is None and dask is None:
                 per_study = dataclasses.replace(
                     options, workers=max(1, (os.cpu_count() or 1) // n_workers)
                 )
@@ -341,25 +350,14 @@ def build(
         if on_planned:
             on_planned(len(tasks), len(skipped))
 
-        if client is not None:
-            outcomes = _iter_dask(tasks, client)
-        elif scheduler is not None:
-            own = _dask_client(scheduler)
-            outcomes = _iter_dask(tasks, own)
-        else:
-            own = None
-            outcomes = _iter_local(tasks, pool)
+        outcomes = _iter_dask(tasks, dask) if dask is not None else _iter_local(tasks, pool)
         done: list[StudyOutcome] = []
         failed: list[StudyOutcome] = []
-        try:
-            for outcome in outcomes:
-                _record(catalog, run_id, outcome)
-                (done if outcome.ok else failed).append(outcome)
-                if on_outcome:
-                    on_outcome(outcome)
-        finally:
-            if scheduler is not None and client is None and own is not None:
-                own.close()
+        for outcome in outcomes:
+            _record(catalog, run_id, outcome)
+            (done if outcome.ok else failed).append(outcome)
+            if on_outcome:
+                on_outcome(outcome)
 
         hdf5_path = None
         if hdf5 is not None:
