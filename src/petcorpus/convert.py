@@ -253,19 +253,15 @@ def _scaled(volume: Volume, factor: float) -> Volume | VolumeStream:
     )
 
 
-def _scale(array: np.ndarray, factor: float, out: np.ndarray | None = None) -> np.ndarray:
+def _scale(array: np.ndarray, factor: float) -> np.ndarray:
     """float32 ``array * factor``, each product computed in float64 (one rounding).
 
     Works in blocks of slices so the float64 temporaries stay small (a whole-body PET in
     float64 would be another ~400 MB); a factor of exactly 1 returns the array itself.
-    ``out`` (may be ``array``) receives the result instead of a new array.
     """
     if factor == 1.0 and array.dtype == np.float32:
         return array
-    if out is None or out.dtype != np.float32:
-        out = np.empty(
-            array.shape, dtype=np.float32, order="F" if array.flags.f_contiguous else "C"
-        )
+    out = np.empty(array.shape, dtype=np.float32, order="F" if array.flags.f_contiguous else "C")
     # Two slices at a time: the float64 product (~2.5 MB for 400x400) stays in the core's
     # cache, so the pass streams float32 in and out instead of float64 through memory.
     step = 2
