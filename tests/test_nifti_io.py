@@ -204,7 +204,9 @@ def test_a_stream_writes_the_bytes_of_the_whole_volume(tmp_path):
     assert (tmp_path / "whole.nii.gz").read_bytes() == (tmp_path / "stream.nii.gz").read_bytes()
 
 
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="Linux only")
+@pytest.mark.skipif(
+    not __import__("sys").platform.startswith("linux"), reason="sync_file_range(2) is Linux-only"
+)
 def test_write_behind_drops_what_is_on_disk_while_writing(tmp_path, monkeypatch):
     import os
 
