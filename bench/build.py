@@ -164,6 +164,18 @@ def run_configs(dicom: Path, tmp: Path) -> list[tuple[str, int, tuple[float, flo
     return rows
 
 
+def per_round_speedups(rounds: list[list[Any]]) -> dict[str, list[float]]:
+    """Kind of configuration -> its 1-worker / 2-worker whole time, one value per round."""
+    out: dict[str, list[float]] = {}
+    for rows in rounds:
+        one = {name.split(",")[0]: sec[0] for name, workers, sec in rows if workers == 1}
+        for name, workers, sec in rows:
+            if workers == 2:
+                kind = name.split(",")[0]
+                out.setdefault(kind, []).append(one[kind] / sec[0])
+    return out
+
+
 def main() -> None:
     import statistics
 
@@ -203,6 +215,11 @@ def main() -> None:
         print("\nper round (whole s):")
         for k, (name, _, _) in enumerate(rounds[0]):
             print(f"  {name:36s} " + " ".join(f"{r[k][2][0]:6.1f}" for r in rounds))
+    # Within a round the configurations ran minutes apart, not hours: the speed-up of
+    # each round is less exposed to the VM's drift than a ratio of medians.
+    print("\nspeed-up 1 -> 2 per round (whole):")
+    for kind, ratios in per_round_speedups(rounds).items():
+        print(f"  {kind:36s} " + " ".join(f"{x:6.2f}" for x in ratios))
     print("\n'whole' includes the header scan (in the build's worker processes) and the catalog;")
     print("'convert' is the parallel phase (tasks running until the last result is recorded).")
     print("'ceiling': the same work in 1 or 2 independent processes, timed from a common start")
