@@ -64,7 +64,11 @@ def _timed_share(barrier: Any, done: Any, work: Callable[[Any], None], share: An
 
     keep_freed_memory()  # as a build's worker does
     barrier.wait()
-    work(share)
+    try:
+        work(share)
+    except Exception as exc:  # reported, so the parent does not wait forever
+        done.put(f"{type(exc).__name__}: {exc}")
+        return
     done.put(None)
 
 
@@ -83,11 +87,12 @@ def _independent(work: Callable[[Any], None], shares: list[Any]) -> float:
         proc.start()
     barrier.wait()  # every process has started and imported the conversion stack
     t0 = time.perf_counter()
-    for _ in procs:
-        done.get()
+    errors = [e for e in (done.get() for _ in procs) if e is not None]
     seconds = time.perf_counter() - t0
     for proc in procs:
         proc.join()
+    if errors:
+        raise RuntimeError(f"a ceiling process failed: {errors[0]}")
     return seconds
 
 
