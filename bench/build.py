@@ -59,41 +59,14 @@ def timed_build(dicom: Path, out: Path, **kw: object) -> tuple[float, float]:
     return seconds, seconds - report.plan_seconds
 
 
-def _timed_share(barrier: Any, done: Any, work: Callable[[Any], None], share: Any) -> None:
-    from petcorpus._memory import keep_freed_memory
-
-    keep_freed_memory()  # as a build's worker does
-    barrier.wait()
-    try:
-        work(share)
-    except Exception as exc:  # reported, so the parent does not wait forever
-        done.put(f"{type(exc).__name__}: {exc}")
-        return
-    done.put(None)
-
-
 def _independent(work: Callable[[Any], None], shares: list[Any]) -> float:
-    """Wall seconds for len(shares) processes, each doing ``work(share)``, from a common start."""
-    import multiprocessing as mp
+    """Wall seconds for one warm process per share (prepared as a build's worker is)."""
+    from machine import run_together
 
+    from petcorpus._memory import keep_freed_memory
     from petcorpus.pipeline import WORKER_MODULES
 
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(list(WORKER_MODULES))
-    barrier = ctx.Barrier(len(shares) + 1)
-    done = ctx.Queue()
-    procs = [ctx.Process(target=_timed_share, args=(barrier, done, work, s)) for s in shares]
-    for proc in procs:
-        proc.start()
-    barrier.wait()  # every process has started and imported the conversion stack
-    t0 = time.perf_counter()
-    errors = [e for e in (done.get() for _ in procs) if e is not None]
-    seconds = time.perf_counter() - t0
-    for proc in procs:
-        proc.join()
-    if errors:
-        raise RuntimeError(f"a ceiling process failed: {errors[0]}")
-    return seconds
+    return run_together(work, shares, preload=WORKER_MODULES, setup=keep_freed_memory)[0]
 
 
 def _convert_share(share: tuple[list[Any], str, str]) -> None:
@@ -108,14 +81,10 @@ def _convert_share(share: tuple[list[Any], str, str]) -> None:
             raise RuntimeError(f"{outcome.study}: {outcome.failure}")
 
 
-def _python_loop(n: int) -> None:
-    total = 0
-    for i in range(n):
-        total += i
-
-
 def ceilings(dicom: Path, tmp: Path) -> list[tuple[str, int, tuple[float, float]]]:
     """The machine's own 1 → 2 process speed-up on this work, with nothing shared."""
+    from machine import python_loop
+
     from petcorpus.dicom.scan import scan
 
     studies = sorted(scan(dicom).studies, key=lambda s: -s.n_files)
@@ -129,7 +98,7 @@ def ceilings(dicom: Path, tmp: Path) -> list[tuple[str, int, tuple[float, float]
         shutil.rmtree(out)
     loop = 60_000_000  # split between the processes, like the studies
     for workers in (1, 2):
-        sec = _independent(_python_loop, [loop // workers] * workers)
+        sec = _independent(python_loop, [loop // workers] * workers)
         rows.append((f"ceiling Python loop, {workers} process(es)", workers, (sec, sec)))
     return rows
 
