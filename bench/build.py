@@ -72,11 +72,14 @@ def _independent(work: Callable[[Any], None], shares: list[Any]) -> float:
 def _convert_share(share: tuple[list[Any], str, str]) -> None:
     """The build's own per-study task (:func:`petcorpus.pipeline.run_study`), in a loop."""
     from petcorpus.convert import ConversionOptions
+    from petcorpus.naming import name_studies
     from petcorpus.pipeline import StudyTask, run_study
 
-    studies, dicom, out = share
+    studies, _dicom, out = share
+    names = name_studies(studies)
     for study in studies:
-        outcome = run_study(StudyTask(study, dicom, out, ConversionOptions(workers=1)))
+        task = StudyTask(study, names[study.study_uid], out, ConversionOptions(workers=1))
+        outcome = run_study(task)
         if not outcome.ok:
             raise RuntimeError(f"{outcome.study}: {outcome.failure}")
 

@@ -44,7 +44,7 @@ def run_petcorpus(study_dir: str, out: str) -> None:
     from petcorpus.convert import convert_to_layout, find_studies
 
     studies, _ = find_studies(study_dir)
-    convert_to_layout(studies[0], out, Path(study_dir).parent.parent)
+    convert_to_layout(studies[0], out)
 
 
 def run_petcorpus_nifti_only(study_dir: str, out: str) -> None:

@@ -39,7 +39,7 @@ def converted(request, tmp_path_factory):
     )
     root = tmp_path_factory.mktemp(f"conv-{request.param}")
     study_dir = write_study(study, root / "dicom")
-    paths = convert_to_layout(_only_study(root / "dicom"), root / "out", root / "dicom")
+    paths = convert_to_layout(_only_study(root / "dicom"), root / "out")
     return study, study_dir, paths
 
 
@@ -171,8 +171,8 @@ def test_one_thread_writes_the_same_bytes_as_two(vendor, tmp_path):
     write_study(study, tmp_path / "dicom")
     scanned = _only_study(tmp_path / "dicom")
     dicom = tmp_path / "dicom"
-    one = write_converted(scanned, tmp_path / "one", dicom, ConversionOptions(workers=1))
-    two = write_converted(scanned, tmp_path / "two", dicom, ConversionOptions(workers=2))
+    one = write_converted(scanned, tmp_path / "one", ConversionOptions(workers=1))
+    two = write_converted(scanned, tmp_path / "two", ConversionOptions(workers=2))
     assert one.sha256 == two.sha256
     assert set(one.sha256) == {"CT", "PET", "SUV", "CTres", "SEG", "sidecar"}
     suv = Volume.from_nifti(one.paths["SUV"]).array

@@ -71,9 +71,13 @@ def test_good_studies_done_broken_one_failed(corpus):
         by_uid = dict(zip(status.study_uid, status.status, strict=True))
         assert all(by_uid[s.study_uid] == "done" for s in studies)
         assert by_uid[broken.study_uid] == "failed"
-        failures = cat.query("SELECT study_uid, reason, message FROM failures")
+        failures = cat.query(
+            "SELECT study_uid, reason, message FROM failures WHERE study_uid IS NOT NULL"
+        )
         assert list(failures.study_uid) == [broken.study_uid]
         assert failures.reason[0] == Reason.SLICE_GAP
+        # The clinical CSV in the tree is not DICOM: skipped, and named in the catalog.
+        assert list(cat.skipped_files().file) == [CSV]
         # Every artifact is catalogued with the checksum of the file on disk.
         arts = cat.query("SELECT path, sha256, kind FROM artifacts WHERE study_uid IS NOT NULL")
         assert len(arts) == 6 * 6

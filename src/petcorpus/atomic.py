@@ -192,9 +192,8 @@ def atomic_dir(final_dir: str | os.PathLike[str]) -> Iterator[Path]:
     ['CT.nii.gz']
     """
     final = Path(final_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_sibling(final)
-    tmp.mkdir()
+    created = _mkdir_with_parents(tmp)
     try:
         yield tmp
         for child in tmp.iterdir():  # files written by other code may not be fsynced yet
@@ -216,7 +215,32 @@ def atomic_dir(final_dir: str | os.PathLike[str]) -> Iterator[Path]:
         fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        # A failed study leaves no empty folder behind (its subject folder, say); a folder
+        # another writer has meanwhile put something in stays.
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
+
+
+def _mkdir_with_parents(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return the parents created, deepest first.
+
+    Retried when another writer removes an empty parent between the two steps (see the
+    clean-up in :func:`atomic_dir`).
+    """
+    for attempt in range(3):
+        missing = [p for p in folder.parents if not p.exists()]
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir()
+            return missing
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def remove_stale_temps(root: str | os.PathLike[str]) -> list[Path]:

@@ -759,6 +759,27 @@ class Catalog:
         cols = [d[0] for d in cur.description or ()]
         return pd.DataFrame([tuple(r) for r in cur.fetchall()], columns=cols)
 
+    def failed_studies(self) -> pd.DataFrame:
+        """Each failed study's latest failure: study folder, stage, reason, file, message."""
+        return self.query(
+            """SELECT st.source AS study, f.stage, f.reason, f.path AS file, f.message
+               FROM failures f JOIN studies st USING (study_uid)
+               WHERE st.status = 'failed'
+                 AND f.failure_id = (SELECT max(failure_id) FROM failures g
+                                     WHERE g.study_uid = f.study_uid)
+               ORDER BY st.source"""
+        )
+
+    def skipped_files(self, run_id: int | None = None) -> pd.DataFrame:
+        """Files a build's scan skipped (default: the latest run), relative to its root."""
+        return self.query(
+            """SELECT path AS file, message FROM failures
+               WHERE study_uid IS NULL AND stage = 'scan'
+                 AND run_id = coalesce(?, (SELECT max(run_id) FROM runs))
+               ORDER BY path""",
+            (run_id,),
+        )
+
     def summary(self) -> dict[str, Any]:
         """Counts for ``petcorpus status``: subjects, studies by status, series by
         modality, artifacts and their bytes, failures by reason, the last run."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from petcorpus.errors import PetcorpusError, Reason
 from petcorpus.layouts.autopet import AutopetStudy
+from petcorpus.naming import OutputName, name_studies
 from petcorpus.volume import Volume, VolumeStream
 
 __all__ = [
@@ -28,7 +29,6 @@ __all__ = [
     "convert_study",
     "convert_to_layout",
     "find_studies",
-    "output_names",
     "write_converted",
 ]
 
@@ -99,30 +99,6 @@ def find_studies(root: str | Path, *, workers: int | None = None) -> tuple[list[
 
     result = scan(root, workers=workers)
     return list(result.studies), result
-
-
-def output_names(study: Any, root: str | Path) -> tuple[str, str]:
-    """Subject and study folder names for the output layout.
-
-    The published layout mirrors the source tree (``<subject>/<study>`` as TCIA names
-    them: a pseudonymous subject id and a dated study folder). When the study's files do
-    not sit in such a two-level tree, names are derived from hashes of the UIDs, never
-    from PatientID or PatientName.
-    """
-    import hashlib
-
-    root = Path(root).resolve()
-    parts: set[tuple[str, str]] = set()
-    # Resolve each folder once, not each of a study's ~650 files.
-    folders = {Path(f).parent for series in study.series for f in series.files}
-    for folder in folders:
-        rel = folder.resolve().relative_to(root).parts
-        if len(rel) >= 3:  # subject / study / series (/ file)
-            parts.add((rel[0], rel[1]))
-    if len(parts) == 1:
-        return parts.pop()
-    digest = hashlib.sha256(str(study.study_uid).encode()).hexdigest()
-    return f"sub-{digest[:10]}", f"study-{digest[10:18]}"
 
 
 def convert_study(study: Any, options: ConversionOptions | None = None) -> ConvertedStudy:
@@ -377,25 +353,52 @@ class WrittenStudy:
 def convert_to_layout(
     study: Any,
     out: str | Path,
-    root: str | Path,
     options: ConversionOptions | None = None,
+    *,
+    name: OutputName | None = None,
 ) -> dict[str, Path]:
     """Convert a study and write ``<out>/<subject>/<study>/{CT,...}.nii.gz`` atomically.
 
-    Volumes are compressed as they are produced and released once written (CTres slab by
-    slab as it is resampled), so peak memory stays near two whole-body volumes; the study
-    folder appears (by rename) only when every file and the sidecar are complete. Returns
-    file name (``CT`` ... ``SEG``, ``sidecar``) → path.
+    The folder is ``name``, by default the study's own name under the rule of
+    :mod:`petcorpus.naming` (name several studies together with
+    :func:`~petcorpus.naming.name_studies`, which keeps their folders apart). Volumes are
+    compressed as they are produced and released once written (CTres slab by slab as it
+    is resampled), so peak memory stays near two whole-body volumes; the study folder
+    appears (by rename) only when every file and the sidecar are complete. Returns file
+    name (``CT`` ... ``SEG``, ``sidecar``) → path.
+
+    Raises
+    ------
+    PetcorpusError
+        Reason ``OUTPUT_COLLISION`` when the folder already holds another study's outputs.
     """
-    return write_converted(study, out, root, options).paths
+    return write_converted(study, out, options, name=name).paths
+
+
+def _check_owner(folder: Path, study_uid: str) -> None:
+    """Refuse to replace a folder that holds another study's outputs (its sidecar says so)."""
+    import json
+
+    from petcorpus.layouts.autopet import SIDECAR
+
+    try:
+        owner = json.loads((folder / SIDECAR).read_bytes()).get("study_instance_uid")
+    except (OSError, ValueError, AttributeError):
+        return  # no folder, or no readable sidecar: nothing to protect
+    if owner and owner != study_uid:
+        raise PetcorpusError(
+            f"already holds study {owner}; not overwriting it with study {study_uid}",
+            path=folder,
+            reason=Reason.OUTPUT_COLLISION,
+        )
 
 
 def write_converted(
     study: Any,
     out: str | Path,
-    root: str | Path,
     options: ConversionOptions | None = None,
     *,
+    name: OutputName | None = None,
     drop_cache: bool = False,
 ) -> WrittenStudy:
     """:func:`convert_to_layout`, also returning each file's SHA-256 (for the catalog).
@@ -413,8 +416,9 @@ def write_converted(
     from petcorpus.nifti import write_nifti_sha256
 
     options = options or ConversionOptions()
-    subject, study_name = output_names(study, root)
-    final = Path(out) / subject / study_name
+    name = name or name_studies([study])[str(study.study_uid)]
+    final = Path(out) / name.subject / name.study
+    _check_owner(final, str(study.study_uid))
     dtypes = COMPAT_DTYPES[options.compat_flavor] if options.compat == "autopet" else DTYPES
     threads = max(1, min(2, options.workers or os.cpu_count() or 1))
     pending: dict[str, Future[tuple[Path, str]]] = {}
@@ -439,8 +443,8 @@ def write_converted(
 
         sidecar = _produce(study, options, emit)
         digests = {name: fut.result()[1] for name, fut in pending.items()}
-        sidecar["subject"] = subject
-        sidecar["study"] = study_name
+        sidecar["subject"] = name.subject
+        sidecar["study"] = name.study
         blob = sidecar_bytes(sidecar)
         (tmp / SIDECAR).write_bytes(blob)
         digests["sidecar"] = hashlib.sha256(blob).hexdigest()

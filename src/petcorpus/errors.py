@@ -39,6 +39,8 @@ class Reason(enum.StrEnum):
     CHECKSUM = "CHECKSUM"
     UNSUPPORTED = "UNSUPPORTED"
     UNSAFE_ARCHIVE = "UNSAFE_ARCHIVE"
+    OUTPUT_COLLISION = "OUTPUT_COLLISION"
+    SKIPPED_FILE = "SKIPPED_FILE"
 
 
 class PetcorpusError(Exception):

@@ -21,11 +21,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from petcorpus._memory import gc_paused, keep_freed_memory
 from petcorpus.catalog import ArtifactRecord, Catalog, FailureRecord, artifact_record
-from petcorpus.convert import ConversionOptions, output_names, write_converted
+from petcorpus.convert import ConversionOptions, write_converted
+from petcorpus.errors import PetcorpusError, Reason
+from petcorpus.naming import Naming, OutputName, name_studies
+
+if TYPE_CHECKING:
+    from petcorpus.dicom.scan import StudyInfo
 
 __all__ = [
     "STUDY_KINDS",
@@ -36,6 +41,7 @@ __all__ = [
     "build",
     "import_enhance",
     "run_study",
+    "skipped_summary",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,8 +70,8 @@ STUDY_KINDS = ("CT", "PET", "SUV", "CTres", "sidecar")
 class StudyTask:
     """Everything a worker needs for one study (picklable)."""
 
-    study: Any  # petcorpus.dicom.scan.StudyInfo
-    dicom_root: str
+    study: StudyInfo
+    name: OutputName
     out: str
     options: ConversionOptions
 
@@ -94,7 +100,8 @@ class BuildReport:
     done: list[StudyOutcome]
     skipped: list[str]
     failed: list[StudyOutcome]
-    skipped_files: int
+    #: files under the root that were not read as DICOM images, with the reason
+    skipped_files: list[tuple[Path, str]]
     hdf5: Path | None
     seconds: float
     #: time spent by the driver before the first task starts (scan, catalog, plan)
@@ -109,11 +116,11 @@ def run_study(task: StudyTask) -> StudyOutcome:
     """Convert, write and hash one study. Never raises: failures come back as data."""
     t0 = time.perf_counter()
     uid = str(task.study.study_uid)
-    subject, study_name = output_names(task.study, task.dicom_root)
+    subject, study_name = task.name.subject, task.name.study
     try:
         with gc_paused():
             written = write_converted(
-                task.study, task.out, task.dicom_root, task.options, drop_cache=True
+                task.study, task.out, task.options, name=task.name, drop_cache=True
             )
         records = tuple(
             artifact_record(p, task.out, kind, sha256=written.sha256[kind])
@@ -242,6 +249,7 @@ def build(
     command: Sequence[str] | str | None = None,
     on_planned: Callable[[int, int], None] | None = None,
     on_outcome: Callable[[StudyOutcome], None] | None = None,
+    naming: Naming | str = Naming.DICOM,
 ) -> BuildReport:
     """Convert every study under ``dicom_root`` into ``out`` and catalogue it.
 
@@ -250,7 +258,8 @@ def build(
     dicom_root : path
         Any DICOM tree (TCIA layout or a hospital export); studies are found by UID.
     out : path
-        Output corpus: ``<out>/<subject>/<study>/*.nii.gz`` and ``<out>/catalog.sqlite``.
+        Output corpus: ``<out>/<subject>/<study>/*.nii.gz`` (folders named by
+        :mod:`petcorpus.naming`) and ``<out>/catalog.sqlite``.
         With Dask, a path every worker can reach.
     clinical : path, optional
         TCIA-style clinical CSV (diagnosis, age, sex) joined to the studies.
@@ -269,6 +278,10 @@ def build(
         ~5x larger, but patch reads are memory-mapped copies.
     site, licence : str, optional
         Recorded on every subject (e.g. ``"autoPET"``, ``"CC BY-NC 4.0"``).
+    naming : {"dicom", "folders"}
+        How study folders are named: from DICOM identity (default, unique per study at any
+        tree depth) or from the two folders above each series folder; see
+        :mod:`petcorpus.naming`.
     on_planned, on_outcome : callable, optional
         Progress hooks: ``on_planned(n_to_convert, n_skipped)`` once, ``on_outcome(o)`` per
         study as it finishes.
@@ -281,10 +294,6 @@ def build(
     if hdf5_contiguous and options.compat == "autopet":
         raise ValueError("a contiguous HDF5 does not apply to compat='autopet' (float64 + gzip)")
     dicom_root, out = Path(dicom_root), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    removed = remove_stale_temps(out)  # leftovers of a killed run; no writer is active now
-    if removed:
-        log.info("removed %d temp files of an interrupted run", len(removed))
     n_workers = workers or os.cpu_count() or 1
     with contextlib.ExitStack() as stack:
         dask = client
@@ -306,6 +315,19 @@ def build(
                 keep_freed_memory()
                 stack.callback(keep_freed_memory, False)
         scanned = scan(dicom_root, executor=executor)
+        if not scanned.studies:
+            raise PetcorpusError(
+                f"no DICOM study found ({skipped_summary(scanned.skipped, dicom_root)})",
+                path=dicom_root,
+                reason=Reason.NO_SERIES,
+            )
+        # Every study's folder is fixed, and checked to be its own, before anything is
+        # written (see petcorpus.naming).
+        names = name_studies(scanned.studies, naming=naming, recorded=_recorded_names(out))
+        out.mkdir(parents=True, exist_ok=True)
+        removed = remove_stale_temps(out)  # leftovers of a killed run; no writer is active now
+        if removed:
+            log.info("removed %d temp files of an interrupted run", len(removed))
         catalog = stack.enter_context(Catalog.open(out))
         run_id = catalog.start_run(
             command,
@@ -314,8 +336,12 @@ def build(
                 "workers": n_workers,
                 "scheduler": scheduler,
                 "hdf5": str(hdf5 or ""),
+                "naming": str(Naming(naming)),
             },
         )
+        with catalog.transaction():
+            for path, why in scanned.skipped:
+                catalog.record_failure(run_id, None, "scan", _skipped_error(path, why, dicom_root))
         if clinical is not None:
             from petcorpus.tables import ingest_clinical
 
@@ -323,17 +349,18 @@ def build(
         tasks: list[StudyTask] = []
         skipped: list[str] = []
         for study in scanned.studies:
-            subject, study_name = output_names(study, dicom_root)
-            catalog.record_subject(subject, site=site, licence=licence)
+            uid = str(study.study_uid)
+            name = names[uid]
+            catalog.record_subject(name.subject, site=site, licence=licence)
             catalog.record_study(
-                str(study.study_uid),
-                subject_id=subject,
+                uid,
+                subject_id=name.subject,
                 study_date=_iso_date(study.study_date),
-                source=f"{subject}/{study_name}",
+                source=str(name),
             )
             catalog.record_series(study.series)
-            if catalog.is_complete(str(study.study_uid), STUDY_KINDS):
-                skipped.append(str(study.study_uid))
+            if catalog.is_complete(uid, STUDY_KINDS):
+                skipped.append(uid)
                 continue
             # Threads inside a study: unless the options fix them, share the cores
             # between the local processes (Dask workers bring their own thread budget).
@@ -342,7 +369,7 @@ def build(
                 per_study = dataclasses.replace(
                     options, workers=max(1, (os.cpu_count() or 1) // n_workers)
                 )
-            tasks.append(StudyTask(study, str(dicom_root), str(out), per_study))
+            tasks.append(StudyTask(study, name, str(out), per_study))
         # Largest studies first: the last task to start is then a small one, so the
         # workers finish close together (longest-processing-time-first scheduling).
         tasks.sort(key=lambda t: -t.study.n_files)
@@ -370,7 +397,7 @@ def build(
         done=done,
         skipped=skipped,
         failed=failed,
-        skipped_files=len(scanned.skipped),
+        skipped_files=[(p, why) for p, why in scanned.skipped],
         hdf5=hdf5_path,
         seconds=time.perf_counter() - t0,
         plan_seconds=plan_seconds,
@@ -383,6 +410,40 @@ def _record(catalog: Catalog, run_id: int, outcome: StudyOutcome) -> None:
         return
     catalog.record_artifacts(outcome.study_uid, outcome.artifacts)
     catalog.set_status(outcome.study_uid, "done")
+
+
+def _recorded_names(out: Path) -> dict[str, str]:
+    """StudyInstanceUID → ``<subject>/<study>`` of the studies an existing catalog holds."""
+    from petcorpus.catalog import CATALOG_NAME
+
+    if not (out / CATALOG_NAME).is_file():
+        return {}
+    with Catalog.open(out, readonly=True) as catalog:
+        rows = catalog.query("SELECT study_uid, source FROM studies WHERE source IS NOT NULL")
+    return dict(zip(rows["study_uid"].astype(str), rows["source"].astype(str), strict=True))
+
+
+def _skipped_error(path: Path, why: str, root: Path) -> PetcorpusError:
+    """A file the scan skipped, as a catalog failure (its path relative to the root)."""
+    with contextlib.suppress(ValueError):
+        path = path.relative_to(root)
+    return PetcorpusError(f"skipped: {why}", path=path, reason=Reason.SKIPPED_FILE)
+
+
+def skipped_summary(skipped: Sequence[tuple[Path, str]], root: Path, show: int = 3) -> str:
+    """One line naming the first ``show`` skipped files (relative to ``root``) and why."""
+    if not skipped:
+        return "the folder holds no files"
+    first = "; ".join(f"{_rel(p, root)}: {why}" for p, why in skipped[:show])
+    more = f" and {len(skipped) - show} more" if len(skipped) > show else ""
+    return f"{len(skipped)} files skipped: {first}{more}"
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root)) or path.name
+    except ValueError:
+        return str(path)
 
 
 def _iso_date(value: str | None) -> str | None:
@@ -441,7 +502,6 @@ def import_enhance(
     parameters and the image/mask locations (CT and PET stay where they are). A case
     missing a file is recorded as a failure with the missing files, not fatal.
     """
-    from petcorpus.errors import PetcorpusError, Reason
     from petcorpus.layouts.enhance import enhance_cases_table, open_enhance
 
     corpus = open_enhance(root)

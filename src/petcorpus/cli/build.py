@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -68,7 +69,7 @@ def build_cmd(
             "--hdf5-layout must be chunked or contiguous", param_hint="--hdf5-layout"
         )
     from petcorpus.convert import ConversionOptions
-    from petcorpus.pipeline import StudyOutcome, build
+    from petcorpus.pipeline import StudyOutcome, build, skipped_summary
 
     try:
         options = ConversionOptions(compat=compat, suv_time=suv_time, suv=suv)  # type: ignore[arg-type]
@@ -122,9 +123,17 @@ def build_cmd(
     for o in report.failed:
         f = o.failure
         assert f is not None
-        console.print(f"[red]failed[/red] {o.subject}/{o.study} [{f.reason}] {f.message}")
+        where = f" {f.path}:" if f.path else ""
+        console.print(
+            f"[red]failed[/red] {escape(o.subject)}/{escape(o.study)} [{f.reason}]"
+            f"{escape(where)} {escape(f.message)}"
+        )
     if report.skipped_files:
-        console.print(f"{report.skipped_files} non-DICOM or unreadable files were skipped")
+        console.print(
+            skipped_summary(report.skipped_files, dicom_root)
+            + " (all listed by `petcorpus status --failures`)",
+            markup=False,
+        )
     if report.hdf5:
         console.print(f"HDF5: {report.hdf5}")
     if not report.ok:

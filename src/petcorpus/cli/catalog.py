@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from petcorpus.cli._app import app, console, err_console, handle_errors
@@ -24,20 +25,17 @@ def _human_bytes(n: int) -> str:
 @handle_errors
 def status_cmd(
     out: Path = typer.Argument(..., help="Corpus folder (holds catalog.sqlite)."),
+    failures: bool = typer.Option(
+        False, "--failures", help="Also list every file the last build skipped."
+    ),
 ) -> None:
     """Summarise a corpus: subjects, studies by status, series, artifacts, failures."""
     from petcorpus.catalog import Catalog
 
     with Catalog.open(out, readonly=True) as cat:
         s = cat.summary()
-        failed = cat.query(
-            """SELECT st.subject_id, f.stage, f.reason, f.message FROM failures f
-               JOIN studies st USING (study_uid)
-               WHERE st.status = 'failed'
-                 AND f.failure_id = (SELECT max(failure_id) FROM failures g
-                                     WHERE g.study_uid = f.study_uid)
-               ORDER BY st.subject_id"""
-        )
+        failed = cat.failed_studies()
+        skipped = cat.skipped_files()
     table = Table(title=f"{out} (catalog schema {s['schema_version']})", show_header=False)
     table.add_row("subjects", str(s["subjects"]))
     studies = s["studies"]
@@ -57,14 +55,23 @@ def status_cmd(
             f"#{run['run_id']} {run['started']} → {run['finished'] or 'unfinished'} "
             + " ".join(f"{k}={v}" for k, v in counts.items()),
         )
+    if len(skipped):
+        table.add_row("skipped files", f"{len(skipped)} in the last run (--failures lists them)")
     console.print(table)
     if len(failed):
         ft = Table(title="failed studies")
-        for col in ("subject", "stage", "reason", "message"):
-            ft.add_column(col)
+        for col in failed.columns:
+            ft.add_column(col, overflow="fold")
         for row in failed.itertuples(index=False):
-            ft.add_row(*(str(v) for v in row))
+            ft.add_row(*(escape("" if v is None else str(v)) for v in row))
         console.print(ft)
+    if failures and len(skipped):
+        st = Table(title="files skipped by the last build")
+        for col in skipped.columns:
+            st.add_column(col, overflow="fold")
+        for row in skipped.itertuples(index=False):
+            st.add_row(*(escape(str(v)) for v in row))
+        console.print(st)
 
 
 @app.command("verify")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from petcorpus.cli._app import app, console, err_console, handle_errors
@@ -31,6 +32,8 @@ def convert_cmd(
     """
     from petcorpus.convert import ConversionOptions, convert_to_layout, find_studies
     from petcorpus.errors import PetcorpusError
+    from petcorpus.naming import name_studies
+    from petcorpus.pipeline import skipped_summary
 
     try:
         options = ConversionOptions(
@@ -44,15 +47,16 @@ def convert_cmd(
         raise typer.BadParameter(str(exc)) from exc
     studies, scanned = find_studies(dicom_dir, workers=workers)
     if scanned.skipped:
-        console.print(f"skipped {len(scanned.skipped)} non-DICOM or unreadable files")
+        console.print(skipped_summary(scanned.skipped, dicom_dir), markup=False)
     if not studies:
-        err_console.print(f"[red]error[/red]: no DICOM study under {dicom_dir}")
+        err_console.print(f"[red]error[/red]: no DICOM study under {escape(str(dicom_dir))}")
         raise typer.Exit(code=1)
+    names = name_studies(studies)
     table = Table("study", "result", "output")
     failed = 0
     for study in studies:
         try:
-            paths = convert_to_layout(study, out, dicom_dir, options)
+            paths = convert_to_layout(study, out, options, name=names[str(study.study_uid)])
         except PetcorpusError as exc:
             failed += 1
             table.add_row(study.study_uid[-12:], f"[red]failed[/red] [{exc.reason}]", str(exc))
