@@ -60,6 +60,13 @@ class ConversionOptions:
     compat_flavor : {"published", "current"}
         With ``compat="autopet"``: the dtypes of dicom2nifti 2.3 that made the TCIA release
         (PET float32, CT int16) or of dicom2nifti >= 2.4 (float64); see docs/formats.md.
+    pet_series, ct_series : str, optional
+        SeriesInstanceUIDs to convert instead of the ones the rule picks (see
+        :meth:`petcorpus.dicom.scan.StudyInfo.select`); studies without that series keep
+        the rule's choice.
+    seg : bool
+        Convert the lesion SEG (default). ``False`` converts the images of a study whose
+        SEG is broken; the sidecar's ``warnings`` then say that the SEG was left out.
     """
 
     compat: Literal["autopet"] | None = None
@@ -68,6 +75,9 @@ class ConversionOptions:
     ctres_interpolation: Literal["linear", "bspline", "nearest"] = "linear"
     workers: int | None = None
     compat_flavor: Literal["published", "current"] = "published"
+    pet_series: str | None = None
+    ct_series: str | None = None
+    seg: bool = True
 
     def __post_init__(self) -> None:
         if self.compat not in (None, "autopet"):
@@ -136,7 +146,7 @@ def _produce(
     from petcorpus.dicom.suv import autopet_reference_file, compute_suv
     from petcorpus.resample import resample_stream
 
-    selection = study.select()
+    selection = study.select(pet_series=options.pet_series, ct_series=options.ct_series)
     pet_series = load_series(selection.pet, workers=options.workers)
     pet_dir = Path(selection.pet.files[0]).parent
     if options.effective_suv_time == "autopet":
@@ -159,8 +169,15 @@ def _produce(
             reason=Reason.UNSUPPORTED,
         )
     rescaled = pet_series.volume
-    seg_volume, seg_uid = _lesion_mask(selection.segs, pet_series, rescaled)
+    warnings = list(selection.warnings)
+    segs = selection.segs
+    if segs and not options.seg:
+        warnings.append(f"SEG series {segs[0].series_uid} not converted (--no-seg)")
+        segs = []
+    seg_volume, seg_uid = _lesion_mask(segs, pet_series, rescaled)
     sidecar = _sidecar(study, selection, suv, factor, options, seg_uid)
+    if warnings:  # only then: the sidecars of unambiguous studies keep their bytes
+        sidecar["warnings"] = warnings
 
     if options.compat == "autopet":
         from petcorpus.layouts import autopet as compat
@@ -302,8 +319,11 @@ def _sidecar(
             "inputs": inputs,
             "errors": dict(suv.errors),
         },
-        # Only what shapes the content: thread counts must not change the bytes.
-        "options": {k: v for k, v in options.as_dict().items() if k != "workers"},
+        # Only what shapes the content: thread counts must not change the bytes (and the
+        # series choice is in selection_reasons and warnings).
+        "options": {
+            k: v for k, v in options.as_dict().items() if k not in _NOT_IN_SIDECAR_OPTIONS
+        },
         "files": {
             "CT": "CT in HU, int16, native CT grid",
             "PET": "PET in Bq/ml, float32, PET grid",
@@ -312,6 +332,9 @@ def _sidecar(
             "SEG": "lesion mask 0/1, uint8, PET grid",
         },
     }
+
+
+_NOT_IN_SIDECAR_OPTIONS = frozenset({"workers", "pet_series", "ct_series", "seg"})
 
 
 def _jsonable(value: Any) -> Any:
@@ -348,6 +371,8 @@ class WrittenStudy:
 
     paths: dict[str, Path]
     sha256: dict[str, str]
+    #: choices and omissions the user should know of (the sidecar's ``warnings``)
+    warnings: tuple[str, ...] = ()
 
 
 def convert_to_layout(
@@ -450,4 +475,4 @@ def write_converted(
         digests["sidecar"] = hashlib.sha256(blob).hexdigest()
     paths = {name: final / f"{name}.nii.gz" for name in digests if name != "sidecar"}
     paths["sidecar"] = final / SIDECAR
-    return WrittenStudy(paths=paths, sha256=digests)
+    return WrittenStudy(paths=paths, sha256=digests, warnings=tuple(sidecar.get("warnings", ())))

@@ -86,6 +86,8 @@ class StudyOutcome:
     artifacts: tuple[ArtifactRecord, ...] = ()
     failure: FailureRecord | None = None
     seconds: float = 0.0
+    #: what the user should know of a converted study (an ambiguous series choice, ...)
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -132,7 +134,12 @@ def run_study(task: StudyTask) -> StudyOutcome:
             uid, subject, study_name, failure=failure, seconds=time.perf_counter() - t0
         )
     return StudyOutcome(
-        uid, subject, study_name, artifacts=records, seconds=time.perf_counter() - t0
+        uid,
+        subject,
+        study_name,
+        artifacts=records,
+        seconds=time.perf_counter() - t0,
+        warnings=written.warnings,
     )
 
 
@@ -321,6 +328,7 @@ def build(
                 path=dicom_root,
                 reason=Reason.NO_SERIES,
             )
+        _check_series_choice(scanned.studies, options, dicom_root)
         # Every study's folder is fixed, and checked to be its own, before anything is
         # written (see petcorpus.naming).
         names = name_studies(scanned.studies, naming=naming, recorded=_recorded_names(out))
@@ -410,6 +418,26 @@ def _record(catalog: Catalog, run_id: int, outcome: StudyOutcome) -> None:
         return
     catalog.record_artifacts(outcome.study_uid, outcome.artifacts)
     catalog.set_status(outcome.study_uid, "done")
+
+
+def _check_series_choice(
+    studies: Sequence[StudyInfo], options: ConversionOptions, root: Path
+) -> None:
+    """``--pet-series``/``--ct-series`` must name a series of that modality under the root."""
+    for uid, modality, flag in (
+        (options.pet_series, "PT", "--pet-series"),
+        (options.ct_series, "CT", "--ct-series"),
+    ):
+        if uid is None:
+            continue
+        found = {s.series_uid for st in studies for s in st.by_modality(modality)}
+        if uid not in found:
+            raise PetcorpusError(
+                f"{flag} {uid}: no {modality} series with this SeriesInstanceUID "
+                "(`petcorpus scan` lists them)",
+                path=root,
+                reason=Reason.NO_SERIES,
+            )
 
 
 def _recorded_names(out: Path) -> dict[str, str]:

@@ -45,6 +45,21 @@ def build_cmd(
     source: str = typer.Option(
         "dicom", "--from", help="dicom (convert a DICOM tree) or enhance (catalogue in place)."
     ),
+    pet_series: str = typer.Option(
+        None, "--pet-series", metavar="UID", help="Convert this PT series (not the rule's)."
+    ),
+    ct_series: str = typer.Option(
+        None, "--ct-series", metavar="UID", help="Convert this CT series (not the rule's)."
+    ),
+    seg: bool = typer.Option(
+        True, "--seg/--no-seg", help="--no-seg: images only (for a study whose SEG is broken)."
+    ),
+    names_from_folders: bool = typer.Option(
+        False,
+        "--names-from-folders",
+        help="Name outputs <subject>/<study> after the two folders above each series "
+        "(default: from DICOM; folder names may hold patient names).",
+    ),
 ) -> None:
     """Convert every study under DICOM_ROOT into OUT, with a catalog; re-runs resume.
 
@@ -72,7 +87,14 @@ def build_cmd(
     from petcorpus.pipeline import StudyOutcome, build, skipped_summary
 
     try:
-        options = ConversionOptions(compat=compat, suv_time=suv_time, suv=suv)  # type: ignore[arg-type]
+        options = ConversionOptions(
+            compat=compat,  # type: ignore[arg-type]
+            suv_time=suv_time,  # type: ignore[arg-type]
+            suv=suv,  # type: ignore[arg-type]
+            pet_series=pet_series,
+            ct_series=ct_series,
+            seg=seg,
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
 
@@ -111,6 +133,7 @@ def build_cmd(
             command=["petcorpus", *sys.argv[1:]],
             on_planned=planned,
             on_outcome=one,
+            naming="folders" if names_from_folders else "dicom",
         )
     table = Table("done", "skipped", "failed", "seconds", title="petcorpus build")
     table.add_row(
@@ -128,6 +151,11 @@ def build_cmd(
             f"[red]failed[/red] {escape(o.subject)}/{escape(o.study)} [{f.reason}]"
             f"{escape(where)} {escape(f.message)}"
         )
+    for o in report.done:
+        for warning in o.warnings:
+            console.print(
+                f"[yellow]note[/yellow] {escape(o.subject)}/{escape(o.study)}: {escape(warning)}"
+            )
     if report.skipped_files:
         console.print(
             skipped_summary(report.skipped_files, dicom_root)

@@ -25,6 +25,15 @@ def convert_cmd(
     suv_time: str = typer.Option("qiba", "--suv-time", help="qiba (default) or autopet."),
     suv: str = typer.Option("bw", "--suv", help="What SUV.nii.gz holds: bw, lbm or bsa."),
     workers: int = typer.Option(None, "--workers", "-j", help="Threads (default: all cores)."),
+    pet_series: str = typer.Option(
+        None, "--pet-series", metavar="UID", help="Convert this PT series (not the rule's)."
+    ),
+    ct_series: str = typer.Option(
+        None, "--ct-series", metavar="UID", help="Convert this CT series (not the rule's)."
+    ),
+    seg: bool = typer.Option(
+        True, "--seg/--no-seg", help="--no-seg: images only (for a study whose SEG is broken)."
+    ),
 ) -> None:
     """Convert PET/CT studies to CT, PET (Bq/ml), SUV, CTres and SEG NIfTI, one at a time.
 
@@ -42,6 +51,9 @@ def convert_cmd(
             suv_time=suv_time,  # type: ignore[arg-type]
             suv=suv,  # type: ignore[arg-type]
             workers=workers,
+            pet_series=pet_series,
+            ct_series=ct_series,
+            seg=seg,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

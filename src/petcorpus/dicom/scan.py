@@ -8,12 +8,14 @@ The choice of a study's series (:meth:`StudyInfo.select`):
 
 PET
     Among the PT series, attenuation-corrected ones (CorrectedImage contains ATTN and the
-    description does not say NAC) first, then the one with the most slices, then the lowest
-    SeriesInstanceUID (for a deterministic answer).
+    description does not say NAC) first, then one that a SEG of the study references, then
+    the one with the most slices, then the lowest SeriesInstanceUID (for a deterministic
+    answer). When two series remain equally suitable, the choice is reported as a warning
+    (``--pet-series UID`` picks another).
 CT
     Among the CT series, those whose z-extent covers the chosen PET's (± half a slice)
     first, then those sharing the PET's FrameOfReferenceUID, then the most slices, then the
-    lowest UID.
+    lowest UID; equally suitable CTs are reported (``--ct-series UID`` picks another).
 SEG
     Every SEG series of the study, those referencing the chosen PET first.
 """
@@ -136,6 +138,8 @@ class Selection:
     pet: SeriesInfo
     segs: list[SeriesInfo]
     reasons: list[str]
+    #: choices a user may want to revisit (two equally good series), never silent
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,8 +158,14 @@ class StudyInfo:
     def n_files(self) -> int:
         return sum(s.n_files for s in self.series)
 
-    def select(self) -> Selection:
+    def select(self, *, pet_series: str | None = None, ct_series: str | None = None) -> Selection:
         """Choose the PET, the CT and the SEGs (rule in the module docstring).
+
+        Parameters
+        ----------
+        pet_series, ct_series : str, optional
+            SeriesInstanceUIDs that override the rule for this study (ignored when the
+            study has no series of that UID, so one choice can travel with a whole batch).
 
         Raises
         ------
@@ -163,6 +173,7 @@ class StudyInfo:
             Reason NO_SERIES when the study has no PT or no CT series.
         """
         reasons: list[str] = []
+        warnings: list[str] = []
         pets = self.by_modality("PT")
         cts = self.by_modality("CT")
         for name, found in (("PT", pets), ("CT", cts)):
@@ -173,18 +184,41 @@ class StudyInfo:
                     path=self.series[0].files[0].parent if self.series else None,
                     reason=Reason.NO_SERIES,
                 )
+        annotated = {s.params.get("ReferencedSeriesUID") for s in self.by_modality("SEG")}
         pets = sorted(
-            pets, key=lambda s: (not s.is_attenuation_corrected, -s.n_files, s.series_uid)
+            pets,
+            key=lambda s: (
+                s.series_uid != pet_series,
+                not s.is_attenuation_corrected,
+                s.series_uid not in annotated,
+                -s.n_files,
+                s.series_uid,
+            ),
         )
         pet = pets[0]
-        if len(pets) == 1:
+        if pet.series_uid == pet_series:
+            reasons.append(f"PET {pet.series_uid} ({pet.description}): chosen by --pet-series")
+        elif len(pets) == 1:
             reasons.append(f"PET {pet.series_uid}: the only PT series")
         else:
             why = "attenuation corrected" if pet.is_attenuation_corrected else "no AC series"
+            if pet.series_uid in annotated:
+                why += ", the SEG's reference"
             reasons.append(
                 f"PET {pet.series_uid} ({pet.description}): {why}, {pet.n_files} slices, "
                 f"chosen from {len(pets)} PT series"
             )
+            rivals = [
+                s for s in pets[1:] if s.is_attenuation_corrected == pet.is_attenuation_corrected
+            ]
+            if rivals:
+                kind = "attenuation-corrected PT" if pet.is_attenuation_corrected else "PT"
+                others = ", ".join(f"{s.series_uid} ({s.description})" for s in rivals)
+                warnings.append(
+                    f"{len(rivals) + 1} {kind} series: chose {pet.series_uid} "
+                    f"({pet.description}, {pet.n_files} slices) over {others}; "
+                    "choose another with --pet-series UID"
+                )
 
         def covers(ct: SeriesInfo) -> bool:
             if ct.z_extent is None or pet.z_extent is None:
@@ -199,7 +233,16 @@ class StudyInfo:
                 ct.frame_of_reference_uid == pet.frame_of_reference_uid
             )
 
-        cts = sorted(cts, key=lambda s: (not covers(s), not same_for(s), -s.n_files, s.series_uid))
+        cts = sorted(
+            cts,
+            key=lambda s: (
+                s.series_uid != ct_series,
+                not covers(s),
+                not same_for(s),
+                -s.n_files,
+                s.series_uid,
+            ),
+        )
         ct = cts[0]
         parts = [
             "covers the PET's z-extent" if covers(ct) else "does NOT cover the PET's z-extent"
@@ -207,10 +250,25 @@ class StudyInfo:
         if same_for(ct):
             parts.append("same frame of reference")
         parts.append(f"{ct.n_files} slices")
+        if ct.series_uid == ct_series:
+            parts.insert(0, "chosen by --ct-series")
         reasons.append(
             f"CT {ct.series_uid} ({ct.description}): {', '.join(parts)}"
             + (f", chosen from {len(cts)} CT series" if len(cts) > 1 else ", the only CT series")
         )
+        rivals = [
+            s
+            for s in cts[1:]
+            if ct.series_uid != ct_series
+            and (covers(s), same_for(s)) == (covers(ct), same_for(ct))
+        ]
+        if rivals:
+            warnings.append(
+                f"{len(rivals) + 1} equally suitable CT series: chose {ct.series_uid} "
+                f"({ct.description}, {ct.n_files} slices) over "
+                f"{', '.join(f'{s.series_uid} ({s.description})' for s in rivals)}; "
+                "choose another with --ct-series UID"
+            )
         segs = sorted(
             self.by_modality("SEG"),
             key=lambda s: (s.params.get("ReferencedSeriesUID") != pet.series_uid, s.series_uid),
@@ -223,7 +281,7 @@ class StudyInfo:
                 else ("the CT" if ref == ct.series_uid else f"series {ref}")
             )
             reasons.append(f"SEG {s.series_uid}: references {what}")
-        return Selection(ct=ct, pet=pet, segs=segs, reasons=reasons)
+        return Selection(ct=ct, pet=pet, segs=segs, reasons=reasons, warnings=warnings)
 
 
 @dataclasses.dataclass(frozen=True)
