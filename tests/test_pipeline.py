@@ -228,7 +228,7 @@ def test_kill_9_then_resume_equals_clean_build(corpus, tmp_path, finished):
     assert finished <= in_place < 6  # killed part-way
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stdout + done.stderr  # the broken study only
-    assert _checksums(out) == _checksums(root / "out")
+    assert _checksums(out) == _checksums(root / "out"), done.stdout + done.stderr
     leftovers = [p for p in out.rglob("*") if p.name.startswith((".tmp-", ".old-"))]
     assert leftovers == []
 

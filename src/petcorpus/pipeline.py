@@ -446,7 +446,8 @@ def _recorded_names(out: Path) -> dict[str, str]:
 
     if not (out / CATALOG_NAME).is_file():
         return {}
-    with Catalog.open(out, readonly=True) as catalog:
+    # Writable: a run killed as it created the catalog left a file without a schema.
+    with Catalog.open(out) as catalog:
         rows = catalog.query("SELECT study_uid, source FROM studies WHERE source IS NOT NULL")
     return dict(zip(rows["study_uid"].astype(str), rows["source"].astype(str), strict=True))
 
