@@ -39,6 +39,8 @@ class Reason(enum.StrEnum):
     CHECKSUM = "CHECKSUM"
     UNSUPPORTED = "UNSUPPORTED"
     UNSAFE_ARCHIVE = "UNSAFE_ARCHIVE"
+    #: slice positions step sideways, not along the image normal (a tilted CT gantry)
+    GANTRY_TILT = "GANTRY_TILT"
 
 
 class PetcorpusError(Exception):
@@ -66,6 +68,11 @@ class PetcorpusError(Exception):
         self.path = None if path is None else str(path)
         self.reason = Reason(reason) if reason is not None else self.default_reason
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+    def __reduce__(self) -> tuple[type[PetcorpusError], tuple[str, str | None, Reason]]:
+        # Exception pickles ``args`` (the joined text): rebuild from the parts instead, so
+        # an error returned by a worker process keeps its path and reason.
+        return (type(self), (self.message, self.path, self.reason))
 
 
 class MissingTagError(PetcorpusError, KeyError):
