@@ -187,7 +187,7 @@ def test_truncated_file_is_named(tmp_path):
 def test_zero_byte_file_is_named(tmp_path):
     files = _write(_ct_copy(4), tmp_path / "s")
     files[1].write_bytes(b"")
-    with pytest.raises(CorruptFileError, match="zero-byte") as err:
+    with pytest.raises(CorruptFileError, match="zero bytes") as err:
         load_series(files)
     assert err.value.path == str(files[1])
 

@@ -263,9 +263,23 @@ class FailureRecord:
     def from_exception(
         cls, study_uid: str | None, stage: str, exc: BaseException
     ) -> FailureRecord:
-        """Summarise ``exc``; reason is the PetcorpusError's code, else ``UNEXPECTED``."""
-        if isinstance(exc, PetcorpusError):
-            reason, path, msg = str(exc.reason), exc.path, exc.message
+        """Summarise ``exc``; reason is the PetcorpusError's code, else ``UNEXPECTED``.
+
+        A wrapped error is judged by its innermost cause: the deepest PetcorpusError along
+        ``__cause__`` (and ``__context__``, unless suppressed with ``from None``) gives the
+        reason, the path and the message, whatever wraps it.
+        """
+        inner: PetcorpusError | None = None
+        seen: set[int] = set()
+        cur: BaseException | None = exc
+        while cur is not None and id(cur) not in seen:
+            seen.add(id(cur))
+            if isinstance(cur, PetcorpusError):
+                inner = cur
+            cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+        if inner is not None:
+            exc = inner
+            reason, path, msg = str(inner.reason), inner.path, inner.message
         else:
             reason, path = "UNEXPECTED", None
             msg = "".join(traceback.format_exception_only(type(exc), exc)).strip()

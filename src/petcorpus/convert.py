@@ -154,13 +154,7 @@ def _produce(
         suv = compute_suv([read_dataset(ref, stop_before_pixels=True)], "autopet", path=ref)
     else:
         suv = compute_suv(list(pet_series.datasets), "qiba", path=list(pet_series.files))
-    factor = getattr(suv, f"suv_{options.suv}")
-    if factor is None:
-        raise PetcorpusError(
-            f"cannot compute SUV{options.suv}: {suv.errors.get(f'suv_{options.suv}', '?')}",
-            path=pet_dir,
-            reason=Reason.MISSING_TAG,
-        )
+    factor = suv.factor(f"suv_{options.suv}")  # else raises why, naming the tag and file
     if suv.bqml is None:
         # GML: the pixels already are SUVbw; there is no Bq/ml to report.
         raise PetcorpusError(

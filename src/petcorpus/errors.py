@@ -39,7 +39,11 @@ class Reason(enum.StrEnum):
     CHECKSUM = "CHECKSUM"
     UNSUPPORTED = "UNSUPPORTED"
     UNSAFE_ARCHIVE = "UNSAFE_ARCHIVE"
+    #: slice positions step sideways, not along the image normal (a tilted CT gantry)
+    GANTRY_TILT = "GANTRY_TILT"
+    #: two studies would be written to one output folder (see petcorpus.naming)
     OUTPUT_COLLISION = "OUTPUT_COLLISION"
+    #: a file under the input root that was not read as a DICOM image (listed, not fatal)
     SKIPPED_FILE = "SKIPPED_FILE"
 
 
@@ -68,6 +72,11 @@ class PetcorpusError(Exception):
         self.path = None if path is None else str(path)
         self.reason = Reason(reason) if reason is not None else self.default_reason
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+    def __reduce__(self) -> tuple[type[PetcorpusError], tuple[str, str | None, Reason]]:
+        # Exception pickles ``args`` (the joined text): rebuild from the parts instead, so
+        # an error returned by a worker process keeps its path and reason.
+        return (type(self), (self.message, self.path, self.reason))
 
 
 class MissingTagError(PetcorpusError, KeyError):

@@ -37,8 +37,8 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
 from petcorpus._memory import gc_paused
-from petcorpus.dicom.series import read_dataset
-from petcorpus.errors import PetcorpusError, Reason
+from petcorpus.dicom.series import check_file, os_error, read_dataset
+from petcorpus.errors import CorruptFileError, PetcorpusError, Reason
 
 __all__ = ["ScanResult", "Selection", "SeriesInfo", "StudyInfo", "scan"]
 
@@ -115,6 +115,10 @@ class SeriesInfo:
     #: (min, max) of ImagePositionPatient z (LPS, mm) over the slices; None without positions
     z_extent: tuple[float, float] | None = None
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: files in the series' folder(s) that the scan could not read as DICOM although they
+    #: may be slices (zero bytes, truncated, unreadable, unparsable), with the reason:
+    #: a gap in the series is then reported as these files, not as a missing slice
+    unreadable: tuple[tuple[Path, str], ...] = ()
 
     def __hash__(self) -> int:
         return hash((self.series_uid, self.files))
@@ -342,38 +346,72 @@ def _floats(value: Any, n: int) -> tuple[float, ...] | None:
     return out if len(out) == n else None
 
 
+#: first words of the skip reasons of files that may be damaged slices, as opposed to
+#: files that are not images (other files, DICOMDIR, FIFOs...)
+DAMAGED = ("zero bytes", "truncated", "unreadable", "cannot parse")
+_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+
+
 def _read_header(path: Path) -> _FileKeys | str:
+    """The file's keys, or why it is skipped (a reason starting with one of :data:`DAMAGED`
+    when the file may be a damaged slice)."""
     try:
         ds = _read_specific(path)
     except PetcorpusError as exc:
         return exc.message
     if not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID"):
-        if ds.get("DirectoryRecordSequence") is not None or path.name.upper() == "DICOMDIR":
-            return "DICOMDIR (not an image)"
+        meta = getattr(ds, "file_meta", None)
+        sop_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+        if sop_class == _DICOMDIR_SOP_CLASS or path.name.upper() == "DICOMDIR":
+            return "DICOMDIR (an index of the files, not an image)"
         return "no StudyInstanceUID/SeriesInstanceUID"
     return _FileKeys.from_dataset(path, ds)
 
 
 def _read_specific(path: Path) -> Dataset:
+    """The header elements the scan uses (pixel data not read).
+
+    Raises
+    ------
+    CorruptFileError
+        Zero bytes, unreadable (with the OS error), not a regular file, not DICOM, or
+        truncated: the file ends inside its header (before the pixel data of an image, or
+        before the UIDs).
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    from petcorpus.errors import CorruptFileError
-
+    size = check_file(path)
     try:
-        if path.stat().st_size == 0:
-            raise CorruptFileError("zero-byte file", path=path)
-    except OSError as exc:
-        raise CorruptFileError(f"cannot read ({exc.strerror})", path=path) from exc
-    try:
-        try:
-            return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_SPECIFIC_TAGS)
-        except InvalidDicomError:
-            return read_dataset(path, stop_before_pixels=True)
+        with open(path, "rb") as fh:
+            try:
+                ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=_SPECIFIC_TAGS)
+            except InvalidDicomError:
+                return read_dataset(path, stop_before_pixels=True)
+            # pydicom stops silently at the end of the file; reading stops before the
+            # pixel data of an intact image, so an image header that reaches the end (or
+            # a header without its UIDs) was cut short.
+            end = fh.tell()
     except CorruptFileError:
         raise
+    except OSError as exc:
+        raise CorruptFileError(f"unreadable: {os_error(exc)}", path=path) from exc
     except Exception as exc:
-        raise CorruptFileError(f"cannot parse as DICOM ({type(exc).__name__})", path=path) from exc
+        raise CorruptFileError(
+            f"cannot parse as DICOM ({type(exc).__name__}: {exc})", path=path
+        ) from exc
+    if end >= size:
+        meta = getattr(ds, "file_meta", None)
+        dicomdir = meta is not None and meta.get("MediaStorageSOPClassUID") == _DICOMDIR_SOP_CLASS
+        no_uids = not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID")
+        if not dicomdir and ("Rows" in ds or no_uids):
+            what = "the pixel data" if not no_uids else "its StudyInstanceUID/SeriesInstanceUID"
+            raise CorruptFileError(
+                f"truncated: the file ends after {size} bytes, inside its DICOM header, "
+                f"before {what}",
+                path=path,
+            )
+    return ds
 
 
 def _f(v: Any) -> float | None:
@@ -602,6 +640,10 @@ def _scan(
             skipped.append((p, h))
             continue
         groups.setdefault((h.study_uid, h.series_uid), []).append(h)
+    damaged: dict[Path, list[tuple[Path, str]]] = {}  # folder -> files that may be slices
+    for p, why in skipped:
+        if why.startswith(DAMAGED) and not p.name.startswith("."):
+            damaged.setdefault(p.parent, []).append((p, why))
 
     studies: dict[str, list[SeriesInfo]] = {}
     study_meta: dict[str, Dataset] = {}
@@ -629,6 +671,11 @@ def _scan(
             series_number=int(first.SeriesNumber) if first.get("SeriesNumber") else None,
             z_extent=(min(zs), max(zs)) if zs else None,
             params=_params(modality, first, earliest),
+            unreadable=tuple(
+                d
+                for folder in sorted({m.path.parent for m in members})
+                for d in damaged.get(folder, ())
+            ),
         )
         studies.setdefault(study_uid, []).append(info)
         study_meta.setdefault(study_uid, first)

@@ -111,10 +111,15 @@ def _read(seg: str | PathLike[str] | Dataset) -> tuple[Dataset, str]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    from petcorpus.dicom.series import check_file, os_error
+
     path = Path(seg)
+    check_file(path)  # zero bytes, not a regular file, unreadable: named with the OS error
     try:
         return pydicom.dcmread(path), str(path)
-    except (InvalidDicomError, EOFError, OSError, ValueError) as exc:
+    except OSError as exc:
+        raise CorruptFileError(f"unreadable: {os_error(exc)}", path=path) from exc
+    except (InvalidDicomError, EOFError, ValueError) as exc:
         raise CorruptFileError(f"cannot read the DICOM SEG: {exc}", path=path) from exc
 
 

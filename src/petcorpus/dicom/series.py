@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
+import stat
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
@@ -51,7 +53,7 @@ from petcorpus.volume import Volume, lps_to_ras
 if TYPE_CHECKING:
     from petcorpus.dicom.scan import SeriesInfo
 
-__all__ = ["LoadedSeries", "affine_lps", "load_series", "read_dataset"]
+__all__ = ["LoadedSeries", "affine_lps", "check_file", "load_series", "os_error", "read_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ _NATIVE = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 _SPACING_RTOL = 0.01
 #: orientation cosines must agree within this
 _ORIENT_ATOL = 1e-4
+_NOT_DICOM = "not a DICOM file (no DICM marker and no DICOM header)"
 #: in-plane offset between consecutive slices (gantry tilt / misstacking), mm
 _INPLANE_ATOL = 0.01
 
@@ -84,15 +87,11 @@ def read_dataset(path: str | PathLike[str], *, stop_before_pixels: bool = False)
     Raises
     ------
     CorruptFileError
-        Zero bytes, not DICOM, or truncated before the header ends.
+        Zero bytes, unreadable (with the OS error), not DICOM, or truncated before the
+        header ends.
     """
     p = Path(path)
-    try:
-        size = p.stat().st_size
-    except OSError as exc:
-        raise CorruptFileError(f"cannot read the file ({exc.strerror})", path=p) from exc
-    if size == 0:
-        raise CorruptFileError("zero-byte file", path=p)
+    check_file(p)
     try:
         try:
             ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels)
@@ -104,18 +103,50 @@ def read_dataset(path: str | PathLike[str], *, stop_before_pixels: bool = False)
                 head = fh.read(8)
             group = int.from_bytes(head[:2], "little") if len(head) >= 8 else -1
             if not 0x0002 <= group <= 0x0008:
-                raise CorruptFileError("not a DICOM file", path=p) from None
+                raise CorruptFileError(_NOT_DICOM, path=p) from None
             ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels, force=True)
             if "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
-                raise CorruptFileError("not a DICOM file", path=p) from None
+                raise CorruptFileError(_NOT_DICOM, path=p) from None
     except CorruptFileError:
         raise
+    except OSError as exc:
+        raise CorruptFileError(f"unreadable: {os_error(exc)}", path=p) from exc
     except Exception as exc:  # pydicom raises many types on truncated/garbled input
         raise CorruptFileError(
             f"cannot parse as DICOM ({type(exc).__name__}: {exc})", path=p
         ) from exc
     _ensure_transfer_syntax(ds)
     return ds
+
+
+def os_error(exc: OSError) -> str:
+    """An OS error as ``[Errno 13] Permission denied`` (the path is named separately)."""
+    if exc.errno is not None and exc.strerror:
+        return f"[Errno {exc.errno}] {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
+def check_file(path: Path) -> int:
+    """The size of a file that can be opened as DICOM, or the reason it cannot.
+
+    Checked before any read: a FIFO or a device would block ``open`` or never end.
+
+    Raises
+    ------
+    CorruptFileError
+        Unreadable (the OS error: missing, dangling link, permission), not a regular file,
+        or zero bytes.
+    """
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise CorruptFileError(f"unreadable: {os_error(exc)}", path=path) from exc
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO, socket or device"
+        raise CorruptFileError(f"not a regular file ({kind})", path=path)
+    if st.st_size == 0:
+        raise CorruptFileError("zero bytes (an empty file)", path=path)
+    return st.st_size
 
 
 def _ensure_transfer_syntax(ds: Dataset) -> None:
@@ -293,6 +324,84 @@ def _decode_into(out: np.ndarray, ds: Dataset, path: Path) -> bool:
     return clipped
 
 
+def _series_path(files: Sequence[Path]) -> Path:
+    """What names a whole series in an error: its folder, else (files of many) its first file."""
+    parents = {f.parent for f in files}
+    return files[0].parent if len(parents) == 1 else files[0]
+
+
+def _check_on_one_line(
+    ipps: np.ndarray, diffs: np.ndarray, normal: np.ndarray, files: Sequence[Path]
+) -> None:
+    """Consecutive positions must step along the normal of ImageOrientationPatient.
+
+    A tilted CT gantry shifts every slice sideways in proportion to its step along the
+    normal (the stack is sheared): reported as GANTRY_TILT with the angle. Sideways offsets
+    that are not proportional (misstacked or mixed slices) are a GEOMETRY_MISMATCH.
+    """
+    inplane = np.diff(ipps, axis=0) - np.outer(diffs, normal)
+    if np.max(np.abs(inplane)) <= _INPLANE_ATOL:
+        return
+    shear = np.median(inplane / diffs[:, None], axis=0)  # sideways mm per mm along the normal
+    if np.max(np.abs(inplane - np.outer(diffs, shear))) <= _INPLANE_ATOL:
+        angle = math.degrees(math.atan(float(np.linalg.norm(shear))))
+        along = float(np.median(diffs))
+        raise GeometryMismatchError(
+            f"gantry tilt of {angle:.2f}°: consecutive slices step {along:.4f} mm along the "
+            f"normal of ImageOrientationPatient and {along * np.linalg.norm(shear):.4f} mm "
+            f"sideways (ImagePositionPatient {files[0].name} → {files[1].name}); tilted "
+            "series are not resampled: reconstruct without tilt, or convert this series "
+            "with dcm2niix, which resamples it",
+            path=_series_path(files),
+            reason=Reason.GANTRY_TILT,
+        )
+    a = int(np.argmax(np.max(np.abs(inplane), axis=1)))
+    raise GeometryMismatchError(
+        f"slice positions are not on one line along the normal of ImageOrientationPatient: "
+        f"{ipps[a].tolist()} ({files[a].name}) → {ipps[a + 1].tolist()} "
+        f"({files[a + 1].name}) is {np.linalg.norm(inplane[a]):.4f} mm off it",
+        path=files[a + 1],
+    )
+
+
+def _spacing_gap(
+    pos: np.ndarray, diffs: np.ndarray, files: Sequence[Path]
+) -> tuple[int, str] | None:
+    """Where the spacing along the normal is not uniform: (index of the gap, what it is)."""
+    n = len(pos)
+    typical = float(np.median(diffs))
+    mean = float(pos[-1] - pos[0]) / (n - 1)
+    bad = np.nonzero(np.abs(diffs - typical) > _SPACING_RTOL * typical)[0]
+    if not bad.size and abs(mean - typical) <= _SPACING_RTOL * typical:
+        return None
+    a = int(bad[0]) if bad.size else int(np.argmax(np.abs(diffs - typical)))
+    return a, (
+        f"slice spacing is not uniform: {diffs[a]:.4f} mm between positions "
+        f"{pos[a]:.4f} and {pos[a + 1]:.4f} mm ({files[a].name} → {files[a + 1].name}), "
+        f"the other slices are {typical:.4f} mm apart"
+    )
+
+
+def _unreadable_slice(
+    unreadable: Sequence[tuple[Path, str]], series_uid: str, gap: str
+) -> CorruptFileError:
+    """A gap in a series beside files the scan could not read: the files are the cause."""
+    (path, why), *more = unreadable
+    if not more:
+        cause = "this file is probably the missing slice"
+    else:
+        names = "; ".join(f"{p.name}: {r}" for p, r in more[:3])
+        extra = f" and {len(more) - 3} more" if len(more) > 3 else ""
+        cause = (
+            f"this file and {len(more)} more unreadable there ({names}{extra}) are "
+            "probably the missing slices"
+        )
+    return CorruptFileError(
+        f"{why}; series {series_uid}, whose files sit in this folder, has a gap ({gap}): {cause}",
+        path=path,
+    )
+
+
 def load_series(
     series: SeriesInfo | Sequence[str | PathLike[str]],
     *,
@@ -317,10 +426,14 @@ def load_series(
     Raises
     ------
     CorruptFileError
-        A truncated, zero-byte or non-DICOM file (named).
+        A truncated, zero-byte, unreadable or non-DICOM file (named). Also for a gap in a
+        :class:`SeriesInfo` whose folder holds files the scan could not read
+        (``series.unreadable``): the first of them is named as the missing slice.
     GeometryMismatchError
         Orientation, rows/columns or pixel spacing differ between slices (the file named),
-        or positions are not on one line along the normal.
+        or positions are not on one line along the normal; reason GANTRY_TILT (with the
+        angle) when every slice is shifted sideways in proportion to its step, as a tilted
+        CT gantry does.
     SliceGapError
         Non-uniform spacing (a missing slice) or, with reason DUPLICATE_SLICE, two slices at
         one position; the positions are in the message.
@@ -328,6 +441,8 @@ def load_series(
     from petcorpus.dicom.scan import SeriesInfo  # scan imports this module
 
     paths = series.files if isinstance(series, SeriesInfo) else series
+    # files beside the series that the scan could not read (they may be its slices)
+    unreadable = series.unreadable if isinstance(series, SeriesInfo) else ()
     files = [Path(p) for p in paths]
     if not files:
         raise PetcorpusError("no files in the series", reason=Reason.NO_SERIES)
@@ -426,28 +541,24 @@ def load_series(
                     path=files[a + 1],
                     reason=Reason.DUPLICATE_SLICE,
                 )
+        _check_on_one_line(ipps, diffs, normal, files)
+        gap = _spacing_gap(pos, diffs, files)
+        if gap is not None:
+            if unreadable:
+                raise _unreadable_slice(unreadable, series_uid, gap[1])
+            raise SliceGapError(f"{gap[1]}; a slice is missing?", path=files[gap[0] + 1])
         step = float(np.linalg.norm(ipps[-1] - ipps[0]) / (n - 1))
-        typical = float(np.median(diffs))
-        bad = np.nonzero(np.abs(diffs - typical) > _SPACING_RTOL * typical)[0]
-        if bad.size or abs(step - typical) > _SPACING_RTOL * typical:
-            a = int(bad[0]) if bad.size else int(np.argmax(np.abs(diffs - typical)))
-            raise SliceGapError(
-                f"slice spacing is not uniform: {diffs[a]:.4f} mm between positions "
-                f"{pos[a]:.4f} and {pos[a + 1]:.4f} mm ({files[a].name} → "
-                f"{files[a + 1].name}), the other slices are {typical:.4f} mm apart; "
-                "a slice is missing?",
-                path=files[a + 1],
-            )
-        inplane = (ipps[1:] - ipps[:-1]) - np.outer(diffs, normal)
-        if np.max(np.abs(inplane)) > _INPLANE_ATOL:
-            a = int(np.argmax(np.max(np.abs(inplane), axis=1)))
-            raise GeometryMismatchError(
-                f"slice positions are not on one line along the normal (gantry tilt?): "
-                f"{ipps[a].tolist()} → {ipps[a + 1].tolist()}",
-                path=files[a + 1],
-            )
     else:
         step = float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
+    if unreadable:
+        log.warning(
+            "%s: %d unreadable file(s) beside series %s (%s); the series has no gap, so they "
+            "are taken not to be its slices",
+            _series_path(files),
+            len(unreadable),
+            series_uid,
+            ", ".join(f"{q.name}: {r}" for q, r in unreadable[:3]),
+        )
     aff = affine_lps(iop0, ps0, ipps[0], step)
 
     if block is None:

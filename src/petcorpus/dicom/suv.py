@@ -26,6 +26,7 @@ Two time references:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import math
@@ -53,6 +54,8 @@ __all__ = [
 TimeReference = Literal["qiba", "autopet"]
 SuvKind = Literal["bw", "lbm", "bsa"]
 _MAX_UPTAKE_S = 24 * 3600.0
+#: heavier than any patient a PET/CT table takes (a weight in grams shows up as absurd)
+_MAX_WEIGHT_KG = 500.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -381,9 +384,30 @@ class SuvResult:
     per_slice: dict[str, tuple[float, ...]] | None = None
     scan_datetime: str | None = None
     scan_datetime_source: str | None = None
+    #: the error behind each entry of ``errors`` (not part of :meth:`as_dict`)
+    failures: dict[str, PetcorpusError] = dataclasses.field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {
+            f.name: copy.deepcopy(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name != "failures"
+        }
+
+    def factor(self, key: str) -> float:
+        """The factor ``key`` (``"bqml"``, ``"suv_bw"``, ``"suv_lbm"`` or ``"suv_bsa"``).
+
+        Raises
+        ------
+        PetcorpusError
+            The error that made it impossible, with its reason, tag and file.
+        """
+        value = getattr(self, key)
+        if value is None:
+            raise self.failures[key]
+        return float(value)
 
 
 # -- body size ---------------------------------------------------------------------------------
@@ -430,14 +454,20 @@ def _scan_datetime(inp: SuvInputs) -> Sourced:
 def _checked_common(inp: SuvInputs) -> tuple[float, float]:
     """Weight (kg) and dose (Bq) after sanity checks."""
     w = inp._need("weight_kg", "(0010,1030) PatientWeight")
-    if not (0 < w < 500):
+    if not (0 < w < _MAX_WEIGHT_KG):
         raise PetcorpusError(
-            f"(0010,1030) PatientWeight = {w} kg is absurd (expected 0-500 kg)", path=inp.path
+            f"(0010,1030) PatientWeight = {w:g} kg is not a body weight (more than 0 and less "
+            f"than {_MAX_WEIGHT_KG:g} kg expected); SUV needs the patient's weight and "
+            "petcorpus reads it only from this header: correct the header",
+            path=inp.path,
+            reason=Reason.INVALID_VALUE,
         )
     d = inp._need("total_dose_bq", "(0018,1074) RadionuclideTotalDose")
     if not (d > 0 and math.isfinite(d)):
         raise PetcorpusError(
-            f"(0018,1074) RadionuclideTotalDose = {d} Bq is not a positive dose", path=inp.path
+            f"(0018,1074) RadionuclideTotalDose = {d} Bq is not a positive dose",
+            path=inp.path,
+            reason=Reason.INVALID_VALUE,
         )
     return w, d
 
@@ -450,6 +480,7 @@ def _uptake_s(inp: SuvInputs, when: dt.datetime) -> float:
             f"uptake time {s / 60:.1f} min (injection {inj.isoformat()} → scan "
             f"{when.isoformat()}) is negative or over 24 h",
             path=inp.path,
+            reason=Reason.INVALID_VALUE,
         )
     return s
 
@@ -461,7 +492,9 @@ def _mass(inp: SuvInputs, kind: str, weight: float) -> float:
     h = inp._need("height_m", "(0010,1020) PatientSize")
     if not (0.3 < h < 3.0):
         raise PetcorpusError(
-            f"(0010,1020) PatientSize = {h} m is absurd (expected metres, 0.3-3)", path=inp.path
+            f"(0010,1020) PatientSize = {h} m is not a body height (metres, 0.3-3 expected)",
+            path=inp.path,
+            reason=Reason.INVALID_VALUE,
         )
     if kind == "bsa":
         return bsa_m2(weight, h) * 1e4
@@ -523,11 +556,13 @@ def _decay_mode(inp: SuvInputs) -> str:
             f"(0028,0051) CorrectedImage = {ci_text} lacks ATTN: the PET is not "
             "attenuation corrected, SUV is meaningless",
             path=inp.path,
+            reason=Reason.UNSUPPORTED,
         )
     if mode != "NONE" and "DECY" not in ci:
         raise PetcorpusError(
             f"(0028,0051) CorrectedImage = {ci_text} lacks DECY but DecayCorrection is {mode}",
             path=inp.path,
+            reason=Reason.INVALID_VALUE,
         )
     return mode
 
@@ -541,7 +576,11 @@ def _qiba_per_bqml(inp: SuvInputs, kind: str) -> float | tuple[float, ...]:
         return mass / dose
     half = inp._need("half_life_s", "(0018,1075) RadionuclideHalfLife")
     if not half > 0:
-        raise PetcorpusError(f"(0018,1075) RadionuclideHalfLife = {half} s", path=inp.path)
+        raise PetcorpusError(
+            f"(0018,1075) RadionuclideHalfLife = {half} s is not a positive half-life",
+            path=inp.path,
+            reason=Reason.INVALID_VALUE,
+        )
     if mode == "START":
         t = _uptake_s(inp, _scan_datetime(inp).value)
         return mass / (dose * 0.5 ** (t / half))
@@ -616,9 +655,14 @@ def suv_factor(
         return ph * _mass(inputs, kind, w) / (w * 1000.0)
     per_bqml = _qiba_per_bqml(inputs, kind)
     if isinstance(per_bqml, tuple):
+        n_times = len(set(inputs.acquisition_datetimes))
         raise UnsupportedError(
-            "DecayCorrection NONE with several acquisition times: the factor differs per "
-            "slice; use compute_suv(...).per_slice",
+            f"(0054,1102) DecayCorrection = NONE and the slices were acquired at {n_times} "
+            "different times: the pixels are not decay corrected, so the SUV factor differs "
+            "per slice, and SUV.nii.gz with one factor per slice is not supported; "
+            "`petcorpus suv PET_FOLDER --json` lists the per-slice factors, and "
+            "`--suv-time autopet` applies the published autoPET recipe's single factor "
+            "(decay to one file's AcquisitionTime, DecayCorrection ignored)",
             path=inputs.path,
         )
     assert scale is not None
@@ -649,11 +693,13 @@ def compute_suv(
     errors: dict[str, str] = {}
     values: dict[str, float | None] = {}
     per_slice: dict[str, tuple[float, ...]] = {}
+    failures: dict[str, PetcorpusError] = {}
     try:
         values["bqml"] = bqml_factor(inp)
     except PetcorpusError as exc:
         values["bqml"] = None
         errors["bqml"] = f"[{exc.reason}] {exc}"
+        failures["bqml"] = exc
     for kind in ("bw", "lbm", "bsa"):
         key = f"suv_{kind}"
         try:
@@ -661,6 +707,7 @@ def compute_suv(
         except PetcorpusError as exc:
             values[key] = None
             errors[key] = f"[{exc.reason}] {exc}"
+            failures[key] = exc
             if time_reference == "qiba" and values["bqml"] is not None:
                 try:
                     ps = _qiba_per_bqml(inp, kind)
@@ -689,6 +736,7 @@ def compute_suv(
         per_slice=per_slice or None,
         scan_datetime=scan_dt,
         scan_datetime_source=scan_src,
+        failures=failures,
     )
 
 
