@@ -170,7 +170,6 @@ def test_one_thread_writes_the_same_bytes_as_two(vendor, tmp_path):
     study = phantom(seed=33, size="small", vendor=vendor, diagnosis="LYMPHOMA")
     write_study(study, tmp_path / "dicom")
     scanned = _only_study(tmp_path / "dicom")
-    dicom = tmp_path / "dicom"
     one = write_converted(scanned, tmp_path / "one", ConversionOptions(workers=1))
     two = write_converted(scanned, tmp_path / "two", ConversionOptions(workers=2))
     assert one.sha256 == two.sha256

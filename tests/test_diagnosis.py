@@ -111,6 +111,20 @@ def test_zero_byte_slice_is_corrupt_file_named(tree):
     assert rec.message.startswith("zero bytes")
 
 
+def test_a_lone_damaged_seg_fails_its_study_instead_of_losing_the_lesions(tree):
+    seg_dir = _series_dir(tree, "Segmentation")
+    (victim,) = seg_dir.iterdir()
+    victim.write_bytes(b"")  # the study's only SEG: no series is left in its folder
+    res, study, _ = _pet_info(tree)
+    assert not study.by_modality("SEG")
+    assert study.unreadable == ((victim, "zero bytes (an empty file)"),)
+    rec = _failure(study)
+    assert (rec.reason, rec.path) == ("CORRUPT_FILE", str(victim))
+    assert "--no-seg" in rec.message
+    converted = convert_study(study, ConversionOptions(workers=1, seg=False))
+    assert converted.sidecar["seg_series_instance_uid"] is None
+
+
 def test_slice_truncated_inside_its_header_is_named(tree):
     pet_dir = _series_dir(tree, "PET corr")
     victim = sorted(pet_dir.glob("*.dcm"))[20]

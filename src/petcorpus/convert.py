@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from petcorpus.errors import PetcorpusError, Reason
+from petcorpus.errors import CorruptFileError, PetcorpusError, Reason
 from petcorpus.layouts.autopet import AutopetStudy
 from petcorpus.naming import OutputName, name_studies
 from petcorpus.volume import Volume, VolumeStream
@@ -147,6 +147,13 @@ def _produce(
     from petcorpus.resample import resample_stream
 
     selection = study.select(pet_series=options.pet_series, ct_series=options.ct_series)
+    if study.unreadable and options.seg:
+        path, why = study.unreadable[0]
+        raise CorruptFileError(
+            f"{why}; it sits beside this study's series and may be its SEG (or another "
+            "series): fix or remove it, or convert the images only with --no-seg",
+            path=path,
+        )
     pet_series = load_series(selection.pet, workers=options.workers)
     pet_dir = Path(selection.pet.files[0]).parent
     if options.effective_suv_time == "autopet":

@@ -154,6 +154,8 @@ class StudyInfo:
     patient_id: str | None
     study_date: str | None
     series: list[SeriesInfo]
+    #: damaged files (with the reason) in folders of their own beside the study's series
+    unreadable: tuple[tuple[Path, str], ...] = ()
 
     def by_modality(self, modality: str) -> list[SeriesInfo]:
         return [s for s in self.series if s.modality == modality]
@@ -686,5 +688,22 @@ def _scan(
             studies[uid], key=lambda s: (s.modality, s.series_number or 0, s.series_uid)
         )
         meta = study_meta[uid]
-        out.append(StudyInfo(uid, _s(meta.get("PatientID")), _s(meta.get("StudyDate")), series))
+        # Damaged files in a folder of their own beside the study's series (a SEG, say):
+        # no series claims them, yet the study may be incomplete without them.
+        series_folders = {f.parent for s in series for f in s.files}
+        beside = sorted(
+            d
+            for folder, files in damaged.items()
+            if folder not in series_folders and folder.parent in {f.parent for f in series_folders}
+            for d in files
+        )
+        out.append(
+            StudyInfo(
+                uid,
+                _s(meta.get("PatientID")),
+                _s(meta.get("StudyDate")),
+                series,
+                unreadable=tuple(beside),
+            )
+        )
     return ScanResult(root=root_p, studies=out, skipped=skipped)
