@@ -115,7 +115,7 @@ def test_a_lone_damaged_seg_fails_its_study_instead_of_losing_the_lesions(tree):
     seg_dir = _series_dir(tree, "Segmentation")
     (victim,) = seg_dir.iterdir()
     victim.write_bytes(b"")  # the study's only SEG: no series is left in its folder
-    res, study, _ = _pet_info(tree)
+    _, study, _ = _pet_info(tree)
     assert not study.by_modality("SEG")
     assert study.unreadable == ((victim, "zero bytes (an empty file)"),)
     rec = _failure(study)
