@@ -59,7 +59,7 @@ _READ_ERRORS = (
 Kind = Literal["file", "dir", "symlink", "hardlink"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class UnpackLimits:
     """Caps on what one archive may expand to (against zip bombs and full disks).
 
