@@ -212,3 +212,63 @@ def test_autopet_unreachable_server_exits_1_with_the_url(tmp_path) -> None:
         )
     assert res.exit_code == 1
     assert "getSeries" in res.output and "502" in res.output
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["download", "dry-run"])
+def test_bad_table_entry_is_one_line_naming_the_table_and_the_entry(tmp_path, dry_run) -> None:
+    table = tmp_path / "table.json"
+    files = [{"name": "CT-details.xlsx", "kind": "metadata"}, {"name": "../x.zip"}]
+    table.write_text(json.dumps({"base_url": "http://127.0.0.1:9/e", "files": files}))
+    dest = tmp_path / "e"
+    args = ["download", "enhance", str(dest), "--table", str(table), *FAST]
+    res = runner.invoke(app, args + (["--dry-run"] if dry_run else []))
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit)
+    assert "Traceback" not in res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1, res.output
+    assert str(table) in lines[0] and "entry 2 is named '../x.zip'" in lines[0]
+    assert not dest.exists() and not (tmp_path / "x.zip").exists()
+
+
+def _zip_bytes(tmp_path, name: str, entries) -> bytes:
+    from tests.test_download_unpack import _zip_entries
+
+    return _zip_entries(tmp_path / name, entries).read_bytes()
+
+
+def test_unpack_refuses_links_unless_allow_links_and_then_only_inside(tmp_path) -> None:
+    """Organs.zip holds a link inside its folder; Ribs.zip the two-link chain of issue 14."""
+    organs = [
+        ("Organs/0001.nii.gz", "file", b"mask1"),
+        ("Organs/latest.nii.gz", "symlink", "0001.nii.gz"),
+    ]
+    ribs = [
+        ("a/b/c/d", "dir", b""),
+        ("a/b/c/d/s2", "symlink", "../../../.."),
+        ("s1", "symlink", "a/b/c/d/s2/../../../.."),
+        ("s1/victim.txt", "file", b"pwned"),
+    ]
+    zips = {"Organs.zip": _zip_bytes(tmp_path, "o.zip", organs)}
+    zips["Ribs.zip"] = _zip_bytes(tmp_path, "r.zip", ribs)
+    (tmp_path / "victim.txt").write_text("precious")
+    box = tmp_path / "box"
+    box.mkdir()
+    with FakeServer() as server:
+        for name, data in zips.items():
+            server.files[f"/enhance/{name}"] = data
+        files = [{"name": n, "kind": "labels", "group": n[:-4]} for n in zips]
+        table = tmp_path / "table.json"
+        table.write_text(json.dumps({"base_url": f"{server.url}/enhance", "files": files}))
+        args = ["download", "enhance", str(box / "e"), "--table", str(table), "--unpack", *FAST]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 1
+        assert res.output.count("[UNSAFE_ARCHIVE]") == 2 and "--allow-links" in res.output
+        assert not (box / "e/imaging-data").exists()
+        res = runner.invoke(app, [*args, "--allow-links"])
+    assert res.exit_code == 1, res.output
+    assert "failed 1" in res.output and "'s1'" in res.output and "leads outside" in res.output
+    organs_out = box / "e/imaging-data/ground-truth/Organs"
+    assert sorted(p.name for p in organs_out.iterdir()) == ["0001.nii.gz"]
+    assert (organs_out / "0001.nii.gz").read_bytes() == b"mask1"
+    assert (tmp_path / "victim.txt").read_text() == "precious"
+    assert sorted(p.name for p in box.iterdir()) == ["e"]

@@ -19,7 +19,7 @@ from petcorpus.download import (
     enhance_specs,
     load_table,
 )
-from petcorpus.errors import DownloadError
+from petcorpus.errors import DownloadError, PetcorpusError, Reason
 from tests._download_server import FakeServer
 
 POLICY = RetryPolicy(attempts=3, backoff=0.001, timeout=10, sleep=lambda s: None)
@@ -185,3 +185,60 @@ def test_wrong_checksum_in_table_fails_with_the_url(release, tmp_path) -> None:
     assert list(report.failed) == ["CT-details.xlsx"]
     assert f"{server.url}/enhance/CT-details.xlsx" in str(report.failed["CT-details.xlsx"])
     assert not Path(tmp_path / "CT-details.xlsx").exists()
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ({"name": "../x.zip"}, "is named '../x.zip'"),
+        ({"name": "sub/x.zip"}, "is named 'sub/x.zip'"),
+        ({"name": "..\\x.zip"}, "plain file name"),
+        ({"name": "/etc/x.zip"}, "plain file name"),
+        ({"name": "C:x.zip"}, "drive letter"),
+        ({"name": ".."}, "plain file name"),
+        ({"name": 3}, "is named 3"),
+        ({"name": "x.zip", "group": "../../x"}, "group is named '../../x'"),
+        ({"name": "x.zip", "url": "ftp://host/x.zip"}, "expected http://, https:// or file://"),
+        ({"name": "x.zip", "url": "x.zip"}, "expected http://"),
+        ({"name": "x.zip", "size": -1}, "has the size -1"),
+        ({"name": "x.zip", "sha256": "abc"}, "has the sha256 'abc'"),
+        ({"name": "CT-details.xlsx"}, "appears twice"),
+    ],
+    ids=[
+        "dotdot",
+        "subfolder",
+        "backslash",
+        "absolute",
+        "drive",
+        "bare-dotdot",
+        "not-a-string",
+        "group-dotdot",
+        "ftp-url",
+        "relative-url",
+        "negative-size",
+        "short-sha256",
+        "duplicate",
+    ],
+)
+def test_bad_table_entries_are_refused_when_the_table_is_loaded(tmp_path, entry, words) -> None:
+    tbl = builtin_table("v2")
+    tbl["files"].append(entry)
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(tbl))
+    with pytest.raises(PetcorpusError) as info:
+        load_table(path)
+    assert info.value.reason is Reason.INVALID_VALUE
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "entry 14" in message and words in message
+    with pytest.raises(PetcorpusError, match="entry 14"):  # a dict table, from Python
+        download_enhance(tmp_path / "dest", table=tbl, base_url="https://host/x")
+    assert not (tmp_path / "dest").exists()
+
+
+def test_a_bad_base_url_is_refused(tmp_path) -> None:
+    with pytest.raises(PetcorpusError, match=r"--base-url .* 'host/path'"):
+        load_table(base_url="host/path")
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"base_url": "javascript:alert(1)", "files": []}))
+    with pytest.raises(PetcorpusError, match="'base_url' has the URL"):
+        load_table(path)

@@ -20,6 +20,7 @@ __all__ = [
     "Reason",
     "SegReferenceError",
     "SliceGapError",
+    "UnsafeArchiveError",
     "UnsupportedError",
 ]
 
@@ -122,6 +123,12 @@ class DownloadError(PetcorpusError, OSError):
     """A transfer failed after its retries."""
 
     default_reason = Reason.DOWNLOAD
+
+
+class UnsafeArchiveError(DownloadError):
+    """An archive refused before or while unpacking (link, escape, special file, bomb)."""
+
+    default_reason = Reason.UNSAFE_ARCHIVE
 
 
 class ChecksumError(PetcorpusError, ValueError):

@@ -51,6 +51,24 @@ _BACKOFF = typer.Option(2.0, "--backoff", min=0.0, help="First retry delay (s), 
 _DRY = typer.Option(False, "--dry-run", help="List what would be fetched and the total size.")
 _VERIFY = typer.Option(False, "--verify", help="Re-hash complete files; fetch changed ones.")
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
+_ALLOW_LINKS = typer.Option(
+    False,
+    "--allow-links",
+    help="Unpack archives holding links that stay inside their folder (refused by default).",
+)
+_MAX_RATIO = typer.Option(
+    None,
+    "--max-ratio",
+    min=1.0,
+    help="Largest expanded/archive size ratio accepted when unpacking, the zip-bomb cap "
+    "(default 200; docs/download.md).",
+)
+
+
+def _limits(max_ratio: float | None):
+    from petcorpus.download import UnpackLimits
+
+    return UnpackLimits() if max_ratio is None else UnpackLimits(max_ratio=max_ratio)
 
 
 @download_app.command("enhance")
@@ -77,6 +95,8 @@ def enhance_cmd(
     dry_run: bool = _DRY,
     verify: bool = _VERIFY,
     progress: bool = _PROGRESS,
+    allow_links: bool = _ALLOW_LINKS,
+    max_ratio: float | None = _MAX_RATIO,
 ) -> None:
     """Download ENHANCE.PET (metadata, label zips, image zips) under their real names."""
     from petcorpus.download import (
@@ -124,6 +144,8 @@ def enhance_cmd(
         policy=policy,
         verify=verify,
         progress=progress,
+        limits=_limits(max_ratio),
+        allow_links=allow_links,
     )
     if unpack and not report.failed:
         counts = check_counts(dest)
@@ -181,6 +203,8 @@ def autopet_cmd(
     dry_run: bool = _DRY,
     verify: bool = _VERIFY,
     progress: bool = _PROGRESS,
+    allow_links: bool = _ALLOW_LINKS,
+    max_ratio: float | None = _MAX_RATIO,
 ) -> None:
     """Download autoPET (FDG-PET-CT-Lesions) from TCIA into a TCIA-style DICOM tree."""
     from petcorpus.download import download_autopet, plan_autopet
@@ -214,6 +238,13 @@ def autopet_cmd(
         )
         return
     report = download_autopet(
-        dest, workers=workers, verify=verify, keep_zips=keep_zips, progress=progress, **kwargs
-    )  # type: ignore[arg-type]
+        dest,
+        workers=workers,
+        verify=verify,
+        keep_zips=keep_zips,
+        progress=progress,
+        limits=_limits(max_ratio),
+        allow_links=allow_links,
+        **kwargs,  # type: ignore[arg-type]
+    )
     _finish(report)

@@ -46,7 +46,7 @@ from petcorpus.download.transfer import (
     fetch_all,
 )
 from petcorpus.download.unpack import UnpackLimits, remove_tree, safe_extract
-from petcorpus.errors import CorruptFileError, DownloadError, PetcorpusError
+from petcorpus.errors import CorruptFileError, DownloadError, PetcorpusError, Reason
 from petcorpus.labels import GROUPS
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "download_enhance",
     "enhance_specs",
     "load_table",
+    "validate_table",
 ]
 
 #: The seven label groups, one zip each (the one list lives in petcorpus.labels).
@@ -97,14 +98,113 @@ def load_table(
             raise CorruptFileError(
                 f"cannot read the ENHANCE file table ({exc})", path=path
             ) from exc
-        if not isinstance(table, dict) or ("files" not in table and "layout" not in table):
-            raise CorruptFileError("an ENHANCE file table needs 'files' or 'layout'", path=path)
+        validate_table(table, source=path)
     else:
         table = builtin_table(release)
     base_url = base_url or os.environ.get("PETCORPUS_ENHANCE_URL") or None
     if base_url:
+        _check_url(base_url, "--base-url (or PETCORPUS_ENHANCE_URL)", None)
         table = {**table, "base_url": base_url}
     return table
+
+
+_URL_SCHEMES = ("http", "https", "file")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+
+
+def _bad_entry(source: str | os.PathLike[str] | None, what: str) -> PetcorpusError:
+    return PetcorpusError(
+        f"bad ENHANCE file table: {what}", path=source, reason=Reason.INVALID_VALUE
+    )
+
+
+def _check_url(url: object, what: str, source: str | os.PathLike[str] | None) -> None:
+    ok = isinstance(url, str) and url.isprintable() and " " not in url
+    if ok:
+        parts = urllib.parse.urlsplit(str(url))
+        ok = parts.scheme in _URL_SCHEMES and (parts.scheme == "file" or bool(parts.netloc))
+    if not ok:
+        raise _bad_entry(
+            source, f"{what} has the URL {url!r}; expected http://, https:// or file://"
+        )
+
+
+def _check_name(name: object, where: str, source: str | os.PathLike[str] | None) -> str:
+    """A file name of the table: a plain name that stays in DEST."""
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or name in (".", "..")
+        or any(c in name for c in "/\\\0")
+        or _DRIVE.match(name)
+        or not name.isprintable()
+    ):
+        raise _bad_entry(
+            source,
+            f"{where} is named {name!r}; a name must be a plain file name "
+            "(no '/', '\\', '..', drive letter or control character)",
+        )
+    return name
+
+
+def validate_table(table: object, *, source: str | os.PathLike[str] | None = None) -> None:
+    """Check an ENHANCE file table before anything is fetched.
+
+    File names and groups must be plain names (no path separator, ``..``, drive letter or
+    control character; no duplicate file), URLs ``http(s)://`` or ``file://``, sizes non-negative
+    integers and checksums hex strings.
+
+    Raises
+    ------
+    PetcorpusError
+        With reason ``INVALID_VALUE``, one line naming ``source`` (the table file) and the
+        entry.
+    """
+    if not isinstance(table, dict) or ("files" not in table and "layout" not in table):
+        raise _bad_entry(source, "an ENHANCE file table is a JSON object with 'files' or 'layout'")
+    if table.get("base_url") is not None:
+        _check_url(table["base_url"], "'base_url'", source)
+    if "files" not in table:
+        if table["layout"] != "per-case":
+            raise _bad_entry(source, f"unknown layout {table['layout']!r}; expected 'per-case'")
+        for key, low, high in (("cases", 1, None), ("case_digits", 1, 9)):
+            value = table.get(key)
+            if value is not None and (
+                not isinstance(value, int) or value < low or (high is not None and value > high)
+            ):
+                raise _bad_entry(source, f"{key!r} must be an integer >= {low}, got {value!r}")
+        return
+    files = table["files"]
+    if not isinstance(files, list):
+        raise _bad_entry(source, "'files' must be a list of entries")
+    seen: set[str] = set()
+    for i, f in enumerate(files, start=1):
+        where = f"entry {i}"
+        if not isinstance(f, dict):
+            raise _bad_entry(source, f"{where} is not an object with a 'name'")
+        name = _check_name(f.get("name"), where, source)
+        where = f"entry {i} ({name!r})"
+        if name in seen:
+            raise _bad_entry(source, f"{where} appears twice")
+        seen.add(name)
+        if f.get("url") is not None:
+            _check_url(f["url"], where, source)
+        if f.get("group") is not None:  # unpacked labels go to ground-truth/<group>/
+            _check_name(f["group"], f"{where}'s group", source)
+        if not isinstance(f.get("kind", ""), str):
+            raise _bad_entry(source, f"{where} has the kind {f['kind']!r}; expected a string")
+        size = f.get("size")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            raise _bad_entry(source, f"{where} has the size {size!r}; expected bytes >= 0")
+        for algo, width in (("sha256", 64), ("md5", 32)):
+            digest = f.get(algo)
+            if digest is not None and not (
+                isinstance(digest, str) and len(digest) == width and _HEX.match(digest)
+            ):
+                raise _bad_entry(
+                    source, f"{where} has the {algo} {digest!r}; expected {width} hex digits"
+                )
 
 
 def _files(table: dict[str, Any], cases: int | None) -> list[dict[str, Any]]:
@@ -178,14 +278,18 @@ def _kind_of(table: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _unpack_one(
-    zip_path: Path, dest: Path, meta: dict[str, Any], limits: UnpackLimits | None
+    zip_path: Path,
+    dest: Path,
+    meta: dict[str, Any],
+    limits: UnpackLimits | None,
+    allow_links: bool = False,
 ) -> int:
     """Unpack one ENHANCE zip into ``imaging-data/{images,ground-truth}``; returns files."""
     kind = meta.get("kind")
     root = dest / "imaging-data" / ("ground-truth" if kind == "labels" else "images")
     stage = dest / _STAGE / "unpack" / zip_path.name
     remove_tree(stage)
-    files = safe_extract(zip_path, stage, limits=limits)
+    files = safe_extract(zip_path, stage, limits=limits, allow_links=allow_links)
     group = meta.get("group")
     for f in files:
         parts = f.relative_to(stage).parts
@@ -266,6 +370,7 @@ def download_enhance(
     verify: bool = False,
     progress: bool = False,
     limits: UnpackLimits | None = None,
+    allow_links: bool = False,
 ) -> TransferReport:
     """Download ENHANCE.PET into ``dest`` under the files' own names; optionally unpack.
 
@@ -287,6 +392,10 @@ def download_enhance(
         Unpack the zips safely into ``imaging-data/{images,ground-truth}``.
     keep_zips : bool
         Keep the zips after unpacking (a re-run then skips them by the ledger either way).
+    limits : UnpackLimits, optional
+        Caps on what each zip may expand to (see :func:`~petcorpus.download.safe_extract`).
+    allow_links : bool
+        Accept links inside the zips that stay inside their folder (refused by default).
 
     Returns
     -------
@@ -296,8 +405,11 @@ def download_enhance(
     tbl = (
         table if isinstance(table, dict) else load_table(table, release=release, base_url=base_url)
     )
-    if isinstance(table, dict) and base_url:
-        tbl = {**tbl, "base_url": base_url}
+    if isinstance(table, dict):
+        validate_table(table)
+        if base_url:
+            _check_url(base_url, "base_url", None)
+            tbl = {**tbl, "base_url": base_url}
     specs = enhance_specs(tbl, only=only, cases=cases)
     ledger = Ledger(dest)
     # unpacked zips count as complete even when deleted (--delete-zips)
@@ -307,7 +419,7 @@ def download_enhance(
     def after(spec: FileSpec, path: Path) -> None:
         if not (unpack and path.suffix == ".zip"):
             return
-        n = _unpack_one(path, dest, _kind_of(tbl, spec.relpath), limits)
+        n = _unpack_one(path, dest, _kind_of(tbl, spec.relpath), limits, allow_links)
         ledger.record(f"unpacked:{spec.relpath}", files=n)
         if not keep_zips:
             path.unlink()

@@ -5,8 +5,10 @@ checksums, plus entries for higher-level steps (an unpacked TCIA series, an unpa
 ENHANCE zip). A re-run consults it to skip finished work without touching the network.
 
 The ledger is a JSON-lines journal (``.petcorpus-download.jsonl``): each record appends one
-line, so recording is O(1) even for the 14,000 files of a per-case release, and a killed
-run loses at most its last, incomplete line (ignored on reading). Later lines override
+line, so recording is O(1) even for the 14,000 files of a per-case release. Each record
+starts on a fresh line (a newline is written first if the file does not end with one), so a
+line cut by a killed run loses only itself: the reader skips it, counts it (``torn``) and
+logs a warning, and the records appended after it are kept. Later lines override
 earlier ones; the journal is compacted (rewritten atomically) when it is opened and holds
 many superseded lines. Appends are serialised by a lock, so threads may record at once.
 """
@@ -14,6 +16,7 @@ many superseded lines. Appends are serialised by a lock, so threads may record a
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -24,6 +27,9 @@ from typing import Any
 __all__ = ["LEDGER_NAME", "Ledger"]
 
 LEDGER_NAME = ".petcorpus-download.jsonl"
+
+log = logging.getLogger(__name__)
+_RECORD_START = b'{"key": '
 
 
 class Ledger:
@@ -41,22 +47,37 @@ class Ledger:
         self.path = self.root / LEDGER_NAME
         self._lock = threading.Lock()
         self._entries: dict[str, dict[str, Any]] = {}
+        #: lines skipped on reading because a killed run cut them
+        self.torn = 0
         lines = 0
         if self.path.exists():
-            with self.path.open() as fh:
+            with self.path.open("rb") as fh:
                 for line in fh:
                     lines += 1
-                    try:
-                        rec = json.loads(line)
-                        key, fields = rec["key"], rec["entry"]
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a line cut by a killed run
-                    if fields is None:
-                        self._entries.pop(key, None)
-                    else:
-                        self._entries[key] = fields
-        if lines > 2 * len(self._entries) + 100:
+                    if line.strip():
+                        self._read_line(line)
+        if self.torn:
+            log.warning(
+                "%s: skipped %d torn line(s) left by an interrupted run", self.path, self.torn
+            )
+        if self.torn or lines > 2 * len(self._entries) + 100:
             self._compact()
+
+    def _read_line(self, line: bytes) -> None:
+        rec = _parse(line)
+        if rec is None:
+            self.torn += 1
+            # a ledger written before records started on a fresh line: the record appended
+            # after a torn one sits at the end of the same line
+            at = line.rfind(_RECORD_START)
+            rec = _parse(line[at:]) if at > 0 else None
+            if rec is None:
+                return
+        key, fields = rec
+        if fields is None:
+            self._entries.pop(key, None)
+        else:
+            self._entries[key] = fields
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The entry recorded under ``key`` (a copy), or None."""
@@ -86,10 +107,16 @@ class Ledger:
                 self._append(key, None)
 
     def _append(self, key: str, fields: dict[str, Any] | None) -> None:
-        line = json.dumps({"key": key, "entry": fields}, sort_keys=True) + "\n"
-        with self.path.open("a") as fh:
-            fh.write(line)
-            fh.flush()
+        line = json.dumps({"key": key, "entry": fields}, sort_keys=True).encode() + b"\n"
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # the last line was cut: start on a fresh one
+            while line:
+                line = line[os.write(fd, line) :]
+        finally:
+            os.close(fd)
 
     def _compact(self) -> None:
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
@@ -98,3 +125,15 @@ class Ledger:
                 fh.write(json.dumps({"key": key, "entry": self._entries[key]}, sort_keys=True))
                 fh.write("\n")
         os.replace(tmp, self.path)
+
+
+def _parse(line: bytes) -> tuple[str, dict[str, Any] | None] | None:
+    """``(key, entry)`` of one journal line, or None if the line is not a whole record."""
+    try:
+        rec = json.loads(line)
+        key, fields = rec["key"], rec["entry"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(key, str) or not (fields is None or isinstance(fields, dict)):
+        return None
+    return key, fields

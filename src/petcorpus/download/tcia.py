@@ -44,7 +44,13 @@ from petcorpus.download.transfer import (
     http_get_bytes,
 )
 from petcorpus.download.unpack import UnpackLimits, remove_tree, safe_extract
-from petcorpus.errors import ChecksumError, CorruptFileError, DownloadError, Reason
+from petcorpus.errors import (
+    ChecksumError,
+    CorruptFileError,
+    DownloadError,
+    Reason,
+    UnsafeArchiveError,
+)
 
 __all__ = [
     "AUTOPET_COLLECTION",
@@ -222,13 +228,23 @@ def plan_autopet(
     return AutopetPlan(series=series, specs=specs, done_series=done)
 
 
+_MAX_MD5_CSV = 16 << 20  # NBIA's lists ~100 bytes per file
+
+
 def _check_md5(zip_path: Path) -> int:
     """Verify members against ``md5hashes.csv`` when present; returns members checked."""
     with zipfile.ZipFile(zip_path) as zf:
         names = set(zf.namelist())
         if "md5hashes.csv" not in names:
             return 0
-        rows = list(csv.DictReader(io.StringIO(zf.read("md5hashes.csv").decode("utf-8-sig"))))
+        with zf.open("md5hashes.csv") as fh:  # read with a bound: the zip is not checked yet
+            text = fh.read(_MAX_MD5_CSV + 1)
+        if len(text) > _MAX_MD5_CSV:
+            raise UnsafeArchiveError(
+                f"refusing to unpack: member 'md5hashes.csv' exceeds {_MAX_MD5_CSV} bytes",
+                path=zip_path,
+            )
+        rows = list(csv.DictReader(io.StringIO(text.decode("utf-8-sig"))))
         for row in rows:
             name = row.get("Filename") or row.get("filename") or ""
             expected = (row.get("MD5Hash") or row.get("md5hash") or "").lower()
@@ -275,6 +291,7 @@ def unpack_series(
     dest: str | os.PathLike[str],
     *,
     limits: UnpackLimits | None = None,
+    allow_links: bool = False,
 ) -> Path:
     """Verify and unpack one series zip into the TCIA-style tree under ``dest``.
 
@@ -288,7 +305,8 @@ def unpack_series(
     _check_md5(zip_path)
     stage = dest / _STAGE / "unpack" / zip_path.stem
     remove_tree(stage)
-    files = [p for p in safe_extract(zip_path, stage, limits=limits) if p.suffix.lower() == ".dcm"]
+    extracted = safe_extract(zip_path, stage, limits=limits, allow_links=allow_links)
+    files = [p for p in extracted if p.suffix.lower() == ".dcm"]
     if not files:
         remove_tree(stage)
         raise DownloadError(
@@ -330,6 +348,7 @@ def download_autopet(
     keep_zips: bool = False,
     progress: bool = False,
     limits: UnpackLimits | None = None,
+    allow_links: bool = False,
 ) -> TransferReport:
     """Download autoPET (or any NBIA collection) into a TCIA-style DICOM tree.
 
@@ -365,7 +384,7 @@ def download_autopet(
             return
         uid = Path(spec.relpath).stem
         try:
-            folder = unpack_series(path, dest, limits=limits)
+            folder = unpack_series(path, dest, limits=limits, allow_links=allow_links)
         except (ChecksumError, CorruptFileError, DownloadError, zipfile.BadZipFile) as exc:
             path.unlink(missing_ok=True)  # fetch again next time
             ledger.forget(spec.relpath)
