@@ -149,15 +149,12 @@ def _process_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     if workers <= 1:
         yield None
         return
-    import multiprocessing as mp
+    from petcorpus._procs import process_pool
 
     # forkserver: workers start from a clean process, not a fork of a threaded driver; the
-    # server imports the conversion stack once, so each worker starts in milliseconds.
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(list(WORKER_MODULES))
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=keep_freed_memory
-    ) as pool:
+    # server imports the conversion stack once, so each worker starts in milliseconds. The
+    # processes end with the driver and never import from the current folder (_procs).
+    with process_pool(workers, preload=WORKER_MODULES, initializer=keep_freed_memory) as pool:
         yield pool
 
 

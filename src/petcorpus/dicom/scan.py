@@ -621,11 +621,9 @@ def _scan(
     if executor is not None and len(parts) > 1:
         headers = _read_shared(parts, executor)
     elif processes is not None and processes > 1 and len(parts) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from petcorpus._procs import process_pool
 
-        ctx = mp.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=processes, mp_context=ctx) as procs:
+        with process_pool(processes, preload=(__name__,)) as procs:
             headers = _read_shared(parts, procs)
     else:
         n_workers = workers or 1
