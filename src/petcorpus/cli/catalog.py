@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from petcorpus.cli._app import app, console, err_console, handle_errors
+from petcorpus.cli._outputs import check_output_dir
 
 
 def _human_bytes(n: int) -> str:
@@ -38,7 +40,9 @@ def status_cmd(
                                      WHERE g.study_uid = f.study_uid)
                ORDER BY st.subject_id"""
         )
-    table = Table(title=f"{out} (catalog schema {s['schema_version']})", show_header=False)
+    table = Table(
+        title=f"{escape(str(out))} (catalog schema {s['schema_version']})", show_header=False
+    )
     table.add_row("subjects", str(s["subjects"]))
     studies = s["studies"]
     table.add_row(
@@ -63,7 +67,7 @@ def status_cmd(
         for col in ("subject", "stage", "reason", "message"):
             ft.add_column(col)
         for row in failed.itertuples(index=False):
-            ft.add_row(*(str(v) for v in row))
+            ft.add_row(*(escape(str(v)) for v in row))
         console.print(ft)
 
 
@@ -83,7 +87,7 @@ def verify_cmd(
             if issue.problem == "missing"
             else f" (catalog {issue.expected[:12]}…, " + (f"file {issue.actual[:12]}…)")
         )
-        err_console.print(f"[red]{issue.problem}[/red] {issue.path}{detail}")
+        err_console.print(f"[red]{issue.problem}[/red] {escape(issue.path + detail)}")
     if report.ok:
         console.print(f"verified {report.checked} artifacts: all present and unchanged")
         return
@@ -117,7 +121,7 @@ def query_cmd(
         for col in df.columns:
             table.add_column(str(col))
         for row in df.itertuples(index=False):
-            table.add_row(*("" if v is None else str(v) for v in row))
+            table.add_row(*("" if v is None else escape(str(v)) for v in row))
         console.print(table)
 
 
@@ -130,14 +134,23 @@ def export_cmd(
     ),
     to: Path = typer.Option(None, "--to", help="Destination folder (default OUT/tables)."),
 ) -> None:
-    """Write clinical, CT-details and PT-details tables (CSV, ENHANCE-style xlsx, Parquet)."""
+    """Write clinical, CT-details and PT-details tables (CSV, ENHANCE-style xlsx, Parquet).
+
+    Without pyarrow the default set skips the Parquet files (and says so); an explicit
+    ``-f parquet`` is then an error.
+    """
     from petcorpus.catalog import Catalog
     from petcorpus.tables import export_tables
 
+    dest = check_output_dir(to or out / "tables", what="destination folder")
+
+    def skipped(note: str) -> None:
+        err_console.print(f"[yellow]note[/yellow]: {escape(note)}")
+
     with Catalog.open(out, readonly=True) as cat:
-        paths = export_tables(cat, to or out / "tables", formats=fmt or None)
+        paths = export_tables(cat, dest, formats=fmt or None, on_skip=skipped)
     for p in paths:
-        console.print(str(p))
+        console.print(str(p), markup=False)
 
 
 @app.command("clinical")
@@ -152,6 +165,7 @@ def clinical_cmd(
     from petcorpus.catalog import Catalog
     from petcorpus.tables import ingest_clinical
 
+    check_output_dir(out, what="corpus folder")
     with Catalog.open(out) as cat:
         n = ingest_clinical(cat, csv, site=site, licence=licence)
-    console.print(f"recorded {n} studies from {csv.name}")
+    console.print(f"recorded {n} studies from {csv.name}", markup=False)
