@@ -36,6 +36,19 @@ def _temp_sibling(path: Path, prefix: str = TEMP_PREFIX) -> Path:
     return path.with_name(f"{prefix}{path.name}-{secrets.token_hex(4)}")
 
 
+def _name_in(exc: BaseException, path: Path, tmp: Path | None = None) -> None:
+    """Name ``path`` in an OSError that names no file (a failed write() says only EFBIG),
+    and the final name for a file in the temporary folder ``tmp``, which is gone."""
+    if not isinstance(exc, OSError):
+        return
+    name = exc.filename
+    if name is None:
+        exc.filename = str(path)
+    elif tmp is not None and isinstance(name, str):
+        inside = (name + os.sep).startswith(f"{tmp}{os.sep}")
+        exc.filename = str(path) + name[len(str(tmp)) :] if inside else name
+
+
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
     """fsync a folder so a rename inside it survives a power cut (no-op where unsupported)."""
     try:
@@ -96,9 +109,10 @@ def atomic_write(
             if drop_cache and hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        _name_in(exc, final)
         raise
     fsync_dir(final.parent)
 
@@ -213,8 +227,9 @@ def atomic_dir(final_dir: str | os.PathLike[str]) -> Iterator[Path]:
         else:
             os.replace(tmp, final)
         fsync_dir(final.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _name_in(exc, final, tmp)
         # A failed study leaves no empty folder behind (its subject folder, say); a folder
         # another writer has meanwhile put something in stays.
         for folder in created:

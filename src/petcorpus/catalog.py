@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from petcorpus.errors import CorruptFileError, PetcorpusError, UnsupportedError
+from petcorpus.errors import CorruptFileError, PetcorpusError, Reason, UnsupportedError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,6 +55,8 @@ __all__ = [
 ]
 
 CATALOG_NAME = "catalog.sqlite"
+# SQLite result codes of a file that is not (or no longer) a database: SQLITE_CORRUPT, NOTADB.
+_SQLITE_CORRUPT = frozenset({11, 26})
 #: Bumped whenever a table or column changes; :meth:`Catalog.open` refuses newer files.
 SCHEMA_VERSION = 1
 
@@ -388,6 +390,9 @@ class Catalog:
             There is no catalog and ``create`` is false (or ``readonly`` is true).
         UnsupportedError
             The file was made by a newer petcorpus (its schema version is higher).
+        PetcorpusError
+            SQLite cannot open or set up the file (not writable, not a database, a
+            folder, a full disk); the message names the file and SQLite's reason.
         """
         out = Path(out_dir)
         db = out / CATALOG_NAME
@@ -397,20 +402,32 @@ class Catalog:
                     "no catalog here; run `petcorpus build` first or check the folder", path=db
                 )
             out.mkdir(parents=True, exist_ok=True)
-        if readonly:
-            conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-        else:
-            conn = sqlite3.connect(db, timeout=30)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA foreign_keys = ON")
-        if not readonly:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-        cat = cls(out, conn, readonly=readonly)
+        conn: sqlite3.Connection | None = None
         try:
+            if readonly:
+                conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            else:
+                conn = sqlite3.connect(db, timeout=30)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not readonly:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            cat = cls(out, conn, readonly=readonly)
             cat._ensure_schema(db)
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            unreadable = readonly or getattr(exc, "sqlite_errorcode", None) in _SQLITE_CORRUPT
+            raise PetcorpusError(
+                f"cannot open the catalog ({exc}); check that the file is a petcorpus "
+                "catalog and that its folder is writable, with free space",
+                path=db,
+                reason=Reason.CORRUPT_FILE if unreadable else Reason.OUTPUT_PATH,
+            ) from exc
         except BaseException:
-            conn.close()
+            if conn is not None:
+                conn.close()
             raise
         return cat
 

@@ -15,7 +15,9 @@ __all__ = [
     "CorruptFileError",
     "DownloadError",
     "GeometryMismatchError",
+    "MissingDependencyError",
     "MissingTagError",
+    "OutputPathError",
     "PetcorpusError",
     "Reason",
     "SegReferenceError",
@@ -46,6 +48,9 @@ class Reason(enum.StrEnum):
     OUTPUT_COLLISION = "OUTPUT_COLLISION"
     #: a file under the input root that was not read as a DICOM image (listed, not fatal)
     SKIPPED_FILE = "SKIPPED_FILE"
+    MISSING_DEPENDENCY = "MISSING_DEPENDENCY"
+    OUTPUT_PATH = "OUTPUT_PATH"
+    SCHEDULER = "SCHEDULER"
 
 
 class PetcorpusError(Exception):
@@ -135,3 +140,16 @@ class ChecksumError(PetcorpusError, ValueError):
     """A file's size or checksum differs from the expected one."""
 
     default_reason = Reason.CHECKSUM
+
+
+class MissingDependencyError(PetcorpusError, ImportError):
+    """An optional dependency is not installed (or too old); the message names the extra."""
+
+    default_reason = Reason.MISSING_DEPENDENCY
+
+
+class OutputPathError(PetcorpusError, OSError):
+    """An output file or folder cannot be written: a file where a folder must be, no write
+    permission, a read-only or full disk."""
+
+    default_reason = Reason.OUTPUT_PATH

@@ -228,13 +228,10 @@ def _iter_dask(tasks: Sequence[StudyTask], client: Any) -> Iterator[StudyOutcome
 
 
 def _dask_client(scheduler: str) -> Any:
-    try:
-        from dask.distributed import Client
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "--scheduler needs dask.distributed: pip install 'petcorpus[dask]'"
-        ) from exc
-    return Client(scheduler)
+    from petcorpus._optional import import_optional
+
+    distributed = import_optional("dask.distributed", extra="dask", purpose="a Dask scheduler")
+    return distributed.Client(scheduler)
 
 
 def build(

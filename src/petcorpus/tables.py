@@ -26,11 +26,11 @@ import datetime as dt
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from petcorpus.errors import PetcorpusError, Reason, UnsupportedError
+from petcorpus.errors import PetcorpusError, Reason
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -548,6 +548,8 @@ def export_tables(
     catalog: Catalog,
     dest: str | os.PathLike[str],
     formats: Iterable[str] | None = None,
+    *,
+    on_skip: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Write the three tables into ``dest`` (atomically, file by file).
 
@@ -555,48 +557,62 @@ def export_tables(
     ----------
     formats : iterable of {"csv", "xlsx", "parquet"}, optional
         Default: ``clinical.csv``, ``CT-details.xlsx``, ``PT-details.xlsx`` and the three
-        as Parquet (needs pyarrow: ``pip install petcorpus[parquet]``). Given formats
-        write every table in each.
+        as Parquet when pyarrow is installed (``pip install 'petcorpus[parquet]'``); without
+        it the Parquet files are skipped and ``on_skip`` is told why. Given formats write
+        every table in each, and ``"parquet"`` without pyarrow is an error (nothing is
+        written).
+    on_skip : callable, optional
+        Called with one sentence per skipped format (default: logged as a warning).
 
     Returns
     -------
     list of Path
         The files written.
+
+    Raises
+    ------
+    MissingDependencyError
+        ``"parquet"`` was asked for and pyarrow is not installed.
     """
+    from petcorpus._optional import import_optional
+    from petcorpus.atomic import atomic_write
+    from petcorpus.errors import MissingDependencyError
+
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    tables = {
-        "clinical": clinical_table(catalog),
-        "CT-details": ct_details(catalog),
-        "PT-details": pt_details(catalog),
-    }
     if formats is None:
         plan = [("clinical", "csv"), ("CT-details", "xlsx"), ("PT-details", "xlsx")]
-        plan += [(name, "parquet") for name in TABLE_NAMES]
+        try:
+            import_optional("pyarrow", extra="parquet", purpose="Parquet export")
+        except MissingDependencyError as exc:
+            (on_skip or log.warning)(f"Parquet files skipped: {exc}")
+        else:
+            plan += [(name, "parquet") for name in TABLE_NAMES]
     else:
         fmts = list(dict.fromkeys(formats))
         bad = [f for f in fmts if f not in _FORMATS]
         if bad:
             raise PetcorpusError(f"unknown table format(s) {bad}; use csv, xlsx or parquet")
+        if "parquet" in fmts:
+            import_optional("pyarrow", extra="parquet", purpose="Parquet export")
         plan = [(name, f) for f in fmts for name in TABLE_NAMES]
-    if any(f == "parquet" for _, f in plan):
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError as exc:
-            raise UnsupportedError(
-                "Parquet export needs pyarrow: pip install 'petcorpus[parquet]'"
-            ) from exc
+    tables = {
+        "clinical": clinical_table(catalog),
+        "CT-details": ct_details(catalog),
+        "PT-details": pt_details(catalog),
+    }
+    dest.mkdir(parents=True, exist_ok=True)
     written = []
     for name, fmt in plan:
         final = dest / f"{name}.{fmt}"
-        tmp = final.with_name(f".{final.name}.tmp")
         df = tables[name]
         if fmt == "csv":
-            df.to_csv(tmp, index=False)
+            with atomic_write(final, "w") as fh:
+                df.to_csv(fh, index=False)
         elif fmt == "xlsx":
-            df.to_excel(tmp, index=False, engine="openpyxl", sheet_name=name)
+            with atomic_write(final) as fh:
+                df.to_excel(fh, index=False, engine="openpyxl", sheet_name=name)
         else:
-            df.to_parquet(tmp, index=False)
-        os.replace(tmp, final)
+            with atomic_write(final) as fh:
+                df.to_parquet(fh, index=False)
         written.append(final)
     return written

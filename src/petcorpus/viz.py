@@ -110,15 +110,11 @@ def _organ_index(label: int) -> int:
 
 
 def require(module: str, package: str) -> Any:
-    """Import an optional dependency, or fail with the command that installs it."""
-    import importlib
+    """Import a dependency of pictures and reports, or fail with the command that installs it
+    (:class:`~petcorpus.errors.MissingDependencyError`)."""
+    from petcorpus._optional import import_optional
 
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(
-            f"{package} is needed for pictures and reports: pip install {package}"
-        ) from exc
+    return import_optional(module, package=package, purpose="pictures and reports")
 
 
 # --------------------------------------------------------------------------------------------

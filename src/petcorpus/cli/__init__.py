@@ -1,8 +1,8 @@
 """The ``petcorpus`` command: a thin typer shell over the library.
 
 Each command group lives in its own module and registers itself on :data:`app`; this
-module only assembles them and maps :class:`~petcorpus.errors.PetcorpusError` to a one-line
-message and exit code 1.
+module only assembles them. Errors become one line and an exit code in
+:mod:`petcorpus.cli._app` (exit 1: the job failed; exit 2: a usage error).
 """
 
 from __future__ import annotations
@@ -34,10 +34,15 @@ __all__ = ["app", "console", "main"]
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``petcorpus`` console script."""
-    from petcorpus.errors import PetcorpusError
+    import typer
+
+    from petcorpus.cli._app import fail
 
     try:
         app(args=argv, prog_name="petcorpus", standalone_mode=True)
-    except PetcorpusError as exc:  # pragma: no cover - typer re-raises only outside standalone
-        console.print(f"[red]error:[/red] {exc}")
-        sys.exit(1)
+    except Exception as exc:  # pragma: no cover - the root group reports command errors
+        args = sys.argv[1:] if argv is None else argv
+        try:
+            fail(exc, debug="--debug" in args)
+        except typer.Exit as done:  # outside typer's main loop here
+            sys.exit(done.exit_code)

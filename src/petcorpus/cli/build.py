@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -17,6 +19,26 @@ from rich.progress import (
 from rich.table import Table
 
 from petcorpus.cli._app import app, console, handle_errors
+from petcorpus.cli._outputs import check_output_dir, check_output_file
+
+
+def _connect(scheduler: str, timeout: float) -> Any:
+    """A Dask client of ``scheduler``, or one clear error (dask missing, bad or unreachable
+    address) — called before OUT is created."""
+    from petcorpus._optional import import_optional
+    from petcorpus.errors import PetcorpusError, Reason
+
+    distributed = import_optional("dask.distributed", extra="dask", purpose="--scheduler")
+    try:
+        return distributed.Client(scheduler, timeout=timeout)
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise PetcorpusError(
+            f"cannot connect to the Dask scheduler ({detail}); "
+            "check the address (tcp://HOST:PORT) and that the scheduler is running",
+            path=scheduler,
+            reason=Reason.SCHEDULER,
+        ) from exc
 
 
 @app.command("build")
@@ -29,6 +51,9 @@ def build_cmd(
     clinical: Path = typer.Option(None, "--clinical", exists=True, help="TCIA clinical CSV."),
     workers: int = typer.Option(None, "--workers", "-j", min=1, help="Local processes."),
     scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler, tcp://HOST:PORT."),
+    connect_timeout: float = typer.Option(
+        10.0, "--connect-timeout", min=0.1, help="Seconds to wait for the --scheduler."
+    ),
     hdf5: Path = typer.Option(None, "--hdf5", help="Also write the corpus as one HDF5 file."),
     hdf5_layout: str = typer.Option(
         "chunked",
@@ -69,6 +94,7 @@ def build_cmd(
     if source == "enhance":
         from petcorpus.pipeline import import_enhance
 
+        check_output_dir(out)
         imported = import_enhance(dicom_root, out, command=["petcorpus", *sys.argv[1:]])
         console.print(
             f"ENHANCE.PET {imported.release}: {imported.cases} cases catalogued, "
@@ -82,6 +108,11 @@ def build_cmd(
     if hdf5_layout not in ("chunked", "contiguous"):
         raise typer.BadParameter(
             "--hdf5-layout must be chunked or contiguous", param_hint="--hdf5-layout"
+        )
+    if hdf5_layout == "contiguous" and compat == "autopet":
+        raise typer.BadParameter(
+            "a contiguous HDF5 does not apply to --compat autopet (float64 + gzip)",
+            param_hint="--hdf5-layout",
         )
     from petcorpus.convert import ConversionOptions
     from petcorpus.pipeline import StudyOutcome, build, skipped_summary
@@ -97,6 +128,11 @@ def build_cmd(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    # Everything that can be refused is refused before OUT is created.
+    check_output_dir(out)
+    if hdf5 is not None:
+        check_output_file(hdf5, what="HDF5 file")
+    client = _connect(scheduler, connect_timeout) if scheduler is not None else None
 
     bar = Progress(
         "[progress.description]{task.description}",
@@ -118,14 +154,14 @@ def build_cmd(
     def one(outcome: StudyOutcome) -> None:
         bar.advance(task_id)
 
-    with bar:
+    with bar, client or contextlib.nullcontext():
         report = build(
             dicom_root,
             out,
             clinical=clinical,
             options=options,
             workers=workers,
-            scheduler=scheduler,
+            client=client,
             hdf5=hdf5,
             hdf5_contiguous=hdf5_layout == "contiguous",
             site=site,

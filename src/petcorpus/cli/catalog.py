@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from petcorpus.cli._app import app, console, err_console, handle_errors
+from petcorpus.cli._outputs import check_output_dir
 
 
 def _human_bytes(n: int) -> str:
@@ -36,7 +37,9 @@ def status_cmd(
         s = cat.summary()
         failed = cat.failed_studies()
         skipped = cat.skipped_files()
-    table = Table(title=f"{out} (catalog schema {s['schema_version']})", show_header=False)
+    table = Table(
+        title=f"{escape(str(out))} (catalog schema {s['schema_version']})", show_header=False
+    )
     table.add_row("subjects", str(s["subjects"]))
     studies = s["studies"]
     table.add_row(
@@ -90,7 +93,7 @@ def verify_cmd(
             if issue.problem == "missing"
             else f" (catalog {issue.expected[:12]}…, " + (f"file {issue.actual[:12]}…)")
         )
-        err_console.print(f"[red]{issue.problem}[/red] {issue.path}{detail}")
+        err_console.print(f"[red]{issue.problem}[/red] {escape(issue.path + detail)}")
     if report.ok:
         console.print(f"verified {report.checked} artifacts: all present and unchanged")
         return
@@ -124,7 +127,7 @@ def query_cmd(
         for col in df.columns:
             table.add_column(str(col))
         for row in df.itertuples(index=False):
-            table.add_row(*("" if v is None else str(v) for v in row))
+            table.add_row(*("" if v is None else escape(str(v)) for v in row))
         console.print(table)
 
 
@@ -137,14 +140,23 @@ def export_cmd(
     ),
     to: Path = typer.Option(None, "--to", help="Destination folder (default OUT/tables)."),
 ) -> None:
-    """Write clinical, CT-details and PT-details tables (CSV, ENHANCE-style xlsx, Parquet)."""
+    """Write clinical, CT-details and PT-details tables (CSV, ENHANCE-style xlsx, Parquet).
+
+    Without pyarrow the default set skips the Parquet files (and says so); an explicit
+    ``-f parquet`` is then an error.
+    """
     from petcorpus.catalog import Catalog
     from petcorpus.tables import export_tables
 
+    dest = check_output_dir(to or out / "tables", what="destination folder")
+
+    def skipped(note: str) -> None:
+        err_console.print(f"[yellow]note[/yellow]: {escape(note)}")
+
     with Catalog.open(out, readonly=True) as cat:
-        paths = export_tables(cat, to or out / "tables", formats=fmt or None)
+        paths = export_tables(cat, dest, formats=fmt or None, on_skip=skipped)
     for p in paths:
-        console.print(str(p))
+        console.print(str(p), markup=False)
 
 
 @app.command("clinical")
@@ -159,6 +171,7 @@ def clinical_cmd(
     from petcorpus.catalog import Catalog
     from petcorpus.tables import ingest_clinical
 
+    check_output_dir(out, what="corpus folder")
     with Catalog.open(out) as cat:
         n = ingest_clinical(cat, csv, site=site, licence=licence)
-    console.print(f"recorded {n} studies from {csv.name}")
+    console.print(f"recorded {n} studies from {csv.name}", markup=False)

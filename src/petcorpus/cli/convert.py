@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from petcorpus.cli._app import app, console, err_console, handle_errors
+from petcorpus.cli._outputs import check_output_dir
 
 
 @app.command("convert")
@@ -57,11 +58,12 @@ def convert_cmd(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    check_output_dir(out)
     studies, scanned = find_studies(dicom_dir, workers=workers)
     if scanned.skipped:
         console.print(skipped_summary(scanned.skipped, dicom_dir), markup=False)
     if not studies:
-        err_console.print(f"[red]error[/red]: no DICOM study under {escape(str(dicom_dir))}")
+        err_console.print(f"[red]error[/red]: {escape(str(dicom_dir))}: no DICOM study found")
         raise typer.Exit(code=1)
     names = name_studies(studies)
     table = Table("study", "result", "output")
@@ -71,10 +73,14 @@ def convert_cmd(
             paths = convert_to_layout(study, out, options, name=names[str(study.study_uid)])
         except PetcorpusError as exc:
             failed += 1
-            table.add_row(study.study_uid[-12:], f"[red]failed[/red] [{exc.reason}]", str(exc))
+            table.add_row(
+                study.study_uid[-12:], f"[red]failed[/red] [{exc.reason}]", escape(str(exc))
+            )
             continue
         table.add_row(
-            study.study_uid[-12:], "[green]done[/green]", str(paths["SUV"].parent.relative_to(out))
+            study.study_uid[-12:],
+            "[green]done[/green]",
+            escape(str(paths["SUV"].parent.relative_to(out))),
         )
     console.print(table)
     console.print(f"{len(studies) - failed} converted, {failed} failed")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from petcorpus.cli._app import app, console, handle_errors
+from petcorpus.cli._outputs import check_output_dir
 
 
 @app.command("demo")
@@ -20,6 +21,7 @@ def demo_cmd(
     """Phantom DICOM → corpus (NIfTI, catalog, HDF5) → metrics → HTML report, offline."""
     from petcorpus.demo import run_demo
 
+    check_output_dir(out)
     r = run_demo(out, subjects=subjects, seed=seed, workers=workers)
     console.print(f"DICOM:       {r.dicom_root}")
     console.print(f"corpus:      {r.corpus} ({r.studies} studies, {r.failed} failed)")

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from petcorpus.cli._app import app, console, err_console, handle_errors
+from petcorpus.cli._outputs import check_output_dir
 
 download_app = typer.Typer(
     help="Download the corpora (autoPET from TCIA, ENHANCE.PET): resumable, verified, safe.",
@@ -39,7 +41,7 @@ def _finish(report) -> None:
         f"failed {len(report.failed)}; {_human(report.bytes_transferred)} transferred"
     )
     for rel, exc in sorted(report.failed.items()):
-        err_console.print(f"[red]failed[/red] [{exc.reason}] {rel}: {exc}")
+        err_console.print(f"[red]failed[/red] [{exc.reason}] {escape(f'{rel}: {exc}')}")
     if report.failed:
         raise typer.Exit(code=1)
 
@@ -110,6 +112,7 @@ def enhance_cmd(
 
     if release not in ("v1", "v2"):
         raise typer.BadParameter("release must be v1 or v2", param_hint="--release")
+    check_output_dir(dest, what="destination folder")
     policy = _policy(retries, timeout, backoff)
     if dry_run:
         from petcorpus.download import Ledger
@@ -120,14 +123,14 @@ def enhance_cmd(
         total, unknown = 0, 0
         for spec in specs:
             if ledger.get(f"unpacked:{spec.relpath}") or is_complete(spec, dest, ledger):
-                console.print(f"complete  {spec.relpath}")
+                console.print(f"complete  {spec.relpath}", markup=False)
                 continue
             size = spec.size if spec.size is not None else probe_size(spec.url, policy)
             if size is None:
                 unknown += 1
             else:
                 total += size
-            console.print(f"fetch     {spec.relpath}  {_human(size)}  {spec.url}")
+            console.print(f"fetch     {spec.relpath}  {_human(size)}  {spec.url}", markup=False)
         tail = f" (+{unknown} of unknown size)" if unknown else ""
         console.print(f"would fetch {_human(total)}{tail}")
         return
@@ -212,6 +215,7 @@ def autopet_cmd(
 
     if series_list is not None and manifest is not None:
         raise typer.BadParameter("give --series-list or --manifest, not both")
+    check_output_dir(dest, what="destination folder")
     url = (clinical_url or CLINICAL_CSV_URL) if clinical else None
     policy = _policy(retries, timeout, backoff)
     kwargs = {

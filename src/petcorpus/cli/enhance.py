@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from petcorpus.cli._app import app, console, err_console, handle_errors
+from petcorpus.cli._outputs import check_output_dir, check_output_file
 
 enhance_app = typer.Typer(help="ENHANCE.PET corpora: list cases, write a phantom corpus.",
                           no_args_is_help=True)  # fmt: skip
@@ -26,6 +28,28 @@ def _zips(value: str) -> str:
     if value not in ("auto", "never", "only"):
         raise typer.BadParameter("must be auto, never or only", param_hint="--zips")
     return value
+
+
+def _check_table_file(out: Path) -> None:
+    """Up front: ``out`` can be written, and a ``.parquet`` name has pyarrow to write it."""
+    from petcorpus._optional import import_optional
+
+    check_output_file(out)
+    if out.suffix == ".parquet":
+        import_optional("pyarrow", extra="parquet", purpose="a .parquet table")
+
+
+def _write_table(table: Any, out: Path) -> None:
+    """Write a DataFrame as CSV (or Parquet, by suffix), atomically."""
+    from petcorpus.atomic import atomic_write
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        with atomic_write(out) as fh:
+            table.to_parquet(fh, index=False)
+    else:
+        with atomic_write(out, "w") as fh:
+            table.to_csv(fh, index=False)
 
 
 def _cases(value: str | None) -> list[str] | None:
@@ -56,11 +80,15 @@ def enhance_phantom_cmd(
     """Write phantom studies as an ENHANCE.PET corpus (images, masks, labels.json, xlsx)."""
     from petcorpus.phantom.enhance import write_enhance_corpus
 
+    check_output_dir(out)
     written = write_enhance_corpus(
         out, cases, seed=seed, size=size, release=release, zipped=zipped,  # type: ignore[arg-type]
         pet_unit=pet_unit,  # type: ignore[arg-type]
     )  # fmt: skip
-    console.print(f"wrote {len(written)} {release} cases to {out}" + (" (zips)" if zipped else ""))
+    console.print(
+        f"wrote {len(written)} {release} cases to {out}" + (" (zips)" if zipped else ""),
+        markup=False,
+    )
 
 
 @enhance_app.command("cases")
@@ -73,6 +101,8 @@ def enhance_cases_cmd(
     """List the cases: files found, what is missing, site and licence."""
     from petcorpus.layouts.enhance import enhance_cases_table, open_enhance
 
+    if out is not None:
+        _check_table_file(out)
     c = open_enhance(corpus, zips=_zips(zips))  # type: ignore[arg-type]
     table = enhance_cases_table(c)
     incomplete = table[table["missing"] != ""]
@@ -82,13 +112,10 @@ def enhance_cases_cmd(
     for _, row in incomplete.iterrows():
         console.print(f"  case {row['case_id']} lacks {row['missing'].replace(';', ', ')}")
     for p in c.problems:
-        err_console.print(f"[yellow]note[/yellow] {p}")
+        err_console.print(f"[yellow]note[/yellow] {escape(str(p))}")
     if out is not None:
-        if out.suffix == ".parquet":
-            table.to_parquet(out, index=False)
-        else:
-            table.to_csv(out, index=False)
-        console.print(f"wrote {out}")
+        _write_table(table, out)
+        console.print(f"wrote {out}", markup=False)
 
 
 # -- labels -----------------------------------------------------------------------------------
@@ -107,7 +134,7 @@ def labels_check_cmd(
     c = open_enhance(corpus, zips=_zips(zips))  # type: ignore[arg-type]
     checks = check_corpus_labels(c, _cases(cases), workers=workers)
     src = c.labels_ref or "built-in MOOSE table"
-    console.print(f"labels: {src} ({c.labels.n_regions} regions declared)")
+    console.print(f"labels: {src} ({c.labels.n_regions} regions declared)", markup=False)
     differs = False
     for ch in checks:
         console.print(f"{ch.group}: {ch.declared} declared, {len(ch.found)} found")
@@ -148,10 +175,14 @@ def labels_merge_cmd(
     from petcorpus.labels import count_overlaps
     from petcorpus.volume import Volume
 
+    check_output_file(out)
     _, groups, merged = _merged_case(corpus, case, zips)
+    out.parent.mkdir(parents=True, exist_ok=True)
     nib.save(Volume(merged, next(iter(groups.values())).affine).to_nifti(), out)
     overlaps = count_overlaps({g: v.array for g, v in groups.items()})
-    console.print(f"wrote {out} ({len(groups)} groups, {overlaps} overlapping voxels)")
+    console.print(
+        f"wrote {out} ({len(groups)} groups, {overlaps} overlapping voxels)", markup=False
+    )
 
 
 @labels_app.command("split")
@@ -166,11 +197,12 @@ def labels_split_cmd(
     from petcorpus.labels import split_merged
     from petcorpus.volume import Volume
 
+    check_output_dir(out)
     vol = Volume.from_nifti(merged)
     out.mkdir(parents=True, exist_ok=True)
     for g, arr in split_merged(vol.array).items():
         nib.save(vol.with_array(arr).to_nifti(), out / f"{g}.nii.gz")
-    console.print(f"wrote 7 group images to {out}")
+    console.print(f"wrote 7 group images to {out}", markup=False)
 
 
 @labels_app.command("export")
@@ -188,13 +220,14 @@ def labels_export_cmd(
 
     from petcorpus.labels import region_masks
 
+    check_output_dir(out)
     c, groups, merged = _merged_case(corpus, case, zips)
     first = next(iter(groups.values()))
     masks = region_masks(merged, c.labels, names=region or None)
     out.mkdir(parents=True, exist_ok=True)
     for name, m in masks.items():
         nib.save(first.with_array(m.astype(np.uint8)).to_nifti(), out / f"{name}.nii.gz")
-    console.print(f"wrote {len(masks)} region masks to {out}")
+    console.print(f"wrote {len(masks)} region masks to {out}", markup=False)
 
 
 # -- organs -----------------------------------------------------------------------------------
@@ -215,6 +248,9 @@ def organs_stats_cmd(
 
     if pet_unit not in ("auto", "SUV", "Bq/ml"):
         raise typer.BadParameter("must be auto, SUV or Bq/ml", param_hint="--pet-unit")
+    _check_table_file(out)
+    if percist is not None:
+        check_output_file(percist, what="PERCIST table")
     c = open_enhance(corpus, zips=_zips(zips))  # type: ignore[arg-type]
     table, refs, failed = corpus_organ_stats(
         c,
@@ -223,16 +259,13 @@ def organs_stats_cmd(
         workers=workers,
     )
     if len(table):
-        if out.suffix == ".parquet":
-            table.to_parquet(out, index=False)
-        else:
-            table.to_csv(out, index=False)
-        console.print(f"wrote {out}: {len(table)} rows from {len(refs)} cases")
+        _write_table(table, out)
+        console.print(f"wrote {out}: {len(table)} rows from {len(refs)} cases", markup=False)
         if percist is not None:
-            refs.to_csv(percist, index=False)
-            console.print(f"wrote {percist}")
+            _write_table(refs, percist)
+            console.print(f"wrote {percist}", markup=False)
     for cid, why in failed.items():
-        err_console.print(f"[red]failed[/red] case {cid}: {why}")
+        err_console.print(f"[red]failed[/red] case {cid}: {escape(str(why))}")
     if failed:
         raise typer.Exit(code=1)
 
@@ -254,6 +287,7 @@ def organs_lesions_cmd(
     from petcorpus.organs import labels_to_grid, lesions_by_organ
     from petcorpus.volume import Volume
 
+    check_output_file(out)
     les = Volume.from_nifti(lesions)
     org = Volume.from_nifti(organs)
     if not org.same_grid(les):
@@ -268,6 +302,6 @@ def organs_lesions_cmd(
         names = table.global_names()
     values = Volume.from_nifti(pet).array if pet is not None else None
     df = lesions_by_organ(les.array, org.array, les.voxel_volume_ml, names, values=values)
-    df.to_csv(out, index=False)
+    _write_table(df, out)
     n = int(df["lesion"].nunique()) if len(df) else 0
-    console.print(f"wrote {out}: {n} lesions, {len(df)} lesion-region overlaps")
+    console.print(f"wrote {out}: {n} lesions, {len(df)} lesion-region overlaps", markup=False)

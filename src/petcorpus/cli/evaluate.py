@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from petcorpus.cli._app import app, console, handle_errors
+from petcorpus.cli._outputs import check_output_file
 
 
 def _fmt(v: object) -> str:
@@ -41,6 +42,7 @@ def evaluate_cmd(
         raise typer.BadParameter("must be autopet, organs or all", param_hint="--metrics")
     if edition not in ("I", "III", "IV"):
         raise typer.BadParameter("must be I, III or IV", param_hint="--edition")
+    check_output_file(out, what="metrics file")
     result = evaluate_folders(
         gt_dir=gt,
         pred_dir=pred,
@@ -72,7 +74,7 @@ def evaluate_cmd(
         for lab, vals in organs["per_label"].items():
             table.add_row(lab, *(_fmt(vals[c]) for c in ("dice", "iou", "assd", "hd95", "nsd")))
         console.print(table)
-    console.print("wrote " + ", ".join(str(p) for p in written))
+    console.print("wrote " + ", ".join(str(p) for p in written), markup=False)
 
 
 @app.command("lesions")
@@ -84,6 +86,7 @@ def lesions_cmd(
     """Per-lesion SUVmax/mean/peak, MTV, TLG, centroid; per-study count, MTV, TLG, Dmax."""
     from petcorpus.metrics.evaluate import lesion_tables
 
+    check_output_file(out, what="lesion table")
     lesions, studies = lesion_tables(corpus)
     out.parent.mkdir(parents=True, exist_ok=True)
     lesions.to_csv(out, index=False)
@@ -96,4 +99,4 @@ def lesions_cmd(
     for row in studies[cols].itertuples(index=False):
         table.add_row(*(_fmt(v) for v in row))
     console.print(table)
-    console.print(f"wrote {out} ({len(lesions)} lesions) and {studies_path}")
+    console.print(f"wrote {out} ({len(lesions)} lesions) and {studies_path}", markup=False)

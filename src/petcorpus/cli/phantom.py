@@ -8,6 +8,7 @@ from typing import Literal
 import typer
 
 from petcorpus.cli._app import app, console, handle_errors
+from petcorpus.cli._outputs import check_output_dir
 
 
 @app.command("phantom")
@@ -28,6 +29,7 @@ def phantom_cmd(
         raise typer.BadParameter(
             "vendor must be siemens, ge, philips or mixed", param_hint="--vendor"
         )
+    check_output_dir(out)
     sz: Literal["small", "full"] = "full" if size == "full" else "small"
     studies = write_corpus(out, subjects=subjects, seed=seed, size=sz, vendor=vendor)  # type: ignore[arg-type]
     for st in studies:
@@ -35,4 +37,4 @@ def phantom_cmd(
             f"{st.subject_id}  {st.vendor:8s} {st.truth.diagnosis:12s} "
             f"{len(st.truth.lesions)} lesions"
         )
-    console.print(f"wrote {len(studies)} studies to {out}")
+    console.print(f"wrote {len(studies)} studies to {out}", markup=False)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 
 from petcorpus.cli._app import app, console, handle_errors
 
@@ -74,19 +75,20 @@ def scan_cmd(
             z = f"z {s.z_extent[0]:.1f}..{s.z_extent[1]:.1f} mm" if s.z_extent else ""
             console.print(
                 f"  {s.modality:4s} {s.n_files:5d} files  {s.description or '':24s} "
-                f"{s.manufacturer or '':24s} {z}  {s.series_uid}"
+                f"{s.manufacturer or '':24s} {z}  {s.series_uid}",
+                markup=False,
             )
         if "error" in choice:
-            console.print(f"  [red]no selection[/red]: {choice['error']}")
+            console.print(f"  [red]no selection[/red]: {escape(str(choice['error']))}")
         else:
             for reason in choice["reasons"]:
-                console.print(f"  → {reason}")
+                console.print(f"  → {reason}", markup=False)
     console.print(
         f"{len(result.studies)} studies, {result.n_files} DICOM files, "
         f"{len(result.skipped)} files skipped"
     )
     for p, r in result.skipped[:20]:
-        console.print(f"  skipped {p}: {r}")
+        console.print(f"  skipped {p}: {r}", markup=False)
 
 
 @app.command("suv")
@@ -166,7 +168,8 @@ def suv_cmd(
     console.print("[bold]inputs[/bold]")
     for name, v in res.inputs.items():
         fname = Path(v["file"]).name if v["file"] else ""
-        console.print(f"  {name:30s} {v['value']!s:28s} {v['source']}  [dim]{fname}[/dim]")
+        line = f"  {name:30s} {v['value']!s:28s} {v['source']}"
+        console.print(f"{escape(line)}  [dim]{escape(fname)}[/dim]")
     if res.scan_datetime:
         console.print(
             f"  {'scan time used':30s} {res.scan_datetime:28s} {res.scan_datetime_source}"
@@ -179,5 +182,7 @@ def suv_cmd(
         ("suv_bsa", "SUVbsa (cm2/ml)"),
     ):
         val = getattr(res, key)
-        text = f"{val:.9g}" if val is not None else f"[yellow]n/a[/yellow] {res.errors[key]}"
+        text = (
+            f"{val:.9g}" if val is not None else f"[yellow]n/a[/yellow] {escape(res.errors[key])}"
+        )
         console.print(f"  {key:8s} {label:16s} {text}")

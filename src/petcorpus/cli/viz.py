@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from petcorpus.cli._app import app, console, handle_errors
+from petcorpus.cli._outputs import check_output_file
 
 
 @app.command("mip")
@@ -31,6 +32,7 @@ def mip_cmd(
     from petcorpus.viz import png_bytes, read_study_dir, study_figure
     from petcorpus.volume import Volume
 
+    check_output_file(output, what="PNG file")
     view_list = [v.strip() for v in views.split(",") if v.strip()]
     images = read_study_dir(study_dir, with_ct=with_ct)
     pred_vol = Volume.from_nifti(pred) if pred is not None else None
@@ -47,7 +49,7 @@ def mip_cmd(
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(png_bytes(fig))
-    console.print(f"wrote {output} ({fig.width}x{fig.height})")
+    console.print(f"wrote {output} ({fig.width}x{fig.height})", markup=False)
 
 
 @app.command("report")
@@ -75,6 +77,7 @@ def report_cmd(
 
     from petcorpus.report import write_report
 
+    check_output_file(output or out / "report.html", what="report")
     path = write_report(
         out,
         metrics=metrics,
@@ -86,4 +89,4 @@ def report_cmd(
         workers=workers,
         progress=lambda it: track(list(it), description="studies", console=console),
     )
-    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)", markup=False)
