@@ -171,9 +171,7 @@ def test_dask_local_cluster_gives_identical_checksums(corpus, tmp_path):
         # every worker was prepared like a local pool's (memory habit, conversion imports)
         plugins = client.run(lambda dask_worker: sorted(dask_worker.plugins))
         assert all("petcorpus-prepare-workers" in names for names in plugins.values())
-        study_threads = client.run(
-            lambda: __import__("petcorpus.pipeline").pipeline._study_threads is not None
-        )
+        study_threads = client.run(_worker_has_task_threads)
         assert all(study_threads.values())
         # The CLI connects to a running scheduler by address.
         result = runner.invoke(
@@ -193,6 +191,12 @@ def test_dask_local_cluster_gives_identical_checksums(corpus, tmp_path):
     ref = _checksums(root / "out")
     assert _checksums(tmp_path / "api") == ref
     assert _checksums(tmp_path / "cli") == ref
+
+
+def _worker_has_task_threads() -> bool:
+    from petcorpus.pipeline import executors
+
+    return executors._task_threads is not None
 
 
 @pytest.mark.parametrize("finished", [0, 3])

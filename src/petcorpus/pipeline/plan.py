@@ -1,0 +1,173 @@
+"""Plan a build: scan the tree, name every study's folder, and make one task per study.
+
+Planning reads headers only and writes nothing: :func:`plan_build` refuses a tree without
+studies, a ``--pet-series``/``--ct-series`` that names no series, and two studies that
+would share a folder, before the output folder exists. :func:`plan_tasks` then records the
+studies in the catalog and keeps those whose outputs are not complete (the resume check).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from pathlib import Path
+
+from petcorpus.catalog import Catalog
+from petcorpus.convert import ConversionOptions
+from petcorpus.dicom.scan import ScanResult, StudyInfo, scan
+from petcorpus.errors import PetcorpusError, Reason
+from petcorpus.naming import Naming, OutputName, name_studies
+from petcorpus.pipeline.tasks import STUDY_KINDS, StudyTask
+
+__all__ = ["BuildPlan", "plan_build", "plan_tasks", "record_skipped", "skipped_summary"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildPlan:
+    """What a build found under its root, and where each study goes."""
+
+    root: Path
+    scanned: ScanResult
+    #: StudyInstanceUID → output folder, unique (see :mod:`petcorpus.naming`)
+    names: dict[str, OutputName]
+
+    @property
+    def studies(self) -> list[StudyInfo]:
+        return self.scanned.studies
+
+
+def plan_build(
+    dicom_root: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    options: ConversionOptions,
+    naming: Naming | str = Naming.DICOM,
+    executor: Executor | None = None,
+) -> BuildPlan:
+    """Scan ``dicom_root`` (on ``executor`` if given) and name every study's output folder.
+
+    Raises
+    ------
+    PetcorpusError
+        ``NO_SERIES``: no study under the root, or a chosen series that is not there;
+        ``OUTPUT_COLLISION``: two studies would share a folder. Nothing is written.
+    """
+    root, out = Path(dicom_root), Path(out)
+    scanned = scan(root, executor=executor)
+    if not scanned.studies:
+        raise PetcorpusError(
+            f"no DICOM study found ({skipped_summary(scanned.skipped, root)})",
+            path=root,
+            reason=Reason.NO_SERIES,
+        )
+    _check_series_choice(scanned.studies, options, root)
+    names = name_studies(scanned.studies, naming=naming, recorded=_recorded_names(out))
+    return BuildPlan(root=root, scanned=scanned, names=names)
+
+
+def plan_tasks(
+    plan: BuildPlan,
+    catalog: Catalog,
+    *,
+    options: ConversionOptions,
+    threads_per_task: int | None,
+    site: str | None = None,
+    licence: str | None = None,
+) -> tuple[list[StudyTask], list[str]]:
+    """Record the plan's studies in ``catalog``; return (tasks to run, UIDs complete).
+
+    ``threads_per_task``: threads inside one study when the options do not fix them (the
+    cores shared between local processes; None leaves them to the worker).
+    """
+    tasks: list[StudyTask] = []
+    complete: list[str] = []
+    per_study = options
+    if options.workers is None and threads_per_task is not None:
+        per_study = dataclasses.replace(options, workers=threads_per_task)
+    for study in plan.studies:
+        uid = str(study.study_uid)
+        name = plan.names[uid]
+        catalog.record_subject(name.subject, site=site, licence=licence)
+        catalog.record_study(
+            uid, subject_id=name.subject, study_date=_iso_date(study.study_date), source=str(name)
+        )
+        catalog.record_series(study.series)
+        if catalog.is_complete(uid, STUDY_KINDS):
+            complete.append(uid)
+        else:
+            tasks.append(StudyTask(study, name, str(catalog.out_dir), per_study))
+    # Largest studies first: the last task to start is then a small one, so the workers
+    # finish close together (longest-processing-time-first scheduling).
+    tasks.sort(key=lambda t: -t.study.n_files)
+    return tasks, complete
+
+
+def record_skipped(catalog: Catalog, run_id: int, plan: BuildPlan) -> None:
+    """Every file the scan skipped, as a catalog failure of stage ``scan``."""
+    with catalog.transaction():
+        for path, why in plan.scanned.skipped:
+            catalog.record_failure(run_id, None, "scan", _skipped_error(path, why, plan.root))
+
+
+def _check_series_choice(
+    studies: Sequence[StudyInfo], options: ConversionOptions, root: Path
+) -> None:
+    """``--pet-series``/``--ct-series`` must name a series of that modality under the root."""
+    for uid, modality, flag in (
+        (options.pet_series, "PT", "--pet-series"),
+        (options.ct_series, "CT", "--ct-series"),
+    ):
+        if uid is None:
+            continue
+        found = {s.series_uid for st in studies for s in st.by_modality(modality)}
+        if uid not in found:
+            raise PetcorpusError(
+                f"{flag} {uid}: no {modality} series with this SeriesInstanceUID "
+                "(`petcorpus scan` lists them)",
+                path=root,
+                reason=Reason.NO_SERIES,
+            )
+
+
+def _recorded_names(out: Path) -> dict[str, str]:
+    """StudyInstanceUID → ``<subject>/<study>`` of the studies an existing catalog holds."""
+    from petcorpus.catalog import CATALOG_NAME
+
+    if not (out / CATALOG_NAME).is_file():
+        return {}
+    # Writable: a run killed as it created the catalog left a file without a schema.
+    with Catalog.open(out) as catalog:
+        rows = catalog.query("SELECT study_uid, source FROM studies WHERE source IS NOT NULL")
+    return dict(zip(rows["study_uid"].astype(str), rows["source"].astype(str), strict=True))
+
+
+def _skipped_error(path: Path, why: str, root: Path) -> PetcorpusError:
+    """A file the scan skipped, as a catalog failure (its path relative to the root)."""
+    with contextlib.suppress(ValueError):
+        path = path.relative_to(root)
+    return PetcorpusError(f"skipped: {why}", path=path, reason=Reason.SKIPPED_FILE)
+
+
+def skipped_summary(skipped: Sequence[tuple[Path, str]], root: Path, show: int = 3) -> str:
+    """One line naming the first ``show`` skipped files (relative to ``root``) and why."""
+    if not skipped:
+        return "the folder holds no files"
+    first = "; ".join(f"{_rel(p, root)}: {why}" for p, why in skipped[:show])
+    more = f" and {len(skipped) - show} more" if len(skipped) > show else ""
+    return f"{len(skipped)} files skipped: {first}{more}"
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root)) or path.name
+    except ValueError:
+        return str(path)
+
+
+def _iso_date(value: str | None) -> str | None:
+    if value and len(value) == 8 and value.isdigit():
+        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    return None
