@@ -153,17 +153,23 @@ def test_killed_driver_leaves_no_process(dicom, reference, tmp_path, watch):
     assert _checksums(out) == reference
 
 
-def test_folders_named_like_modules_change_nothing(dicom, reference, tmp_path):
+@pytest.mark.parametrize("how", ["console script", "python -m"])
+def test_folders_named_like_modules_change_nothing(dicom, reference, tmp_path, how):
     """Empty folders `dl` (gdcm runs `import dl`), `numpy`, `pydicom`, `test` and an empty
-    `dl.py` in the current folder: the console script's build is the same as anywhere."""
-    script = shutil.which("petcorpus")
-    if script is None:
-        pytest.skip("the petcorpus console script is not installed")
+    `dl.py` in the current folder: the build is the same as anywhere, whether started by
+    the console script or by `python -m` (which puts the current folder on sys.path)."""
+    if how == "console script":
+        script = shutil.which("petcorpus")
+        if script is None:
+            pytest.skip("the petcorpus console script is not installed")
+        start = [script]
+    else:
+        start = [sys.executable, "-m", "petcorpus.cli"]
     for name in ("dl", "numpy", "pydicom", "test"):
         (tmp_path / name).mkdir()
     (tmp_path / "dl.py").write_text("")
     out = tmp_path / "out"
-    cmd = [script, "build", str(dicom), str(out), "-j", "2", "--no-progress"]
+    cmd = [*start, "build", str(dicom), str(out), "-j", "2", "--no-progress"]
     done = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert _checksums(out) == reference

@@ -34,6 +34,11 @@ __all__ = ["app", "console", "main"]
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``petcorpus`` console script."""
+    from petcorpus._procs import drop_unsafe_path, unsafe_path_entries
+
+    # Nothing a command does may import from the user's folder (a folder named `dl` there
+    # broke pydicom's import through gdcm): `python -m` put it on sys.path.
+    drop_unsafe_path(unsafe_path_entries())
     import typer
 
     from petcorpus.cli._app import fail
