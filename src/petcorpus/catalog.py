@@ -27,6 +27,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import platform
 import sqlite3
@@ -54,11 +55,13 @@ __all__ = [
     "verify",
 ]
 
+log = logging.getLogger(__name__)
+
 CATALOG_NAME = "catalog.sqlite"
 # SQLite result codes of a file that is not (or no longer) a database: SQLITE_CORRUPT, NOTADB.
 _SQLITE_CORRUPT = frozenset({11, 26})
 #: Bumped whenever a table or column changes; :meth:`Catalog.open` refuses newer files.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -138,6 +141,17 @@ CREATE TABLE failures (
 );
 CREATE INDEX failures_study ON failures(study_uid);
 """
+
+#: Version → the script that brings a catalog of the version before it up to it.
+_MIGRATIONS = {
+    2: """
+CREATE TABLE splits (
+    subject_id TEXT PRIMARY KEY REFERENCES subjects(subject_id) ON DELETE CASCADE,
+    fold INTEGER,
+    is_test INTEGER NOT NULL DEFAULT 0
+);
+""",
+}
 
 _HASH_CHUNK = 4 << 20
 
@@ -446,7 +460,10 @@ class Catalog:
                 raise PetcorpusError("the catalog is empty (no schema)", path=db)
             with self._conn:
                 self._conn.executescript(
-                    "BEGIN;" + _SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};"
+                    "BEGIN;"
+                    + _SCHEMA
+                    + "".join(_MIGRATIONS.values())
+                    + f"PRAGMA user_version = {SCHEMA_VERSION};"
                 )
                 self._conn.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -457,9 +474,17 @@ class Catalog:
                     ],
                 )
             return
-        raise UnsupportedError(  # pragma: no cover - no older schema exists yet
-            f"no migration from catalog schema version {version}", path=db
-        )
+        if self.readonly:
+            return  # an older catalog reads as it is; what it lacks reads as empty
+        with self._conn:
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                self._conn.executescript(
+                    "BEGIN;" + _MIGRATIONS[target] + f"PRAGMA user_version = {target};"
+                )
+            self._conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        log.info("catalog %s migrated from schema %d to %d", db, version, SCHEMA_VERSION)
 
     def close(self) -> None:
         """Close the connection."""
@@ -789,6 +814,51 @@ class Catalog:
             raise PetcorpusError(f"SQL error: {exc}", path=self.path) from exc
         cols = [d[0] for d in cur.description or ()]
         return pd.DataFrame([tuple(r) for r in cur.fetchall()], columns=cols)
+
+    def subject_attributes(self) -> pd.DataFrame:
+        """One row per subject with converted or catalogued studies: ``subject_id``,
+        ``n_studies``, ``diagnosis``, ``site``, ``tracer`` (the PET's Radiopharmaceutical);
+        a subject's differing values are joined with ``+`` in sorted order."""
+        return self.query(
+            """SELECT su.subject_id,
+                      count(DISTINCT st.study_uid) AS n_studies,
+                      coalesce(su.diagnosis, (SELECT group_concat(d, '+') FROM (
+                          SELECT DISTINCT s2.diagnosis AS d FROM studies s2
+                          WHERE s2.subject_id = su.subject_id AND s2.diagnosis IS NOT NULL
+                          ORDER BY d))) AS diagnosis,
+                      su.site,
+                      (SELECT group_concat(t, '+') FROM (
+                          SELECT DISTINCT p.value AS t FROM params p
+                          JOIN series se USING (series_uid)
+                          JOIN studies s3 USING (study_uid)
+                          WHERE s3.subject_id = su.subject_id AND se.modality = 'PT'
+                            AND p.name = 'Radiopharmaceutical' ORDER BY t)) AS tracer
+               FROM subjects su JOIN studies st USING (subject_id)
+               GROUP BY su.subject_id ORDER BY su.subject_id"""
+        )
+
+    def record_splits(self, folds: Mapping[str, int | None]) -> None:
+        """Replace the stored split: subject → fold (``None``: the test set)."""
+        with self.transaction():
+            self._conn.execute("DELETE FROM splits")
+            self._conn.executemany(
+                "INSERT INTO splits(subject_id, fold, is_test) VALUES (?, ?, ?)",
+                [(s, f, int(f is None)) for s, f in sorted(folds.items())],
+            )
+
+    def splits(self) -> pd.DataFrame:
+        """The stored split, one row per study: subject, study, source, fold, is_test
+        (empty for a catalog without one)."""
+        if self.schema_version < 2:
+            return self.query(
+                "SELECT NULL AS subject_id, NULL AS study_uid, NULL AS source, "
+                "NULL AS fold, NULL AS is_test WHERE 0"
+            )
+        return self.query(
+            """SELECT sp.subject_id, st.study_uid, st.source, sp.fold, sp.is_test
+               FROM splits sp JOIN studies st USING (subject_id)
+               ORDER BY sp.is_test, sp.fold, sp.subject_id, st.source"""
+        )
 
     def failed_studies(self) -> pd.DataFrame:
         """Each failed study's latest failure: study folder, stage, reason, file, message."""

@@ -24,6 +24,7 @@ _COMMAND_MODULES = [
     "petcorpus.cli.evaluate",
     "petcorpus.cli.enhance",
     "petcorpus.cli.catalog",
+    "petcorpus.cli.split",
 ]
 
 for _name in _COMMAND_MODULES:
