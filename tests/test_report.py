@@ -86,11 +86,10 @@ def test_find_studies(corpus: Path) -> None:
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("use_metrics", [True, False])
-def test_lesion_summary_matches_scipy_reference(use_metrics: bool) -> None:
+def test_lesion_summary_matches_scipy_reference() -> None:
     t = _truths()["LYMPHOMA"]
-    s = lesion_summary(t.suv, t.lesion_mask, use_metrics=use_metrics)
-    assert s.source.startswith("petcorpus.metrics" if use_metrics else "petcorpus.report")
+    s = lesion_summary(t.suv, t.lesion_mask)
+    assert s.source.startswith("petcorpus.metrics.lesions")
     m = np.asarray(t.lesion_mask.array) > 0
     _, n = ndimage.label(m, structure=ndimage.generate_binary_structure(3, 2))
     ml = float(np.prod(np.abs(np.diag(t.suv.affine)[:3]))) / 1000.0
@@ -99,22 +98,34 @@ def test_lesion_summary_matches_scipy_reference(use_metrics: bool) -> None:
     assert s.tlg == pytest.approx(float(np.asarray(t.suv.array, np.float64)[m].sum()) * ml)
     assert s.suv_max == pytest.approx(float(t.suv.array[m].max()))
     neg = _truths()["NEGATIVE"]
-    e = lesion_summary(neg.suv, neg.lesion_mask, use_metrics=use_metrics)
+    e = lesion_summary(neg.suv, neg.lesion_mask)
     assert (e.count, e.mtv_ml, e.tlg) == (0, 0.0, 0.0) and np.isnan(e.suv_max)
 
 
-def test_lesion_summary_cropped_metrics_equal_full_volume() -> None:
+def test_lesion_summary_cropped_equals_metrics_on_the_full_volume() -> None:
+    from petcorpus.metrics.lesions import lesion_statistics, study_summary
+
     rng = np.random.default_rng(1)
     suv = rng.uniform(0, 5, size=(40, 30, 20)).astype(np.float32)
     m = np.zeros(suv.shape, np.uint8)
     m[0, 0, 0] = m[39, 29, 19] = 1  # lesions at the corners: the box is clipped
     m[20:23, 10:12, 5:9] = 1
     aff = np.diag([2.0, 3.0, 4.0, 1.0])
-    a = lesion_summary(Volume(suv, aff), Volume(m, aff), use_metrics=True)
-    b = lesion_summary(Volume(suv, aff), Volume(m, aff), use_metrics=False)
-    assert a.count == b.count == 3
-    assert (a.mtv_ml, a.tlg, a.suv_max) == pytest.approx((b.mtv_ml, b.tlg, b.suv_max))
-    assert b.tlg == pytest.approx(float(suv[m > 0].astype(np.float64).sum()) * 0.024)
+    a = lesion_summary(Volume(suv, aff), Volume(m, aff))
+    stats = lesion_statistics(Volume(suv, aff), Volume(m, aff), connectivity=18)
+    b = study_summary(stats)
+    assert a.count == b.lesion_count == 3
+    assert (a.mtv_ml, a.tlg) == pytest.approx((b.total_mtv_ml, b.total_tlg))
+    assert a.suv_max == pytest.approx(max(x.suv_max for x in stats))
+    assert a.tlg == pytest.approx(float(suv[m > 0].astype(np.float64).sum()) * 0.024)
+
+
+def test_lesion_summary_refuses_a_mask_of_another_shape() -> None:
+    from petcorpus.errors import GeometryMismatchError
+
+    suv = Volume(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    with pytest.raises(GeometryMismatchError):
+        lesion_summary(suv, Volume(np.zeros((4, 4, 5), np.uint8), np.eye(4)))
 
 
 def test_report_from_folders(corpus: Path, tmp_path: Path) -> None:
@@ -153,8 +164,7 @@ def test_report_from_folders(corpus: Path, tmp_path: Path) -> None:
 def test_parallel_build_gives_the_same_report(corpus: Path, tmp_path: Path) -> None:
     one = write_report(corpus, output=tmp_path / "one.html").read_text()
     two = write_report(corpus, output=tmp_path / "two.html", workers=2).read_text()
-    strip = lambda t: re.sub(r"Built .*? s\.", "", t)  # noqa: E731
-    assert strip(one) == strip(two)
+    assert one == two
 
 
 def test_report_with_catalog(corpus: Path, tmp_path: Path) -> None:
@@ -174,8 +184,21 @@ def test_report_with_catalog(corpus: Path, tmp_path: Path) -> None:
         )  # fmt: skip
         cat.record_study("1.2.826.0.1.99", subject_id="PETCT_0000000099")
         cat.record_failure(None, "1.2.826.0.1.99", "convert", SliceGapError("gap at slice 7"))
+        # a study known to the catalog by its files only (its sidecar names another UID)
+        cat.record_subject("PETCT_000000000b")
+        cat.record_study("1.2.826.0.1.7", subject_id="PETCT_000000000b")
+        cat.record_series(
+            [{"series_uid": "1.2.10", "study_uid": "1.2.826.0.1.7", "modality": "PT",
+              "manufacturer": "PHILIPS", "model": "Vereos", "files": 3,
+              "frame_of_reference_uid": "1.2.4", "description": "PET", "params": {}}]
+        )  # fmt: skip
+        cat.record_artifacts(
+            "1.2.826.0.1.7",
+            {"SUV": out / "PETCT_000000000b" / "01-02-2003-NA-PET-CT-1" / "SUV.nii.gz"},
+        )
     html = write_report(out).read_text()
     assert (out / "report.html").exists()
+    assert "PHILIPS" in html and "study UID 1.2.826.0.1.7" in html
     assert "catalog.sqlite + study folders" in html
     assert "Tübingen" in html and "SIEMENS" in html and "61" in html
     assert "Failures (2)" in html and "SLICE_GAP" in html and "gap at slice 7" in html
@@ -183,19 +206,45 @@ def test_report_with_catalog(corpus: Path, tmp_path: Path) -> None:
     assert "<th>catalog status</th>" in html and "<td>failed</td><td class=n>1</td>" in html
 
 
-def test_report_with_partial_catalog(corpus: Path, tmp_path: Path) -> None:
+def test_report_with_a_catalog_it_cannot_use(corpus: Path, tmp_path: Path) -> None:
+    """A catalog.sqlite that is not a petcorpus catalog is noted; the folders still report."""
     out = tmp_path / "partial"
     shutil.copytree(corpus, out)
     con = sqlite3.connect(out / "catalog.sqlite")
-    con.execute("CREATE TABLE subjects (subject_id TEXT, sex TEXT)")  # no age/diagnosis/site
+    con.execute("CREATE TABLE subjects (subject_id TEXT, sex TEXT)")  # no petcorpus schema
     con.execute("INSERT INTO subjects VALUES ('PETCT_000000000b', 'M')")
     con.commit()
     con.close()
     cat = read_catalog(out)
-    assert cat.present and cat.subjects["PETCT_000000000b"]["sex"] == "M"
-    assert any("no table 'failures'" in n for n in cat.notes)
+    assert not cat.present and cat.subjects == {}
+    assert len(cat.notes) == 1 and cat.notes[0].startswith("catalog not used: ")
+    assert "no schema" in cat.notes[0]
     html = write_report(out).read_text()
-    assert "lacks age, diagnosis, site" in html
+    assert "catalog not used: " in html and "study folders and sidecars" in html
+    assert "Failures (1)" in html
+
+
+def test_catalog_tables_are_read_only_and_prefer_the_pet_vendor(tmp_path: Path) -> None:
+    from petcorpus.catalog import Catalog
+
+    with Catalog.open(tmp_path) as cat:
+        cat.record_subject("S1", sex="F", age=61)
+        cat.record_study("1.2.3", subject_id="S1")
+        cat.record_series(
+            [{"series_uid": f"1.2.3.{i}", "study_uid": "1.2.3", "modality": mod,
+              "manufacturer": man, "model": "m", "files": 1, "frame_of_reference_uid": "1",
+              "description": mod, "params": {}}
+             for i, (mod, man) in enumerate([("CT", "GE"), ("PT", "SIEMENS")])]
+        )  # fmt: skip
+    before = (tmp_path / "catalog.sqlite").read_bytes()
+    with Catalog.open(tmp_path, readonly=True) as cat:
+        assert cat.subjects_table() == [
+            {"subject_id": "S1", "sex": "F", "age": 61, "diagnosis": None, "site": None}
+        ]
+        (study,) = cat.studies_table()
+        assert study["vendor"] == "SIEMENS" and study["status"] == "scanned"
+        assert cat.failures_table() == []
+    assert (tmp_path / "catalog.sqlite").read_bytes() == before
 
 
 def test_report_with_metrics_and_external_images(corpus: Path, tmp_path: Path) -> None:
@@ -222,6 +271,12 @@ def test_cli_report(corpus: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["report", str(corpus), "-o", str(tmp_path / "x.html")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "x.html").stat().st_size > 10_000
+    assert "Built " not in (tmp_path / "x.html").read_text()
+    res = CliRunner().invoke(
+        app, ["report", str(corpus), "-o", str(tmp_path / "t.html"), "--timestamp"]
+    )
+    assert res.exit_code == 0, res.output
+    assert " UTC in " in (tmp_path / "t.html").read_text()
     res = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
     assert res.exit_code == 1
     bad = tmp_path / "bad.csv"
@@ -309,3 +364,113 @@ def test_report_with_predictions(corpus: Path, tmp_path: Path) -> None:
     idx = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.group(1)))))[:-16]
     for colour in ("tp", "fn", "fp"):
         assert (idx == viz.colour_index(colour)).any(), colour
+
+
+# -- reproducible, robust per study, escaped, shipped ---------------------------------------
+def test_same_corpus_gives_the_same_bytes(corpus: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "metrics.csv"
+    csv.write_text("case,dice,fp_volume_ml,fn_volume_ml\nPETCT_000000000a,0.8,1.5,2.0\n")
+    one = write_report(corpus, metrics=csv, output=tmp_path / "one.html").read_bytes()
+    two = write_report(corpus, metrics=csv, output=tmp_path / "two.html").read_bytes()
+    assert one == two
+    assert b"Built " not in one and b" UTC" not in one
+    stamped = write_report(corpus, output=tmp_path / "t.html", timestamp=True).read_text()
+    assert re.search(r"Built \d{4}-\d\d-\d\d \d\d:\d\d UTC in \d+\.\d s\.", stamped)
+
+
+def _shift_seg(study: Path, mm: float) -> None:
+    """Move the SEG's grid by ``mm`` along x (voxels unchanged)."""
+    import nibabel as nib
+
+    seg = Volume.from_nifti(study / "SEG.nii.gz")
+    aff = seg.affine.copy()
+    aff[0, 3] += mm
+    nib.save(Volume(seg.array, aff).to_nifti(), study / "SEG.nii.gz")
+    moved = Volume.from_nifti(study / "SEG.nii.gz").affine[0, 3] - seg.affine[0, 3]
+    assert moved == pytest.approx(mm, rel=0.1)
+
+
+def test_off_grid_seg_is_a_failure_and_the_rest_renders(corpus: Path, tmp_path: Path) -> None:
+    """One tolerance decides "same grid": the reader's. A SEG 5e-4 mm off is on the grid
+    (issue 19: it used to abort the whole report); one 0.5 mm off is listed under Failures."""
+    out = tmp_path / "offgrid"
+    shutil.copytree(corpus, out)
+    study = "01-02-2003-NA-PET-CT-1"
+    _shift_seg(out / "PETCT_000000000a" / study, 5e-4)
+    _shift_seg(out / "PETCT_000000000c" / study, 0.5)
+    html = write_report(out, output=tmp_path / "r.html").read_text()
+    # the slightly shifted SEG: measured as if on the SUV grid
+    s = lesion_summary(_truths()["LYMPHOMA"].suv, _truths()["LYMPHOMA"].lesion_mask)
+    row = html.split("id='s-PETCT_000000000a", 1)[0].rsplit("<a href='#s-PETCT_000000000a", 1)[1]
+    assert f"<td class=n>{s.count}</td><td class=n>{s.mtv_ml:.1f}</td>" in row
+    # the clearly shifted one: under Failures with its class, reason and file; the rest renders
+    assert "Failures (2)" in html
+    assert re.search(
+        r"<td>PETCT_000000000c/01-02-2003-NA-PET-CT-1</td><td>report</td>"
+        r"<td>GeometryMismatchError</td><td>GEOMETRY_MISMATCH</td><td class=bad>"
+        r"PETCT_000000000c/01-02-2003-NA-PET-CT-1/SEG.nii.gz: SEG.nii.gz is not on the SUV grid",
+        html,
+    )
+    assert len(_imgs(html)) == 4  # thumbnails and figures of studies a and b
+
+
+def test_any_per_study_error_is_listed_with_its_reason(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from petcorpus.report import collect
+
+    real = collect.lesion_summary
+
+    def flaky(suv: Volume, mask: Volume) -> object:
+        if np.asarray(mask.array).any():
+            raise RuntimeError("something nobody expected")
+        return real(suv, mask)
+
+    monkeypatch.setattr(collect, "lesion_summary", flaky)
+    html = write_report(corpus, output=tmp_path / "r.html").read_text()
+    assert "Failures (3)" in html  # the two lymphoma studies and the corrupt SEG
+    assert html.count("<td>RuntimeError</td><td>UNEXPECTED</td>") == 2
+    assert "RuntimeError: something nobody expected" in html
+    assert len(_imgs(html)) == 2  # the negative study still has its pictures
+
+
+def test_names_and_values_are_escaped(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "esc"
+    out.mkdir()
+    t = _truths()["NEGATIVE"]
+    evil = "PETCT_<script>alert(1)"
+    write_layout(
+        t,
+        out / evil / "<img src=x onerror=alert(2)>",
+        {"diagnosis": "</td><script>alert(3)</script>", "suv": {"factor": 1.0,
+         "inputs": {"<b>k</b>": {"value": "v", "source": "\"><script>alert(4)</script>"}}}},
+        ct=False,
+    )  # fmt: skip
+    csv = tmp_path / "m.csv"
+    csv.write_text("case,dice,fp_volume_ml,fn_volume_ml,note\n<i>c</i>,0.5,0,0,<script>x\n")
+    html = write_report(out, metrics=csv, output=tmp_path / "r.html").read_text()
+    assert html.count("<script") == 1  # the report's own script only
+    assert "<img src=x" not in html and "<b>" not in html and "<i>" not in html
+    assert "&lt;script&gt;alert(1)" in html and "&lt;/td&gt;&lt;script&gt;alert(3)" in html
+    assert "&lt;img src=x onerror=alert(2)&gt;" in html
+    assert 'title="&#34;&gt;&lt;script&gt;alert(4)&lt;/script&gt;"' in html
+
+
+def test_the_template_ships_as_package_data() -> None:
+    """Every template file matches a [tool.setuptools.package-data] glob, so a
+    (non-editable) wheel contains it."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    package = root / "src" / "petcorpus"
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["petcorpus"]
+    templates = sorted((package / "templates").iterdir())
+    assert templates
+    for f in templates:
+        rel = f.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(rel, g) for g in globs), rel
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(d.lower().startswith("jinja2") for d in deps)

@@ -881,6 +881,40 @@ class Catalog:
             (run_id,),
         )
 
+    def _rows(self, sql: str) -> list[dict[str, Any]]:
+        """The rows of one read-only statement as plain dicts (values as SQLite stored
+        them: an age stays an int, a missing value is None)."""
+        try:
+            return [dict(r) for r in self._conn.execute(sql)]
+        except sqlite3.Error as exc:
+            raise PetcorpusError(f"cannot read the catalog: {exc}", path=self.path) from exc
+
+    def subjects_table(self) -> list[dict[str, Any]]:
+        """Every subject: ``subject_id``, ``sex``, ``age``, ``diagnosis``, ``site``."""
+        return self._rows(
+            "SELECT subject_id, sex, age, diagnosis, site FROM subjects ORDER BY subject_id"
+        )
+
+    def studies_table(self) -> list[dict[str, Any]]:
+        """Every study: ``study_uid``, ``subject_id``, ``diagnosis``, ``status`` and
+        ``vendor`` (the manufacturer of its PET series, else of its first series with one)."""
+        return self._rows(
+            """SELECT st.study_uid, st.subject_id, st.diagnosis, st.status,
+                      (SELECT se.manufacturer FROM series se
+                       WHERE se.study_uid = st.study_uid AND se.manufacturer IS NOT NULL
+                       ORDER BY coalesce(se.modality, 'PT') != 'PT', se.rowid
+                       LIMIT 1) AS vendor
+               FROM studies st ORDER BY st.study_uid"""
+        )
+
+    def failures_table(self) -> list[dict[str, Any]]:
+        """Every recorded failure, oldest first: ``study_uid`` (None for a skipped file),
+        ``stage``, ``error_class``, ``reason``, ``message``, ``path``."""
+        return self._rows(
+            "SELECT study_uid, stage, error_class, reason, message, path FROM failures "
+            "ORDER BY failure_id"
+        )
+
     def summary(self) -> dict[str, Any]:
         """Counts for ``petcorpus status``: subjects, studies by status, series by
         modality, artifacts and their bytes, failures by reason, the last run."""

@@ -71,6 +71,9 @@ def report_cmd(
     ),
     vmax: float = typer.Option(10.0, "--vmax", min=0.01, help="SUV window upper end."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel processes."),
+    timestamp: bool = typer.Option(
+        False, "--timestamp", help="Write the build date and time into the page."
+    ),
 ) -> None:
     """Write an offline HTML quality-control report (summary, failures, MIPs, metrics)."""
     from rich.progress import track
@@ -88,5 +91,6 @@ def report_cmd(
         predictions=pred,
         workers=workers,
         progress=lambda it: track(list(it), description="studies", console=console),
+        timestamp=timestamp,
     )
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)", markup=False)
