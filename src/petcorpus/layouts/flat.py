@@ -15,11 +15,11 @@ from typing import Any
 
 from petcorpus.errors import PetcorpusError, Reason
 from petcorpus.layouts._nifti import header_voxel_ml, load_nifti
-from petcorpus.layouts.autopet import AutopetCorpus, file_name
+from petcorpus.layouts.autopet import AutopetCase, AutopetCorpus, file_name
 from petcorpus.layouts.base import Case, Corpus
 from petcorpus.volume import Volume
 
-__all__ = ["MASK", "FlatCase", "FlatCorpus", "mask_cases", "mask_name"]
+__all__ = ["MASK", "FlatCase", "FlatCorpus", "find_prediction", "mask_cases", "mask_name"]
 
 #: The name of a flat case's one volume.
 MASK = "SEG"
@@ -119,3 +119,24 @@ def mask_cases(folder: str | os.PathLike[str]) -> dict[str, Case]:
             reason=Reason.NO_SERIES,
         )
     return cases
+
+
+def find_prediction(
+    folder: str | os.PathLike[str], subject: str, study: str
+) -> tuple[Case, str] | None:
+    """The predicted mask of one study in a prediction folder, as ``(case, volume name)``.
+
+    Tried in order: ``<folder>/<subject>/<study>/`` holding a ``PRED``, then a ``SEG``
+    (autoPET layout), then the flat files ``<subject>_<study>``, ``<study>``, ``<subject>``
+    (``.nii.gz``). None when there is none.
+    """
+    root = Path(folder)
+    study_case = AutopetCase(root / subject / study)
+    for name in ("PRED", "SEG"):
+        if study_case.has(name):
+            return study_case, name
+    for stem in (f"{subject}_{study}", study, subject):
+        path = root / f"{stem}{_SUFFIXES[0]}"
+        if path.is_file():
+            return FlatCase(path), MASK
+    return None
