@@ -15,19 +15,18 @@ import numpy as np
 import pydicom
 import pytest
 
-from petcorpus.dicom.seg import load_seg
-from petcorpus.dicom.series import load_series
-from petcorpus.dicom.suv import autopet_reference_file, compute_suv
-from petcorpus.layouts.autopet import (
-    AutopetStudy,
+from petcorpus.compat_autopet import (
     compat_pet_values,
     compat_seg,
     compat_volumes,
     recipe_seg,
     recover_stored,
     to_compat_orientation,
-    write_autopet_study,
 )
+from petcorpus.dicom.seg import load_seg
+from petcorpus.dicom.series import load_series
+from petcorpus.dicom.suv import autopet_reference_file, compute_suv
+from petcorpus.layouts.autopet import AutopetStudy, write_autopet_study
 from petcorpus.nifti import write_nifti
 from petcorpus.phantom import write_study
 from petcorpus.volume import Volume

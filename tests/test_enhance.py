@@ -47,16 +47,16 @@ def test_every_case_found(corpora, name):
     root, _ = corpora[name]
     c = open_enhance(root)
     assert c.release == ("v1" if name == "v1" else "v2")
-    assert list(c.cases) == [f"{i:04d}" for i in range(1, N + 1)]
+    assert list(c.by_id) == [f"{i:04d}" for i in range(1, N + 1)]
     assert c.incomplete() == {}
     assert c.problems == []
     assert c.labels == phantom_labels().__class__(phantom_labels().groups, source=c.labels.source)
     assert c.labels.n_regions == 130
     assert 19 not in c.labels.groups["Organs"]  # trachea dropped, as in the real 130
     if name == "zip":
-        assert all(case.ct.member is not None for case in c.cases.values())
+        assert all(case.ct.member is not None for case in c.by_id.values())
     else:
-        assert all(case.ct.member is None for case in c.cases.values())
+        assert all(case.ct.member is None for case in c.by_id.values())
 
 
 def test_v2_layout_on_disk(corpora):
@@ -82,7 +82,7 @@ def test_cases_table_holds_true_xlsx_values(corpora):
         assert row.site == case.site
         assert row.licence == ("CC BY-NC 4.0" if "AutoPET" in case.site else "CC BY 4.0")
         assert row.missing == "" and row.problems == ""
-        assert FileRef.parse(row.ct_path) == open_enhance(root).cases[row.case_id].ct
+        assert FileRef.parse(row.ct_path) == open_enhance(root).by_id[row.case_id].ct
         assert row.ct_slice_thickness_mm == pytest.approx(12.0)
     assert set(t["licence"]) == {"CC BY-NC 4.0", "CC BY 4.0"}
     # A user can filter by licence.
@@ -109,7 +109,7 @@ def test_zip_read_equals_unpacked(corpora):
             np.testing.assert_array_equal(va.array, vb.array)
             np.testing.assert_array_equal(va.affine, vb.affine)
     # ... and equals nibabel reading the same bytes on its own.
-    ref = cd.cases["0001"].pt
+    ref = cd.by_id["0001"].pt
     np.testing.assert_array_equal(read_case(cz, 1).pet.array, nib.load(ref.path).get_fdata())
 
 
@@ -177,7 +177,7 @@ def test_labels_check_finds_planted_problems(corpora, tmp_path):
     before = {ch.group: ch for ch in check_corpus_labels(c0)}
     assert 15 not in before["Organs"].declared_absent  # spleen present
     assert not before["Ribs"].undeclared_present
-    for cid in c0.cases:  # plant 1: remove the spleen from every case
+    for cid in c0.by_id:  # plant 1: remove the spleen from every case
         p = root / f"imaging-data/ground-truth/Organs/{cid}.nii.gz"
         img = nib.load(p)
         arr = np.asarray(img.dataobj).copy()
@@ -230,7 +230,7 @@ def test_flat_layout_and_unpadded_names(corpora, tmp_path):
     (root / "images" / "CT" / "0003.nii.gz").rename(root / "images" / "CT" / "3.nii.gz")
     c = open_enhance(root)
     assert c.release == "v1"
-    assert list(c.cases) == [f"{i:04d}" for i in range(1, N + 1)]
-    assert c.cases["0003"].ct.path.name == "3.nii.gz"
-    assert set(c.cases["0001"].masks) == {"Organs"}  # folder name matched case-insensitively
+    assert list(c.by_id) == [f"{i:04d}" for i in range(1, N + 1)]
+    assert c.by_id["0003"].ct.path.name == "3.nii.gz"
+    assert set(c.by_id["0001"].masks) == {"Organs"}  # folder name matched case-insensitively
     assert c.incomplete()["0001"] == [g for g in GROUPS if g != "Organs"]

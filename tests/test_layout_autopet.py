@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from petcorpus import __version__
+from petcorpus.compat_autopet import to_compat_orientation
 from petcorpus.errors import GeometryMismatchError, PetcorpusError
 from petcorpus.layouts.autopet import (
     DTYPES,
@@ -18,7 +19,6 @@ from petcorpus.layouts.autopet import (
     AutopetStudy,
     iter_autopet_studies,
     read_autopet_study,
-    to_compat_orientation,
     write_autopet_study,
 )
 from petcorpus.volume import Volume

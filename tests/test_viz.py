@@ -215,6 +215,20 @@ def test_compare_masks_counts_and_volumes() -> None:
     assert (cmp.matched_gt.array + cmp.missed_gt.array == gt.array).all()
 
 
+def test_compare_masks_agrees_with_the_autopet_metrics() -> None:
+    from petcorpus.metrics.autopet import autopet_metrics
+
+    gt, pred = _two_blobs()
+    cmp = viz.compare_masks(gt, pred)
+    m = autopet_metrics(gt.array, pred.array, gt.voxel_volume_ml)
+    assert (cmp.n_gt, cmp.n_pred, cmp.n_fn, cmp.n_fp) == (
+        m.gt_lesions, m.pred_lesions, m.lesion_fn, m.lesion_fp
+    )  # fmt: skip
+    assert int(cmp.missed_gt.array.sum()) == m.fn_voxels
+    assert int(cmp.false_pos.array.sum()) == m.fp_voxels
+    assert cmp.fp_volume_ml == pytest.approx(m.fp_volume_ml)
+
+
 def test_compare_masks_diagonal_18_vs_26() -> None:
     # two voxels touching only at a corner are one component with 26-, two with 18-connectivity
     gt = np.zeros((5, 5, 5), np.uint8)

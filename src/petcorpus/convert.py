@@ -13,7 +13,7 @@ import os
 import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from petcorpus.errors import CorruptFileError, PetcorpusError, Reason
 from petcorpus.layouts.autopet import AutopetStudy
 from petcorpus.naming import OutputName, name_studies
 from petcorpus.volume import Volume, VolumeStream
+
+if TYPE_CHECKING:
+    from petcorpus.dicom.suv import SuvKind
 
 __all__ = [
     "ConversionOptions",
@@ -33,8 +36,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-SuvKind = Literal["bw", "lbm", "bsa"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +182,7 @@ def _produce(
         sidecar["warnings"] = warnings
 
     if options.compat == "autopet":
-        from petcorpus.layouts import autopet as compat
+        from petcorpus import compat_autopet as compat
 
         rescale = [
             (

@@ -14,19 +14,19 @@ The flow is three pure steps, so each can be tested on its own:
    contours or fills. Images are 8-bit palette PNGs: small and fast to write.
 
 :func:`compare_masks` splits ground truth and prediction into 18-connected components
-(cc3d) and classes them as matched, false negative (a ground-truth component that no
-prediction voxel touches) and false positive (a predicted component that touches no
-ground-truth voxel), the autoPET definitions.
+and classes them as matched, false negative (a ground-truth component that no prediction
+voxel touches) and false positive (a predicted component that touches no ground-truth
+voxel), the autoPET definitions, with the metrics' own labelling
+(:func:`petcorpus.metrics.autopet.component_overlaps`).
 
-I/O lives only in :func:`read_study_dir` and :func:`study_figure` (which reads a study folder
-of the autoPET layout ``{CT,PET,SUV,CTres,SEG}.nii.gz`` + ``petcorpus.json``).
+I/O lives only in :func:`read_study_dir`, which reads a study of the autoPET layout through
+:class:`petcorpus.layouts.autopet.AutopetCase`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +36,9 @@ import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 
-from petcorpus.errors import CorruptFileError, GeometryMismatchError, PetcorpusError, Reason
+from petcorpus.errors import GeometryMismatchError, PetcorpusError, Reason
+from petcorpus.layouts.autopet import AutopetCase
+from petcorpus.metrics.autopet import MaskComparison, compare_masks
 from petcorpus.volume import Volume
 
 __all__ = [
@@ -249,96 +251,6 @@ def label_projection(labels: Volume, view: str = "coronal") -> Projection:
 
 
 # --------------------------------------------------------------------------------------------
-# Ground truth vs prediction
-# --------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class MaskComparison:
-    """Connected components of ground truth and prediction, classed autoPET's way.
-
-    Attributes
-    ----------
-    matched_gt, missed_gt : Volume
-        uint8 masks: ground-truth components touched / not touched by the prediction (FN).
-    matched_pred, false_pos : Volume
-        uint8 masks: predicted components touching ground truth / touching none (FP).
-    n_gt, n_pred, n_fn, n_fp : int
-        Component counts.
-    fn_volume_ml, fp_volume_ml : float
-        Volumes of the missed and false-positive components (autoPET FNV, FPV).
-    """
-
-    matched_gt: Volume
-    missed_gt: Volume
-    matched_pred: Volume
-    false_pos: Volume
-    n_gt: int
-    n_pred: int
-    n_fn: int
-    n_fp: int
-    fn_volume_ml: float
-    fp_volume_ml: float
-
-
-Connectivity = Literal[6, 18, 26]
-
-
-def _components(mask: np.ndarray, connectivity: Connectivity) -> tuple[np.ndarray, int]:
-    import cc3d
-
-    if connectivity not in (6, 18, 26):
-        raise PetcorpusError(f"connectivity must be 6, 18 or 26, got {connectivity!r}")
-    lab, n = cc3d.connected_components(
-        np.ascontiguousarray(mask, dtype=np.uint8), connectivity=connectivity, return_N=True
-    )
-    return lab, int(n)
-
-
-def _touching(labels: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """Component ids in ``labels`` with at least one voxel where ``other`` is set."""
-    ids = np.unique(labels[other & (labels > 0)])
-    return ids[ids > 0]
-
-
-def compare_masks(gt: Volume, pred: Volume, connectivity: Connectivity = 18) -> MaskComparison:
-    """Split ground truth and prediction into components; class matched, FN and FP.
-
-    Raises
-    ------
-    GeometryMismatchError
-        If the two masks are not on the same grid.
-    """
-    if not gt.same_grid(pred, atol=1e-3):
-        raise GeometryMismatchError(
-            f"prediction grid {pred.shape} {pred.orientation} differs from the ground truth "
-            f"{gt.shape} {gt.orientation}; resample the prediction to the PET grid first"
-        )
-    g = np.asarray(gt.array) > 0
-    p = np.asarray(pred.array) > 0
-    glab, ng = _components(g, connectivity)
-    plab, npred = _components(p, connectivity)
-    g_hit = np.isin(glab, _touching(glab, p)) & g
-    p_hit = np.isin(plab, _touching(plab, g)) & p
-    missed = g & ~g_hit
-    fp = p & ~p_hit
-    ml = gt.voxel_volume_ml
-    n_fn = ng - len(_touching(glab, p))
-    n_fp = npred - len(_touching(plab, g))
-    u8 = np.uint8
-    return MaskComparison(
-        matched_gt=gt.with_array(g_hit.astype(u8)),
-        missed_gt=gt.with_array(missed.astype(u8)),
-        matched_pred=gt.with_array(p_hit.astype(u8)),
-        false_pos=gt.with_array(fp.astype(u8)),
-        n_gt=ng,
-        n_pred=npred,
-        n_fn=int(n_fn),
-        n_fp=int(n_fp),
-        fn_volume_ml=float(missed.sum() * ml),
-        fp_volume_ml=float(fp.sum() * ml),
-    )
-
-
-# --------------------------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------------------------
 def _display_size(proj: Projection, pixel_mm: float) -> tuple[int, int]:
@@ -501,56 +413,34 @@ class StudyImages:
     pet: Volume | None = None
 
 
-def _load(path: Path) -> Volume | None:
-    if not path.exists():
-        return None
-    try:
-        return Volume.from_nifti(path)
-    except Exception as exc:  # nibabel raises many kinds for truncated/invalid files
-        raise CorruptFileError(f"cannot read NIfTI: {exc}", path=path) from exc
-
-
 def read_sidecar(study_dir: str | Path) -> dict[str, Any]:
-    """The study's ``petcorpus.json`` as a dict ({} when absent)."""
-    p = Path(study_dir) / "petcorpus.json"
-    if not p.exists():
-        return {}
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError) as exc:
-        raise CorruptFileError(f"invalid JSON: {exc}", path=p) from exc
-    return data if isinstance(data, dict) else {}
+    """The study's sidecar as a dict ({} when absent)."""
+    return AutopetCase(study_dir).metadata
 
 
 def read_study_dir(study_dir: str | Path, with_ct: bool = False) -> StudyImages:
-    """Read SUV (or PET × sidecar factor), SEG and optionally CTres/CT of a study folder.
+    """Read SUV (or PET × sidecar factor), SEG and optionally CTres/CT of a study folder of
+    the autoPET layout (:meth:`~petcorpus.layouts.autopet.AutopetCase.suv`).
 
     Raises
     ------
     PetcorpusError
-        Reason ``MISSING_TAG``-free: ``INVALID_VALUE`` when neither SUV.nii.gz nor a PET with
-        an SUV factor in the sidecar is there; ``CORRUPT_FILE`` for unreadable files.
+        Neither an SUV nor a PET with an SUV factor in the sidecar is there;
+        ``CorruptFileError`` for unreadable files; ``GeometryMismatchError`` when the SEG is
+        not on the SUV grid.
     """
     d = Path(study_dir)
     if not d.is_dir():
         raise PetcorpusError("not a study folder", path=d)
-    sidecar = read_sidecar(d)
-    suv = _load(d / "SUV.nii.gz")
-    pet = None
-    if suv is None:
-        pet = _load(d / "PET.nii.gz")
-        factor = (sidecar.get("suv") or {}).get("factor") if sidecar else None
-        if pet is None or not isinstance(factor, int | float):
-            raise PetcorpusError(
-                "no SUV.nii.gz (and no PET.nii.gz with an SUV factor in petcorpus.json)", path=d
-            )
-        suv = pet.with_array(np.asarray(pet.array, dtype=np.float32) * np.float32(factor))
-    seg = _load(d / "SEG.nii.gz")
+    case = AutopetCase(d)
+    sidecar = case.metadata
+    suv, pet = case.suv()
+    seg = case.volume("SEG") if case.has("SEG") else None
     if seg is not None and not seg.same_grid(suv, atol=1e-3):
-        raise GeometryMismatchError("SEG.nii.gz is not on the SUV grid", path=d / "SEG.nii.gz")
+        raise GeometryMismatchError("SEG is not on the SUV grid", path=case.source("SEG"))
     ct = None
     if with_ct:
-        ct = _load(d / "CTres.nii.gz") or _load(d / "CT.nii.gz")
+        ct = next((case.volume(n) for n in ("CTres", "CT") if case.has(n)), None)
     return StudyImages(path=d, suv=suv, seg=seg, ct=ct, sidecar=sidecar, pet=pet)
 
 

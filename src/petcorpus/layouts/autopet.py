@@ -17,28 +17,8 @@ petcorpus version; never a patient name, ID or birth date). A study is written i
 temporary sibling folder and renamed into place (:func:`petcorpus.atomic.atomic_dir`), the
 five files compressed in parallel threads (ISA-L releases the GIL).
 
-Compat mode (``--compat autopet``)
-----------------------------------
-The published files were made by lab-midas/TCIA_processing ``tcia_dicom_to_nifti.py``:
-``dicom2nifti.convert_directory(reorient=True)`` for CT and PET, SUV =
-``(nib.load(PET).get_fdata() * factor).astype(float32)``, SEG = ``pixel_array`` transposed
-(2, 1, 0) (and flipped on axis 1 when ImageOrientationPatient[4] == 1) with the PET affine,
-CTres = ``nilearn.image.resample_to_img(ct, pet, fill_value=-1024)``. The functions below
-reproduce those files from `Volume`s read in DICOM order:
-
-- :func:`to_compat_orientation`: dicom2nifti's reorientation (voxel axes L, A, S).
-- :func:`compat_pet_values`: dicom2nifti's rescale (dtype and rounding of the flavour).
-- :func:`compat_ct`, :func:`compat_suv`, :func:`compat_ctres`, :func:`compat_seg`.
-- :func:`compat_volumes`: all five at once (what ``convert --compat autopet`` calls).
-
-Two flavours, because dicom2nifti changed how it rescales:
-
-``"published"`` (dicom2nifti 2.3.x, pinned in the recipe's requirements.txt, used for the
-TCIA release): CT int16, PET float32 = ``float32(stored) * float32(slope) + intercept``
-in float32, CTres float32 (nilearn casts int16 to float32).
-``"current"`` (dicom2nifti >= 2.4, which rescales with pydicom's modality LUT): CT and PET
-float64 = ``float64(stored) * slope + intercept``, CTres float64.
-In both, SUV is float32 and SEG uint8.
+The dtypes of compat mode (:data:`COMPAT_DTYPES`, two flavours) are stored here; the
+recipe's re-implementation that produces such volumes is :mod:`petcorpus.compat_autopet`.
 """
 
 from __future__ import annotations
@@ -46,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -55,8 +35,10 @@ import numpy as np
 import numpy.typing as npt
 
 from petcorpus.atomic import TEMP_PREFIX, atomic_dir
-from petcorpus.errors import GeometryMismatchError, PetcorpusError, Reason
-from petcorpus.nifti import read_nifti, write_nifti
+from petcorpus.errors import CorruptFileError, GeometryMismatchError, PetcorpusError, Reason
+from petcorpus.layouts._nifti import header_voxel_ml, load_nifti
+from petcorpus.layouts.base import Case, Corpus
+from petcorpus.nifti import write_nifti
 from petcorpus.volume import Volume
 
 __all__ = [
@@ -64,27 +46,33 @@ __all__ = [
     "DTYPES",
     "FILES",
     "FORBIDDEN_SIDECAR_KEYS",
+    "NAMES",
     "SIDECAR",
+    "AutopetCase",
+    "AutopetCorpus",
     "AutopetStudy",
     "CompatFlavor",
-    "compat_ct",
-    "compat_ctres",
-    "compat_pet_values",
-    "compat_seg",
-    "compat_suv",
-    "compat_volumes",
+    "file_name",
     "iter_autopet_studies",
     "read_autopet_study",
-    "recipe_seg",
-    "recover_stored",
-    "to_compat_orientation",
+    "sidecar_bytes",
     "write_autopet_study",
 ]
 
 #: The five image files of a study, in writing order.
 FILES: tuple[str, ...] = ("CT", "PET", "SUV", "CTres", "SEG")
+#: Every volume name a study folder may hold: the five files, and ``PRED`` (a predicted
+#: lesion mask, in a prediction folder laid out like the corpus).
+NAMES: tuple[str, ...] = (*FILES, "PRED")
 #: Name of the per-study JSON sidecar.
 SIDECAR = "petcorpus.json"
+
+
+def file_name(name: str) -> str:
+    """The file holding the volume ``name`` in a study folder: ``"SUV"`` → ``SUV.nii.gz``."""
+    return f"{name}.nii.gz"
+
+
 #: Stored dtype per file (petcorpus default).
 DTYPES: Mapping[str, np.dtype[Any]] = {
     "CT": np.dtype(np.int16),
@@ -251,7 +239,7 @@ def write_autopet_study(
     with atomic_dir(final) as tmp:
 
         def one(name: str) -> None:
-            write_nifti(vols[name], tmp / f"{name}.nii.gz", dtype=types[name], level=level)
+            write_nifti(vols[name], tmp / file_name(name), dtype=types[name], level=level)
 
         if n > 1:
             with ThreadPoolExecutor(max_workers=n) as pool:
@@ -260,284 +248,172 @@ def write_autopet_study(
             for name in vols:
                 one(name)
         (tmp / SIDECAR).write_bytes(sidecar)
-    paths = {name: final / f"{name}.nii.gz" for name in vols}
+    paths = {name: final / file_name(name) for name in vols}
     paths["sidecar"] = final / SIDECAR
     return paths
 
 
 def read_autopet_study(study_dir: str | os.PathLike[str]) -> AutopetStudy:
     """Read a study folder back (SEG None when absent; sidecar {} when absent)."""
-    folder = Path(study_dir)
-    missing = [n for n in FILES[:4] if not (folder / f"{n}.nii.gz").is_file()]
+    case = AutopetCase(study_dir)
+    missing = [n for n in FILES[:4] if not case.has(n)]
     if missing:
         raise PetcorpusError(
-            f"not an autoPET study folder: missing {', '.join(m + '.nii.gz' for m in missing)}",
-            path=folder,
+            f"not an autoPET study folder: missing {', '.join(map(file_name, missing))}",
+            path=case.folder,
             reason=Reason.NO_SERIES,
         )
-    vols = {
-        n: read_nifti(folder / f"{n}.nii.gz") for n in FILES if (folder / f"{n}.nii.gz").is_file()
-    }
-    sidecar_path = folder / SIDECAR
-    sidecar = (
-        json.loads(sidecar_path.read_text(encoding="utf-8")) if sidecar_path.is_file() else {}
-    )
-    return AutopetStudy.from_volumes(vols, sidecar)
+    vols = {n: case.volume(n) for n in FILES if case.has(n)}
+    return AutopetStudy.from_volumes(vols, case.metadata)
 
 
 def iter_autopet_studies(root: str | os.PathLike[str]) -> Iterator[tuple[str, str, Path]]:
     """Yield ``(subject, study, folder)`` for every ``<root>/<subject>/<study>/`` holding a
     ``PET.nii.gz``, sorted; temporary folders of unfinished writes are skipped."""
-    base = Path(root)
-    if not base.is_dir():
+    if not Path(root).is_dir():
         return
-    for subject in sorted(p for p in base.iterdir() if p.is_dir()):
-        if subject.name.startswith((TEMP_PREFIX, ".")):
-            continue
-        for study in sorted(p for p in subject.iterdir() if p.is_dir()):
-            if study.name.startswith((TEMP_PREFIX, ".")):
-                continue
-            if (study / "PET.nii.gz").is_file():
-                yield subject.name, study.name, study
+    for case in AutopetCorpus(root).cases():
+        if case.has("PET"):
+            yield case.subject, case.study, case.folder
 
 
-# -- compat with the published recipe -------------------------------------------------------------
+# -- the common corpus shape ----------------------------------------------------------------
 
 
-def _compat_axes(volume: Volume) -> tuple[list[int], list[bool]]:
-    """dicom2nifti's choice: which source axis becomes L, A, S and whether it is reversed."""
-    import nibabel as nib
+class AutopetCase(Case):
+    """One study folder ``<subject>/<study>/`` (:class:`~petcorpus.layouts.base.Case`).
 
-    ornt = nib.orientations.io_orientation(volume.affine)  # per source axis: (RAS axis, sign)
-    order = [0, 0, 0]
-    for src_axis, (ras_axis, _) in enumerate(ornt):
-        order[int(ras_axis)] = src_axis
-    # Target: i increases to the Left (RAS axis 0 negative), j to Anterior, k to Superior.
-    target_sign = (-1.0, 1.0, 1.0)
-    flips = [bool(ornt[order[r], 1] != target_sign[r]) for r in range(3)]
-    return order, flips
-
-
-def to_compat_orientation(volume: Volume) -> Volume:
-    """Reorient like ``dicom2nifti.convert_directory(..., reorient=True)``: axes L, A, S.
-
-    dicom2nifti orders the voxel axes sagittal (i, increasing to the patient's Left),
-    coronal (j, to Anterior), axial (k, to Superior); nibabel calls that ``('L', 'A', 'S')``.
-    For an axial head-first-supine series read in DICOM order (i = column → L,
-    j = row → P, k = slice, ascending z → S) that is a flip of j. The affine is rebuilt the
-    way dicom2nifti does it (columns permuted/negated, the new origin is the old affine
-    applied to the voxel that becomes index 0), so the result matches dicom2nifti's header
-    to the last bit when the input affine does.
+    Volumes are the files :data:`NAMES` present (``volume("SUV")`` reads ``SUV.nii.gz``);
+    ``metadata`` is the sidecar ``petcorpus.json`` ({} when absent, read once).
     """
-    order, flips = _compat_axes(volume)
-    arr = np.moveaxis(volume.array, order, [0, 1, 2])
-    for axis, flip in enumerate(flips):
-        if flip:
-            arr = np.flip(arr, axis=axis)
-    aff = volume.affine
-    new = np.eye(4)
-    point = [0, 0, 0, 1]
-    for axis in range(3):
-        new[:, axis] = aff[:, order[axis]]
-        if flips[axis]:
-            new[:, axis] = -new[:, axis]
-            point[order[axis]] = volume.shape[order[axis]] - 1
-    new[:, 3] = np.dot(aff, point)
-    return Volume(arr, new)
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self.subject = self.folder.parent.name
+        self.study = self.folder.name
+        self.key = f"{self.subject}/{self.study}"
+        self._metadata: dict[str, Any] | None = None
+
+    def path(self, name: str) -> Path:
+        """The file of the volume ``name`` (whether or not it exists)."""
+        return self.folder / file_name(name)
+
+    @property
+    def sidecar_path(self) -> Path:
+        return self.folder / SIDECAR
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The sidecar as a dict ({} when absent or not a JSON object).
+
+        Raises
+        ------
+        CorruptFileError
+            The sidecar is not valid JSON.
+        """
+        if self._metadata is None:
+            p = self.sidecar_path
+            data: Any = {}
+            if p.is_file():
+                try:
+                    data = json.loads(p.read_text(encoding="utf-8"))
+                except (OSError, ValueError) as exc:
+                    raise CorruptFileError(f"invalid JSON: {exc}", path=p) from exc
+            self._metadata = data if isinstance(data, dict) else {}
+        return self._metadata
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(n for n in NAMES if self.path(n).is_file())
+
+    def has(self, name: str) -> bool:
+        return name in NAMES and self.path(name).is_file()
+
+    def volume(self, name: str) -> Volume:
+        if not self.has(name):
+            raise self._missing(name)
+        return load_nifti(self.path(name))
+
+    def source(self, name: str) -> str:
+        return str(self.path(name))
+
+    def voxel_ml(self, name: str) -> float:
+        if not self.has(name):
+            raise self._missing(name)
+        return header_voxel_ml(self.path(name))
+
+    def suv(self) -> tuple[Volume, Volume | None]:
+        """The SUV: ``SUV.nii.gz``, else ``PET.nii.gz`` x the sidecar's ``suv.factor``
+        (in float32). Returns (SUV, the PET when it was read, else None).
+
+        Raises
+        ------
+        PetcorpusError
+            Neither is there.
+        """
+        if self.has("SUV"):
+            return self.volume("SUV"), None
+        pet = self.volume("PET") if self.has("PET") else None
+        factor = (self.metadata.get("suv") or {}).get("factor") if self.metadata else None
+        if pet is None or not isinstance(factor, int | float):
+            raise PetcorpusError(
+                f"no {file_name('SUV')} (and no {file_name('PET')} with an SUV factor in "
+                f"{SIDECAR})",
+                path=self.folder,
+            )
+        suv = pet.with_array(np.asarray(pet.array, dtype=np.float32) * np.float32(factor))
+        return suv, pet
 
 
-def recover_stored(
-    rescaled: Volume, rescale: Sequence[tuple[float, float]], *, name: str = "PET"
-) -> np.ndarray:
-    """The stored integers of a series from its rescaled volume (DICOM slice order on k).
+class AutopetCorpus(Corpus):
+    """A corpus in the autoPET layout: ``<root>/<subject>/<study>/`` folders
+    (:class:`~petcorpus.layouts.base.Corpus`).
 
-    ``rescaled`` holds ``float32(stored * slope + intercept)`` per slice ``k`` (as
-    ``load_series`` returns it); for 16-bit stored values the float32 rounding (relative
-    6e-8) is far below half a stored step, so ``rint((value - intercept) / slope)`` gives
-    the stored value back exactly. Checked: recomputing must give ``rescaled`` bit for bit.
+    A case is every study folder holding any file of :data:`NAMES` or the sidecar, sorted by
+    subject then study; hidden folders and the temporary folders of unfinished writes
+    (``.tmp-*``) are skipped.
+
+    Raises
+    ------
+    PetcorpusError
+        ``root`` is not a folder.
     """
-    arr = np.asarray(rescaled.array)
-    if len(rescale) != arr.shape[2]:
-        raise ValueError(f"{len(rescale)} rescale pairs for {arr.shape[2]} slices")
-    slopes = np.array([float(s) for s, _ in rescale], dtype=np.float64)
-    inters = np.array([float(b) for _, b in rescale], dtype=np.float64)
-    stored = np.rint((arr.astype(np.float64) - inters) / slopes).astype(np.int64)
-    again = (stored * slopes + inters).astype(arr.dtype)
-    if not np.array_equal(again, arr):
-        bad = int(np.count_nonzero(again != arr))
-        raise GeometryMismatchError(
-            f"{name}: {bad} voxels are not stored * slope + intercept of their slice; "
-            "pass the series' own per-slice (RescaleSlope, RescaleIntercept) in slice order",
-            reason=Reason.INVALID_VALUE,
-        )
-    return stored
+
+    layout = "autopet"
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise PetcorpusError("not a folder", path=self.root, reason=Reason.NO_SERIES)
+
+    @classmethod
+    def sniff(cls, path: Path) -> bool:
+        return path.is_dir() and next(_study_folders(path), None) is not None
+
+    def cases(self) -> Iterator[AutopetCase]:
+        for folder in _study_folders(self.root):
+            yield AutopetCase(folder)
+
+    def case(self, key: str) -> AutopetCase:
+        subject, _, study = key.partition("/")
+        folder = self.root / subject / study
+        if not (subject and study and _is_study(folder)):
+            raise PetcorpusError(f"no case {key} in the corpus", path=self.root,
+                                 reason=Reason.NO_SERIES)  # fmt: skip
+        return AutopetCase(folder)
 
 
-def compat_pet_values(
-    stored: np.ndarray,
-    rescale: Sequence[tuple[float, float]],
-    flavor: CompatFlavor = "published",
-) -> np.ndarray:
-    """Rescale stored values (k = slice) the way the flavour's dicom2nifti does.
-
-    ``published``: float32 arithmetic, ``float32(stored) * float32(slope) + float32(inter)``
-    (dicom2nifti 2.3 ``do_scaling``); ``current``: ``float64(stored) * slope + intercept``
-    (pydicom's ``apply_modality_lut``).
-    """
-    slopes = np.array([float(s) for s, _ in rescale], dtype=np.float64)
-    inters = np.array([float(b) for _, b in rescale], dtype=np.float64)
-    if flavor == "current":
-        out = stored.astype(np.float64) * slopes
-        out += inters
-        return out
-    if flavor == "published":
-        out32 = stored.astype(np.float32) * slopes.astype(np.float32)
-        out32 += inters.astype(np.float32)
-        return out32
-    raise ValueError(f"flavor must be 'published' or 'current', got {flavor!r}")
+def _visible(p: Path) -> bool:
+    return p.is_dir() and not p.name.startswith((TEMP_PREFIX, "."))
 
 
-def compat_ct(ct: Volume, flavor: CompatFlavor = "published") -> Volume:
-    """CT.nii.gz of the recipe: reoriented (L, A, S); int16 (published) or float64 (current).
-
-    CT rescale (slope 1, integral intercept) is exact, so HU values are unchanged.
-    """
-    out = to_compat_orientation(ct)
-    return out.with_array(out.array.astype(COMPAT_DTYPES[flavor]["CT"], copy=False))
-
-
-def compat_suv(pet_compat: Volume, factor: float) -> Volume:
-    """SUV.nii.gz of the recipe: ``(PET as float64 * factor).astype(float32)``.
-
-    ``pet_compat`` is the recipe's PET (``compat_pet_values`` reoriented); the factor is the
-    recipe's (``suv_factor(..., time_reference="autopet")``; it ignores Units, so a Philips
-    CNTS series gets counts x factor, as the recipe does).
-    """
-    data = np.asarray(pet_compat.array).astype(np.float64) * float(factor)
-    return pet_compat.with_array(data.astype(np.float32))
-
-
-def compat_ctres(
-    ct_compat: Volume, pet_compat: Volume, flavor: CompatFlavor = "published"
-) -> Volume:
-    """CTres.nii.gz of the recipe: nilearn ``resample_to_img(ct, pet, fill_value=-1024)``.
-
-    Cubic B-spline with prefilter (scipy ``order=3``), constant fill -1024; float32 for an
-    int16 CT (published), float64 for a float64 CT (current).
-    """
-    from petcorpus.resample import resample_autopet
-
-    # The recipe resamples the images it loaded back from CT.nii.gz and PET.nii.gz, whose
-    # affines the NIfTI header holds in float32: use those, not the exact float64 ones
-    # (0.01 HU differences otherwise).
-    def as_loaded(vol: Volume) -> Volume:
-        return Volume(vol.array, vol.affine.astype(np.float32).astype(np.float64))
-
-    out = resample_autopet(
-        as_loaded(ct_compat),
-        as_loaded(pet_compat),
-        fill=-1024.0,
-        dtype=COMPAT_DTYPES[flavor]["CTres"],
+def _is_study(folder: Path) -> bool:
+    return folder.is_dir() and any(
+        (folder / f).is_file() for f in (*map(file_name, NAMES), SIDECAR)
     )
-    return Volume(out.array, pet_compat.affine)
 
 
-def compat_seg(mask: Volume, pet_compat: Volume) -> Volume:
-    """SEG.nii.gz in compat mode: the lesion mask (placed by position) on the compat PET grid.
-
-    ``mask`` is the union of the SEG's segments on the PET grid in any orientation (e.g.
-    ``load_seg(...).union()`` on the DICOM-order PET). It equals the recipe's SEG whenever
-    the recipe is right (one segment, one frame per PET slice, frames in slice order); for
-    SEGs with omitted or shuffled frames, or several segments, the recipe's array is
-    misplaced (or of the wrong shape) and this one is the true mask (see docs/formats.md).
-    """
-    out = to_compat_orientation(mask)
-    if not out.same_grid(pet_compat, atol=1e-4):
-        raise GeometryMismatchError(
-            f"the mask's grid {out!r} is not the PET grid {pet_compat!r} after reorientation"
-        )
-    data = (np.asarray(out.array) != 0).astype(np.uint8)
-    return Volume(data, pet_compat.affine)
-
-
-def recipe_seg(seg: Any, pet_compat: Volume) -> Volume:
-    """The recipe's SEG literally (for comparison only): frames stacked in stored order.
-
-    ``pixel_array`` (frames, rows, columns) transposed to (columns, rows, frames), flipped
-    on axis 1 when the first frame's ImageOrientationPatient[4] is 1, with the PET affine.
-    Only correct when the SEG holds exactly one frame per PET slice in ascending order.
-    """
-    arr = np.transpose(np.asarray(seg.pixel_array), (2, 1, 0))
-    iop = seg.PerFrameFunctionalGroupsSequence[0]
-    orientation = (
-        iop.PlaneOrientationSequence[0].ImageOrientationPatient
-        if "PlaneOrientationSequence" in iop
-        else seg.SharedFunctionalGroupsSequence[0]
-        .PlaneOrientationSequence[0]
-        .ImageOrientationPatient
-    )
-    if orientation[4] == 1:
-        arr = np.flip(arr, 1)
-    if arr.shape != pet_compat.shape:
-        raise GeometryMismatchError(
-            f"the recipe's SEG array {arr.shape} does not fit the PET {pet_compat.shape} "
-            "(frames omitted or several segments)"
-        )
-    return Volume(np.ascontiguousarray(arr), pet_compat.affine)
-
-
-def compat_volumes(
-    *,
-    ct: Volume,
-    pet_rescaled: Volume,
-    suv_factor: float,
-    seg: Volume | None,
-    bqml_factor: float | None = None,
-    pet_rescale: Sequence[tuple[float, float]] | None = None,
-    flavor: CompatFlavor = "published",
-) -> tuple[Volume, Volume, Volume, Volume, Volume | None]:
-    """The five files of the published recipe from DICOM-order volumes.
-
-    Parameters
-    ----------
-    ct : Volume
-        CT in HU as read (any orientation, any integer/float dtype).
-    pet_rescaled : Volume
-        PET as ``load_series`` returns it: ``stored * slope + intercept`` per slice, in the
-        series' Units (the recipe does not apply Philips' Bq/ml factor), k = slice order.
-    suv_factor : float
-        The recipe's factor (``compute_suv(autopet_reference_file(pet_dir),
-        time_reference="autopet").suv_bw``).
-    seg : Volume or None
-        Lesion mask on the PET grid (DICOM order), from :func:`petcorpus.dicom.seg.load_seg`.
-    bqml_factor : float, optional
-        Ignored (the recipe writes PET in the series' own Units); accepted for symmetry.
-    pet_rescale : sequence of (slope, intercept), optional
-        Per slice k of ``pet_rescaled``. With it, the stored values are recovered and
-        rescaled the flavour's way, so PET and SUV are bit-identical to the recipe's.
-        Without it, PET is ``pet_rescaled`` cast to the flavour's dtype (SUV may then differ
-        from the recipe by one float32 ulp in some voxels).
-    flavor : {"published", "current"}
-        dicom2nifti 2.3 (the TCIA release) or >= 2.4 (see the module docstring).
-
-    Returns
-    -------
-    (ct, pet, suv, ctres, seg)
-        In compat orientation and dtypes; ``seg`` None when no mask was given.
-    """
-    del bqml_factor
-    if flavor not in COMPAT_DTYPES:
-        raise ValueError(f"flavor must be 'published' or 'current', got {flavor!r}")
-    if pet_rescale is not None:
-        stored = recover_stored(pet_rescaled, pet_rescale)
-        pet_values = pet_rescaled.with_array(compat_pet_values(stored, pet_rescale, flavor))
-    else:
-        pet_values = pet_rescaled.with_array(
-            np.asarray(pet_rescaled.array).astype(COMPAT_DTYPES[flavor]["PET"])
-        )
-    pet_c = to_compat_orientation(pet_values)
-    ct_c = compat_ct(ct, flavor)
-    suv_c = compat_suv(pet_c, suv_factor)
-    ctres_c = compat_ctres(ct_c, pet_c, flavor)
-    seg_c = compat_seg(seg, pet_c) if seg is not None else None
-    return ct_c, pet_c, suv_c, ctres_c, seg_c
+def _study_folders(root: Path) -> Iterator[Path]:
+    for subject in sorted(p for p in root.iterdir() if _visible(p)):
+        for study in sorted(p for p in subject.iterdir() if _visible(p)):
+            if _is_study(study):
+                yield study

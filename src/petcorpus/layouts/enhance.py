@@ -13,6 +13,11 @@ members of the 13 downloaded zips (a label zip may hold ``Organs/0001.nii.gz`` o
 path). Cases are keyed by their number, written with four digits (``"0001"``). A case that
 lacks a file is kept and the gap reported (:attr:`EnhanceCase.missing`), never fatal.
 
+As a :class:`~petcorpus.layouts.base.Corpus`, :class:`EnhanceCorpus` yields
+:class:`EnhanceCase` objects: key ``"0001"``, volumes ``CT``, ``PET`` (the ``PT`` image) and
+one per label group (``Organs``, ``Body-Composition`` ...), metadata the case's rows of
+PT-details and CT-details (``pt_<column>``, ``ct_<column>``, read once per corpus).
+
 A file inside a zip is a :class:`FileRef` with ``member`` set; its text form is
 ``archive.zip!member``. Reading one streams that member only (no unpacking).
 """
@@ -20,14 +25,15 @@ A file inside a zip is a :class:`FileRef` with ``member`` set; its text form is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import logging
 import os
 import re
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import nibabel as nib
 import numpy as np
@@ -43,6 +49,7 @@ from petcorpus.labels import (
     normalise_group,
     parse_labels,
 )
+from petcorpus.layouts.base import Case, Corpus
 from petcorpus.volume import Volume
 
 __all__ = [
@@ -149,17 +156,56 @@ def _gunzip(data: bytes) -> bytes:
 
 
 @dataclasses.dataclass
-class EnhanceCase:
-    """The files of one case. ``masks`` maps group name to its label image."""
+class EnhanceCase(Case):
+    """The files of one case. ``masks`` maps group name to its label image; ``details`` are
+    the corpus' (PT-details, CT-details) spreadsheets, for :attr:`metadata`."""
 
     case_id: str
     ct: FileRef | None = None
     pt: FileRef | None = None
     masks: dict[str, FileRef] = dataclasses.field(default_factory=dict)
+    details: tuple[FileRef | None, FileRef | None] = (None, None)
+    key: str = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.key = self.case_id
 
     @property
     def number(self) -> int:
         return int(self.case_id)
+
+    def _ref(self, name: str) -> FileRef | None:
+        if name == "CT":
+            return self.ct
+        if name == "PET":
+            return self.pt
+        return self.masks.get(name)
+
+    def names(self) -> tuple[str, ...]:
+        """``CT``, ``PET`` and the label groups present, in that order."""
+        images = tuple(n for n in ("CT", "PET") if self._ref(n) is not None)
+        return images + tuple(g for g in GROUPS if g in self.masks)
+
+    def has(self, name: str) -> bool:
+        return self._ref(name) is not None
+
+    def volume(self, name: str) -> Volume:
+        ref = self._ref(name)
+        if ref is None:
+            raise self._missing(name)
+        return ref.load_volume()
+
+    def source(self, name: str) -> str:
+        ref = self._ref(name)
+        return f"case {self.case_id}: {name}" if ref is None else str(ref)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The case's PT-details and CT-details rows (``pt_<snake column>``,
+        ``ct_<snake column>``; empty cells None), {} without spreadsheets."""
+        if self.details == (None, None):
+            return {}
+        return dict(_details_rows(*self.details).get(self.case_id, {}))
 
     @property
     def missing(self) -> list[str]:
@@ -169,16 +215,19 @@ class EnhanceCase:
 
 
 @dataclasses.dataclass
-class EnhanceCorpus:
-    """An ENHANCE.PET corpus found under ``root``.
+class EnhanceCorpus(Corpus):
+    """An ENHANCE.PET corpus found under ``root`` (:func:`open_enhance`).
 
     ``release`` is ``"v1"`` (flat ``CT``/``PT`` folders), ``"v2"`` (``CT_0001-1000`` ...) or
-    ``"unknown"``. ``problems`` lists what was odd (duplicates, unreadable zips), one line each.
+    ``"unknown"``. ``by_id`` maps case id to case (also :meth:`cases`, :meth:`case`).
+    ``problems`` lists what was odd (duplicates, unreadable zips), one line each.
     """
+
+    layout: ClassVar[str] = "enhance"
 
     root: Path
     release: str
-    cases: dict[str, EnhanceCase]
+    by_id: dict[str, EnhanceCase]
     labels: LabelTable
     labels_ref: FileRef | None = None
     ct_details: FileRef | None = None
@@ -187,7 +236,39 @@ class EnhanceCorpus:
 
     def incomplete(self) -> dict[str, list[str]]:
         """Case id → missing files, for cases that lack any."""
-        return {c: case.missing for c, case in self.cases.items() if case.missing}
+        return {c: case.missing for c, case in self.by_id.items() if case.missing}
+
+    @classmethod
+    def sniff(cls, path: Path) -> bool:
+        """A folder holding ``imaging-data/``, ``images/``, a metadata file or zips."""
+        if not path.is_dir():
+            return False
+        if (path / "imaging-data").is_dir() or (path / "images").is_dir():
+            return True
+        return any(
+            p.name.lower() in _METADATA or p.suffix.lower() == ".zip" for p in path.iterdir()
+        )
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> EnhanceCorpus:
+        return open_enhance(path)
+
+    def cases(self) -> Iterator[EnhanceCase]:
+        yield from self.by_id.values()
+
+    def keys(self) -> list[str]:
+        return list(self.by_id)
+
+    def case(self, key: str | int) -> EnhanceCase:
+        """The case ``key`` (``"0001"``, ``"1"`` or ``1``)."""
+        try:
+            cid = f"{int(key):04d}"
+        except ValueError:
+            cid = str(key)
+        if cid not in self.by_id:
+            raise PetcorpusError(f"no case {cid} in the corpus", path=self.root,
+                                 reason=Reason.NO_SERIES)  # fmt: skip
+        return self.by_id[cid]
 
 
 def _walk(root: Path) -> Iterable[tuple[str, FileRef]]:
@@ -279,13 +360,15 @@ def open_enhance(
     else:
         labels = moose_table()
         problems.append("no labels.json: using the built-in MOOSE table")
+    details = (meta.get("pt_details"), meta.get("ct_details"))
     for cid, case in sorted(cases.items()):
+        case.details = details
         if case.missing:
             log.info("case %s lacks %s", cid, ", ".join(case.missing))
     return EnhanceCorpus(
         root=root,
         release=release,
-        cases=dict(sorted(cases.items())),
+        by_id=dict(sorted(cases.items())),
         labels=labels,
         labels_ref=labels_ref,
         ct_details=meta.get("ct_details"),
@@ -313,17 +396,13 @@ def read_case(
     groups: Sequence[str] | None = None,
 ) -> EnhanceCaseData:
     """Read one case's volumes (files that are missing come back as None / absent)."""
-    cid = f"{int(case_id):04d}"
-    if cid not in corpus.cases:
-        raise PetcorpusError(f"no case {cid} in the corpus", path=corpus.root,
-                             reason=Reason.NO_SERIES)  # fmt: skip
-    case = corpus.cases[cid]
+    case = corpus.case(f"{int(case_id):04d}")
     wanted = GROUPS if groups is None else tuple(groups)
     return EnhanceCaseData(
-        case_id=cid,
-        ct=case.ct.load_volume() if images and case.ct is not None else None,
-        pet=case.pt.load_volume() if images and case.pt is not None else None,
-        groups={g: case.masks[g].load_volume() for g in wanted if g in case.masks},
+        case_id=case.case_id,
+        ct=case.volume("CT") if images and case.has("CT") else None,
+        pet=case.volume("PET") if images and case.has("PET") else None,
+        groups={g: case.volume(g) for g in wanted if g in case.masks},
     )
 
 
@@ -359,6 +438,28 @@ def read_details(corpus: EnhanceCorpus) -> tuple[pd.DataFrame | None, pd.DataFra
     return _read_xlsx(corpus.pt_details), _read_xlsx(corpus.ct_details)
 
 
+def _prefixed(df: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """One row per case id, columns renamed ``<prefix>_<snake name>``."""
+    return df.drop_duplicates("case_id").rename(
+        columns={c: f"{prefix}_{_snake(c)}" for c in df.columns if c != "case_id"}
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _details_rows(pt_ref: FileRef | None, ct_ref: FileRef | None) -> dict[str, dict[str, Any]]:
+    """Case id → its PT- and CT-details fields (read once per process and pair of files)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for prefix, ref in (("pt", pt_ref), ("ct", ct_ref)):
+        df = _read_xlsx(ref)
+        if df is None:
+            continue
+        for rec in _prefixed(df, prefix).to_dict("records"):
+            cid = str(rec.pop("case_id"))
+            clean = {str(k): (None if pd.isna(v) else v) for k, v in rec.items()}
+            rows.setdefault(cid, {}).update(clean)
+    return rows
+
+
 def _site_column(df: pd.DataFrame) -> str | None:
     names = ("data_source", "datasource", "site")
     return next((c for c in df.columns if _snake(c) in names), None)
@@ -381,13 +482,13 @@ def enhance_cases_table(
     """
     corpus = root if isinstance(root, EnhanceCorpus) else open_enhance(root, zips=zips)
     pt, ct = read_details(corpus)
-    ids = set(corpus.cases)
+    ids = set(corpus.by_id)
     for df in (pt, ct):
         if df is not None:
             ids |= set(df["case_id"])
     rows = []
     for cid in sorted(ids):
-        case = corpus.cases.get(cid, EnhanceCase(cid))
+        case = corpus.by_id.get(cid, EnhanceCase(cid))
         row: dict[str, object] = {
             "case_id": cid,
             "number": int(cid),
@@ -410,10 +511,7 @@ def enhance_cases_table(
             for cid, s in zip(df["case_id"], df[sc], strict=True):
                 if pd.notna(s):
                     sites.setdefault(cid, []).append(str(s).strip())
-        renamed = df.drop_duplicates("case_id").rename(
-            columns={c: f"{prefix}_{_snake(c)}" for c in df.columns if c != "case_id"}
-        )
-        table = table.merge(renamed, on="case_id", how="left")
+        table = table.merge(_prefixed(df, prefix), on="case_id", how="left")
     if table.empty:
         return table.assign(site=[], licence=[], problems=[])
     site_col, lic_col, prob_col = [], [], []
@@ -455,8 +553,8 @@ def check_corpus_labels(
 
     Reads every group image of the cases (``workers`` processes when > 1).
     """
-    wanted = list(corpus.cases) if cases is None else [f"{int(c):04d}" for c in cases]
-    jobs = [(cid, g, ref) for cid in wanted for g, ref in corpus.cases[cid].masks.items()]
+    wanted = corpus.keys() if cases is None else [f"{int(c):04d}" for c in cases]
+    jobs = [(cid, g, ref) for cid in wanted for g, ref in corpus.case(cid).masks.items()]
     refs = [ref for _, _, ref in jobs]
     if workers > 1 and len(refs) > 1:
         from concurrent.futures import ProcessPoolExecutor

@@ -45,11 +45,14 @@ import h5py
 import numpy as np
 
 from petcorpus.errors import CorruptFileError, PetcorpusError, UnsupportedError
+from petcorpus.layouts.base import Case, Corpus
 from petcorpus.volume import Volume
 
 __all__ = [
     "DATASET_DTYPES",
     "FORMAT_VERSION",
+    "VOLUME_NAMES",
+    "H5Case",
     "H5Corpus",
     "H5Options",
     "H5Study",
@@ -69,6 +72,14 @@ DATASET_DTYPES: dict[str, np.dtype[Any]] = {
     "ct": np.dtype(np.int16),
     "pet": np.dtype(np.float32),
     "seg": np.dtype(np.uint8),
+}
+#: Dataset name → the volume name it holds (:class:`~petcorpus.layouts.base.Case` names).
+VOLUME_NAMES: dict[str, str] = {
+    "suv": "SUV",
+    "ctres": "CTres",
+    "ct": "CT",
+    "pet": "PET",
+    "seg": "SEG",
 }
 #: Version of the attributes and layout written here (attribute ``petcorpus_hdf5_format``).
 FORMAT_VERSION = 1
@@ -182,22 +193,25 @@ class H5Study:
     attrs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def from_autopet_folder(cls, folder: str | os.PathLike[str]) -> H5Study:
-        """Load ``<subject>/<study>/{CT,CTres,PET,SUV,SEG}.nii.gz`` and a ``*.json`` sidecar."""
-        folder = Path(folder)
-        vols = {}
-        for name in DATASET_DTYPES:
-            fname = {"ct": "CT", "ctres": "CTres", "pet": "PET", "suv": "SUV", "seg": "SEG"}[name]
-            p = folder / f"{fname}.nii.gz"
-            if p.exists():
-                vols[name] = Volume.from_nifti(p)
+    def from_case(cls, case: Case) -> H5Study:
+        """A study from any layout's case: its volumes of :data:`VOLUME_NAMES` (as the
+        datasets ``ct``, ``ctres``, ...) and its metadata as the group attributes. The key's
+        last two parts are the subject and study group names."""
+        vols = {ds: case.volume(name) for ds, name in VOLUME_NAMES.items() if case.has(name)}
         if not vols:
-            raise PetcorpusError("no autoPET NIfTI files (CT/PET/SUV/CTres/SEG.nii.gz)", folder)
-        attrs: dict[str, Any] = {}
-        sidecars = sorted(folder.glob("*.json"))
-        if sidecars:
-            attrs = json.loads(sidecars[0].read_text())
-        return cls(folder.parent.name, folder.name, vols, attrs)
+            raise PetcorpusError(
+                f"no volume to store (none of {', '.join(VOLUME_NAMES.values())})",
+                case.source(next(iter(VOLUME_NAMES.values()))),
+            )
+        *_, subject, study = ("", *case.key.split("/"))
+        return cls(subject, study, vols, dict(case.metadata))
+
+    @classmethod
+    def from_autopet_folder(cls, folder: str | os.PathLike[str]) -> H5Study:
+        """Load a study folder of the autoPET layout (its five volumes and sidecar)."""
+        from petcorpus.layouts.autopet import AutopetCase
+
+        return cls.from_case(AutopetCase(folder))
 
 
 def _attr_value(value: Any) -> Any:
@@ -363,8 +377,12 @@ def _iter_studies(f: h5py.File) -> Iterator[tuple[str, str]]:
             yield subject, study
 
 
-class H5Corpus:
+class H5Corpus(Corpus):
     """Read a corpus HDF5 file (ours, an index of shards, or a published-style file).
+
+    As a :class:`~petcorpus.layouts.base.Corpus` its cases are :class:`H5Case` objects
+    (key ``<subject>/<study>``, volumes named as :data:`VOLUME_NAMES` says, metadata = the
+    study attributes); :meth:`read_block` reads patches.
 
     Parameters
     ----------
@@ -384,12 +402,15 @@ class H5Corpus:
     ([('S1', 'st')], [20.0, 21.0, 22.0, 23.0])
     """
 
+    layout = "hdf5"
+
     def __init__(
         self, source: str | os.PathLike[str] | IO[bytes], *, rdcc_nbytes: int | None = None
     ) -> None:
         kw = {} if rdcc_nbytes is None else {"rdcc_nbytes": rdcc_nbytes}
         self._file = _open(source, **kw)
         self.source = source
+        self.root = Path(source) if isinstance(source, str | os.PathLike) else Path("<file>")
         self._maps: dict[tuple[str, str, str], np.ndarray | None] = {}
         self._datasets: dict[tuple[str, str, str], h5py.Dataset] = {}
 
@@ -401,8 +422,18 @@ class H5Corpus:
     def __enter__(self) -> H5Corpus:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    @classmethod
+    def sniff(cls, path: Path) -> bool:
+        return path.is_file() and h5py.is_hdf5(path)
+
+    def cases(self) -> Iterator[H5Case]:
+        for subject, study in self.studies():
+            yield H5Case(self, subject, study)
+
+    def case(self, key: str) -> H5Case:
+        subject, _, study = key.partition("/")
+        self._group(subject, study)  # raises when absent
+        return H5Case(self, subject, study)
 
     @property
     def file(self) -> h5py.File:
@@ -494,6 +525,41 @@ class H5Corpus:
 
     def shape(self, subject: str, study: str, name: str) -> tuple[int, ...]:
         return tuple(self._dataset(subject, study, name).shape)
+
+
+class H5Case(Case):
+    """One study group of an :class:`H5Corpus` (reads through the open file)."""
+
+    def __init__(self, corpus: H5Corpus, subject: str, study: str) -> None:
+        self.corpus = corpus
+        self.subject = subject
+        self.study = study
+        self.key = f"{subject}/{study}"
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The study group's attributes (see :meth:`H5Corpus.attrs`)."""
+        return self.corpus.attrs(self.subject, self.study)
+
+    def _datasets(self) -> dict[str, str]:
+        """Volume name → dataset name, in the published order then the others sorted."""
+        present = self.corpus.names(self.subject, self.study)
+        out = {VOLUME_NAMES[d]: d for d in VOLUME_NAMES if d in present}
+        out.update({d: d for d in present if d not in VOLUME_NAMES})
+        return out
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._datasets())
+
+    def volume(self, name: str) -> Volume:
+        datasets = self._datasets()
+        if name not in datasets:
+            raise self._missing(name)
+        return self.corpus.read(self.subject, self.study, datasets[name])
+
+    def source(self, name: str) -> str:
+        dataset = self._datasets().get(name, name)
+        return f"{self.corpus.root}:/{self.subject}/{self.study}/{dataset}"
 
 
 def _memory_map(ds: h5py.Dataset) -> np.ndarray | None:

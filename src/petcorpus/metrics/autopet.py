@@ -29,7 +29,8 @@ as the scripts read it.
 The published scripts loop over components, building a full-volume mask per component
 (O(components x voxels)). Here each mask is labelled once and the overlaps are counted
 with ``np.bincount`` over the labels at the other mask's voxels: the same numbers, in time
-independent of the number of components.
+independent of the number of components. :func:`compare_masks` turns the same labelling
+into masks of matched, missed and false-positive components (for pictures).
 
 Masks are binarised as ``mask != 0``; for the 0/1 masks the challenge uses this equals the
 scripts' products of float arrays.
@@ -40,18 +41,25 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import cc3d
 import numpy as np
 import numpy.typing as npt
 
+from petcorpus.errors import GeometryMismatchError, PetcorpusError
+
+if TYPE_CHECKING:
+    from petcorpus.volume import Volume
+
 __all__ = [
     "EDITIONS",
     "AutopetMetrics",
     "Edition",
+    "MaskComparison",
     "aggregate_autopet",
     "autopet_metrics",
+    "compare_masks",
     "component_overlaps",
     "voxel_volume_source",
 ]
@@ -119,6 +127,9 @@ class _Overlap:
     gt_hit: np.ndarray  # (n_gt,) bool: component touches the other mask
     pred_hit: np.ndarray
     tp_voxels: int
+    box: tuple[slice, ...]  # the bounding box of the union, where the labels lie
+    gt_labels: np.ndarray  # cc3d labels of each mask over ``box``
+    pred_labels: np.ndarray
 
 
 def cc_connectivity(connectivity: int) -> Literal[6, 18, 26]:
@@ -177,6 +188,9 @@ def component_overlaps(
         gt_hit=g_hit,
         pred_hit=p_hit,
         tp_voxels=int(np.count_nonzero(both)),
+        box=sl,
+        gt_labels=g_lab,
+        pred_labels=p_lab,
     )
 
 
@@ -279,3 +293,80 @@ def aggregate_autopet(
         finite = vals[~np.isnan(vals)]
         out[key] = float(finite.mean()) if finite.size else math.nan
     return out
+
+
+# -- the components as masks (pictures) ------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class MaskComparison:
+    """Connected components of ground truth and prediction, classed autoPET's way.
+
+    Attributes
+    ----------
+    matched_gt, missed_gt : Volume
+        uint8 masks: ground-truth components touched / not touched by the prediction (FN).
+    matched_pred, false_pos : Volume
+        uint8 masks: predicted components touching ground truth / touching none (FP).
+    n_gt, n_pred, n_fn, n_fp : int
+        Component counts.
+    fn_volume_ml, fp_volume_ml : float
+        Volumes of the missed and false-positive components (autoPET FNV, FPV).
+    """
+
+    matched_gt: Volume
+    missed_gt: Volume
+    matched_pred: Volume
+    false_pos: Volume
+    n_gt: int
+    n_pred: int
+    n_fn: int
+    n_fp: int
+    fn_volume_ml: float
+    fp_volume_ml: float
+
+
+Connectivity = Literal[6, 18, 26]
+
+
+def compare_masks(gt: Volume, pred: Volume, connectivity: Connectivity = 18) -> MaskComparison:
+    """Split ground truth and prediction into components; class matched, FN and FP.
+
+    Raises
+    ------
+    GeometryMismatchError
+        If the two masks are not on the same grid.
+    """
+    if not gt.same_grid(pred, atol=1e-3):
+        raise GeometryMismatchError(
+            f"prediction grid {pred.shape} {pred.orientation} differs from the ground truth "
+            f"{gt.shape} {gt.orientation}; resample the prediction to the PET grid first"
+        )
+    if connectivity not in (6, 18, 26):
+        raise PetcorpusError(f"connectivity must be 6, 18 or 26, got {connectivity!r}")
+    g = np.asarray(gt.array) > 0
+    p = np.asarray(pred.array) > 0
+    ov = component_overlaps(g, p, connectivity)
+
+    def full(labels: np.ndarray, hit: np.ndarray) -> np.ndarray:
+        """Voxels of the components with ``hit`` set, on the whole grid."""
+        out = np.zeros(g.shape, dtype=bool)
+        out[ov.box] = np.concatenate(([False], hit))[labels]
+        return out
+
+    g_hit = full(ov.gt_labels, ov.gt_hit)
+    p_hit = full(ov.pred_labels, ov.pred_hit)
+    missed = g & ~g_hit
+    fp = p & ~p_hit
+    ml = gt.voxel_volume_ml
+    u8 = np.uint8
+    return MaskComparison(
+        matched_gt=gt.with_array(g_hit.astype(u8)),
+        missed_gt=gt.with_array(missed.astype(u8)),
+        matched_pred=gt.with_array(p_hit.astype(u8)),
+        false_pos=gt.with_array(fp.astype(u8)),
+        n_gt=ov.n_gt,
+        n_pred=ov.n_pred,
+        n_fn=ov.n_gt - int(ov.gt_hit.sum()),
+        n_fp=ov.n_pred - int(ov.pred_hit.sum()),
+        fn_volume_ml=float(missed.sum() * ml),
+        fp_volume_ml=float(fp.sum() * ml),
+    )

@@ -1,11 +1,10 @@
-"""File-level evaluation: match ground-truth and predicted NIfTI masks in folders, compute
-the metrics, write per-case tables and a summary. The I/O edge of :mod:`petcorpus.metrics`.
+"""File-level evaluation: match ground-truth and predicted masks in folders, compute the
+metrics, write per-case tables and a summary. The I/O edge of :mod:`petcorpus.metrics`.
 
-Folder layouts recognised (for both ground truth and prediction):
-
-- autoPET: ``<subject>/<study>/SEG.nii.gz`` (a prediction may be named ``PRED.nii.gz``);
-  the case id is ``<subject>/<study>``;
-- flat: ``<case>.nii.gz`` (or ``.nii``); the case id is the file name without extension.
+Folders are read through the layouts (:func:`petcorpus.layouts.flat.mask_cases`), for both
+ground truth and prediction: the autoPET layout (a ``SEG`` mask, or a ``PRED`` in a
+prediction folder; the case id is ``<subject>/<study>``) or a flat folder of NIfTI masks
+(the case id is the file name without extension).
 """
 
 from __future__ import annotations
@@ -17,13 +16,15 @@ import math
 from collections.abc import Callable, Iterable
 from os import PathLike
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from petcorpus.errors import CorruptFileError, GeometryMismatchError, PetcorpusError, Reason
+from petcorpus.errors import GeometryMismatchError, PetcorpusError, Reason
+from petcorpus.layouts.autopet import AutopetCorpus
+from petcorpus.layouts.base import Case
+from petcorpus.layouts.flat import FlatCase, mask_cases, mask_name
 from petcorpus.metrics.autopet import (
     AutopetMetrics,
     Edition,
@@ -40,7 +41,6 @@ __all__ = [
     "EvaluationResult",
     "autopet_metrics_nifti",
     "evaluate_folders",
-    "find_cases",
     "lesion_tables",
     "write_evaluation",
 ]
@@ -50,41 +50,24 @@ log = logging.getLogger(__name__)
 MetricSet = Literal["autopet", "organs", "all"]
 
 
-def _load(path: Path) -> tuple[Volume, nib.Nifti1Image]:
-    try:
-        img = cast("nib.Nifti1Image", nib.load(str(path)))
-        vol = Volume.from_nifti(img)
-    except PetcorpusError:
-        raise
-    except Exception as exc:  # nibabel raises many types for a bad file
-        raise CorruptFileError(f"cannot read NIfTI: {exc}", path=path) from exc
-    return vol, img  # type: ignore[return-value]
-
-
-def _pixdim_ml(img: nib.Nifti1Image) -> float:
-    """``pixdim[1] * pixdim[2] * pixdim[3] / 1000`` in the header's float32, as the
-    challenge scripts compute it (so FPV/FNV equal theirs to the last bit of the voxel
-    volume)."""
-    pix = np.asarray(img.header["pixdim"], dtype=np.float32)
-    return float(pix[1] * pix[2] * pix[3] / np.float32(1000))
-
-
-def _paired(
-    gt_path: Path, pred_path: Path, resample: bool
-) -> tuple[Volume, Volume, nib.Nifti1Image, nib.Nifti1Image]:
-    gt, gimg = _load(gt_path)
-    pred, pimg = _load(pred_path)
+def _paired(gt_case: Case, pred_case: Case, resample: bool) -> tuple[Volume, Volume, float, float]:
+    """Both masks, the prediction on the ground truth's grid, and the voxel volume each file
+    states (:meth:`~petcorpus.layouts.base.Case.voxel_ml`; the prediction's is the ground
+    truth's once resampled)."""
+    g_name, p_name = mask_name(gt_case), mask_name(pred_case)
+    gt, g_ml = gt_case.volume(g_name), gt_case.voxel_ml(g_name)
+    pred, p_ml = pred_case.volume(p_name), pred_case.voxel_ml(p_name)
     if not gt.same_grid(pred):
         if not resample:
             raise GeometryMismatchError(
-                f"grids differ: ground truth {gt_path} is {gt!r} but prediction {pred_path} "
-                f"is {pred!r}; resample the prediction (--resample, nearest neighbour) or "
-                "fix the files",
-                path=pred_path,
+                f"grids differ: ground truth {gt_case.source(g_name)} is {gt!r} but prediction "
+                f"{pred_case.source(p_name)} is {pred!r}; resample the prediction (--resample, "
+                "nearest neighbour) or fix the files",
+                path=pred_case.source(p_name),
             )
         pred = pred.resample_to(gt, interpolation="nearest")
-        pimg = gimg  # the prediction now lives on the ground truth's grid
-    return gt, pred, gimg, pimg
+        p_ml = g_ml  # the prediction now lives on the ground truth's grid
+    return gt, pred, g_ml, p_ml
 
 
 def autopet_metrics_nifti(
@@ -95,31 +78,9 @@ def autopet_metrics_nifti(
 ) -> AutopetMetrics:
     """autoPET metrics of two NIfTI masks, the voxel volume from the header the edition's
     script reads (:func:`~petcorpus.metrics.autopet.voxel_volume_source`)."""
-    gt, pred, gimg, pimg = _paired(Path(gt_path), Path(pred_path), resample)
-    img = gimg if voxel_volume_source(edition) == "gt" else pimg
-    return autopet_metrics(gt.array, pred.array, _pixdim_ml(img), edition=edition)
-
-
-def find_cases(folder: str | PathLike[str]) -> dict[str, Path]:
-    """Case id -> mask file of a folder in autoPET or flat layout (module docstring)."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise PetcorpusError("not a folder", path=root, reason=Reason.INVALID_VALUE)
-    cases: dict[str, Path] = {}
-    for name in ("SEG.nii.gz", "PRED.nii.gz"):
-        for f in sorted(root.glob(f"*/*/{name}")):
-            cases.setdefault(f"{f.parent.parent.name}/{f.parent.name}", f)
-    if cases:
-        return cases
-    for f in sorted([*root.glob("*.nii.gz"), *root.glob("*.nii")]):
-        cases[f.name.removesuffix(".gz").removesuffix(".nii")] = f
-    if not cases:
-        raise PetcorpusError(
-            "no masks found: expected <subject>/<study>/SEG.nii.gz or <case>.nii.gz",
-            path=root,
-            reason=Reason.NO_SERIES,
-        )
-    return cases
+    gt, pred, g_ml, p_ml = _paired(FlatCase(gt_path), FlatCase(pred_path), resample)
+    ml = g_ml if voxel_volume_source(edition) == "gt" else p_ml
+    return autopet_metrics(gt.array, pred.array, ml, edition=edition)
 
 
 @dataclasses.dataclass
@@ -174,8 +135,8 @@ def evaluate_folders(
     """
     if metrics not in ("autopet", "organs", "all"):
         raise ValueError(f"metrics must be autopet, organs or all, got {metrics!r}")
-    gt_cases = find_cases(gt_dir)
-    pred_cases = find_cases(pred_dir)
+    gt_cases = mask_cases(gt_dir)
+    pred_cases = mask_cases(pred_dir)
     missing = sorted(set(gt_cases) - set(pred_cases))
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -189,13 +150,13 @@ def evaluate_folders(
         log.warning("%d prediction(s) without ground truth ignored: %s", len(extra), extra[:5])
     ap_rows: list[dict[str, object]] = []
     organ_rows: list[dict[str, object]] = []
-    for case, gpath in gt_cases.items():
+    for case, gt_case in gt_cases.items():
         if progress is not None:
             progress(case)
-        gt, pred, gimg, pimg = _paired(gpath, pred_cases[case], resample)
+        gt, pred, g_ml, p_ml = _paired(gt_case, pred_cases[case], resample)
         if metrics in ("autopet", "all"):
-            img = gimg if voxel_volume_source(edition) == "gt" else pimg
-            m = autopet_metrics(gt.array, pred.array, _pixdim_ml(img), edition=edition)
+            ml = g_ml if voxel_volume_source(edition) == "gt" else p_ml
+            m = autopet_metrics(gt.array, pred.array, ml, edition=edition)
             ap_rows.append({"case": case, **m.as_dict()})
         if metrics in ("organs", "all"):
             sp = gt.spacing
@@ -268,7 +229,8 @@ def write_evaluation(result: EvaluationResult, out_csv: str | PathLike[str]) -> 
 def lesion_tables(
     corpus: str | PathLike[str], progress: Callable[[str], None] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Lesion statistics of every ``<subject>/<study>/{SUV,SEG}.nii.gz`` of a corpus.
+    """Lesion statistics of every study with a SEG (and its SUV) of a corpus in the autoPET
+    layout.
 
     Returns
     -------
@@ -277,27 +239,25 @@ def lesion_tables(
         study (subject, study, then :class:`StudyLesionSummary` fields).
     """
     root = Path(corpus)
-    segs = sorted(root.glob("*/*/SEG.nii.gz"))
-    if not segs:
+    cases = [c for c in AutopetCorpus(root).cases() if c.has("SEG")] if root.is_dir() else []
+    if not cases:
         raise PetcorpusError(
-            "no <subject>/<study>/SEG.nii.gz found (autoPET layout)",
-            path=root,
-            reason=Reason.NO_SERIES,
+            "no study with a SEG found (autoPET layout)", path=root, reason=Reason.NO_SERIES
         )
     lesion_rows: list[dict[str, object]] = []
     study_rows: list[dict[str, object]] = []
-    for seg_path in segs:
-        subject, study = seg_path.parent.parent.name, seg_path.parent.name
+    for case in cases:
+        subject, study = case.subject, case.study
         if progress is not None:
-            progress(f"{subject}/{study}")
-        suv_path = seg_path.with_name("SUV.nii.gz")
-        if not suv_path.exists():
-            raise PetcorpusError("SUV.nii.gz missing beside SEG.nii.gz", path=suv_path)
-        suv, _ = _load(suv_path)
-        seg, _ = _load(seg_path)
+            progress(case.key)
+        if not case.has("SUV"):
+            raise PetcorpusError("no SUV beside the SEG", path=case.source("SUV"))
+        suv = case.volume("SUV")
+        seg = case.volume("SEG")
         if not suv.same_grid(seg):
             raise GeometryMismatchError(
-                f"SEG grid {seg!r} differs from SUV grid {suv!r} ({suv_path})", path=seg_path
+                f"SEG grid {seg!r} differs from SUV grid {suv!r} ({case.source('SUV')})",
+                path=case.source("SEG"),
             )
         stats = lesion_statistics(suv, seg.array)
         lesion_rows += [{"subject": subject, "study": study, **s.as_dict()} for s in stats]
