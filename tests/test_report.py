@@ -408,7 +408,7 @@ def test_off_grid_seg_is_a_failure_and_the_rest_renders(corpus: Path, tmp_path: 
     assert re.search(
         r"<td>PETCT_000000000c/01-02-2003-NA-PET-CT-1</td><td>report</td>"
         r"<td>GeometryMismatchError</td><td>GEOMETRY_MISMATCH</td><td class=bad>"
-        r"PETCT_000000000c/01-02-2003-NA-PET-CT-1/SEG.nii.gz: SEG.nii.gz is not on the SUV grid",
+        r"PETCT_000000000c/01-02-2003-NA-PET-CT-1/SEG.nii.gz: SEG is not on the SUV grid",
         html,
     )
     assert len(_imgs(html)) == 4  # thumbnails and figures of studies a and b

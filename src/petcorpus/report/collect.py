@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from petcorpus import viz
-from petcorpus.atomic import TEMP_PREFIX
 from petcorpus.catalog import CATALOG_NAME, Catalog, FailureRecord
 from petcorpus.errors import GeometryMismatchError, PetcorpusError
-from petcorpus.layouts.autopet import FILES, SIDECAR
+from petcorpus.layouts import flat
+from petcorpus.layouts.autopet import AutopetCase, AutopetCorpus
 from petcorpus.metrics.lesions import PEAK_RADIUS_MM, lesion_statistics, study_summary
 from petcorpus.report.plots import StudyOptions, StudyPictures
 from petcorpus.volume import Volume
@@ -33,7 +33,6 @@ __all__ = [
     "StudyEntry",
     "collect_study",
     "failure_rows",
-    "find_prediction",
     "find_studies",
     "lesion_summary",
     "match_case",
@@ -48,7 +47,6 @@ log = logging.getLogger(__name__)
 UNKNOWN = "unknown"
 LESION_SOURCE = "petcorpus.metrics.lesions (cc3d, 18-connectivity)"
 #: Image files of a study folder, in the layout's order.
-LAYOUT_FILES = tuple(f"{name}.nii.gz" for name in FILES)
 #: Metrics CSV columns that hold the ground-truth MTV, first match wins.
 MTV_COLUMNS = ("gt_volume_ml", "mtv_ml", "gt_mtv_ml", "mtv", "gt_ml")
 
@@ -198,21 +196,9 @@ def read_catalog(out_dir: str | Path) -> CatalogInfo:
 # Studies on disk
 # --------------------------------------------------------------------------------------------
 def find_studies(out_dir: str | Path) -> list[Path]:
-    """Study folders ``<out>/<subject>/<study>/`` holding a layout file or a sidecar.
-
-    The one place the report looks for studies (the layout's file names come from
-    :mod:`petcorpus.layouts.autopet`); folders of unfinished writes are skipped.
-    """
-    out = Path(out_dir)
-    if not out.is_dir():
-        raise PetcorpusError("output folder does not exist", path=out)
-    skip = (".", TEMP_PREFIX)
-    found = []
-    for subj in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(skip)):
-        for st in sorted(p for p in subj.iterdir() if p.is_dir() and not p.name.startswith(skip)):
-            if any((st / f).exists() for f in (*LAYOUT_FILES, SIDECAR)):
-                found.append(st)
-    return found
+    """Study folders ``<out>/<subject>/<study>/`` of the autoPET layout (the layout decides:
+    :meth:`petcorpus.layouts.autopet.AutopetCorpus.cases`)."""
+    return [case.folder for case in AutopetCorpus(out_dir).cases()]
 
 
 @dataclasses.dataclass
@@ -321,7 +307,8 @@ def collect_study(study_dir: Path, *, cat: CatalogInfo, options: StudyOptions) -
     """
     e = _entry(study_dir)
     subject, study, out_dir = e.subject, e.study, study_dir.parent.parent
-    e.files = [f for f in LAYOUT_FILES if (study_dir / f).exists()]
+    case = AutopetCase(study_dir)
+    e.files = [case.path(n).name for n in case.names() if n != "PRED"]
     try:
         sidecar = viz.read_sidecar(study_dir)
     except Exception as exc:
@@ -342,15 +329,19 @@ def collect_study(study_dir: Path, *, cat: CatalogInfo, options: StudyOptions) -
         pictures = StudyPictures(images.suv, seg, options)
         e.thumb_png = pictures.thumbnail()
         e.figure_png = pictures.figure(ct=images.ct)
-        pred_path = (
-            find_prediction(options.predictions, subject, study) if options.predictions else None
+        found = (
+            flat.find_prediction(options.predictions, subject, study)
+            if options.predictions
+            else None
         )
-        if pred_path is not None:
+        if found is not None:
+            pred_case, pred_name = found
+            label = Path(pred_case.source(pred_name)).name
             try:
-                e.prediction_png = pictures.comparison(Volume.from_nifti(pred_path))
-                e.prediction_note = pred_path.name
+                e.prediction_png = pictures.comparison(pred_case.volume(pred_name))
+                e.prediction_note = label
             except (PetcorpusError, ValueError, OSError) as exc:
-                e.prediction_note = f"prediction {pred_path.name} not shown: {exc}"
+                e.prediction_note = f"prediction {label} not shown: {exc}"
     except Exception as exc:
         log.debug("report: %s failed", e.key, exc_info=True)
         e.fail(exc, out_dir)
@@ -363,25 +354,6 @@ def failed_entry(study_dir: Path, exc: BaseException, cat: CatalogInfo) -> Study
     _describe(e, {}, cat)
     e.fail(exc, study_dir.parent.parent)
     return e
-
-
-def find_prediction(predictions: str | Path, subject: str, study: str) -> Path | None:
-    """The predicted mask of a study in a folder laid out as ``petcorpus evaluate`` reads it.
-
-    Tried in order: ``<pred>/<subject>/<study>/PRED.nii.gz``, ``.../SEG.nii.gz``, then flat
-    files ``<subject>_<study>.nii.gz``, ``<study>.nii.gz``, ``<subject>.nii.gz``.
-    """
-    root = Path(predictions)
-    for cand in (
-        root / subject / study / "PRED.nii.gz",
-        root / subject / study / "SEG.nii.gz",
-        root / f"{subject}_{study}.nii.gz",
-        root / f"{study}.nii.gz",
-        root / f"{subject}.nii.gz",
-    ):
-        if cand.is_file():
-            return cand
-    return None
 
 
 def failure_rows(cat: CatalogInfo, entries: Sequence[StudyEntry]) -> list[dict[str, Any]]:

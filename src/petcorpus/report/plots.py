@@ -24,7 +24,7 @@ class StudyOptions:
     """How each study is drawn (picklable: sent to worker processes).
 
     ``thumb_height`` and ``figure_height`` are in pixels; ``predictions`` is the folder of
-    predicted masks (see :func:`petcorpus.report.find_prediction`).
+    predicted masks (see :func:`petcorpus.layouts.flat.find_prediction`).
     """
 
     vmax: float = 10.0

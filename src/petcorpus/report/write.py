@@ -110,8 +110,9 @@ def write_report(
     with_ct : bool
         Add a CT MIP (CTres, else CT) to each study's figure.
     predictions : str or Path, optional
-        Folder of predicted masks (see :func:`find_prediction`): each study's section then
-        shows truth vs prediction with matched, FN and FP components coloured.
+        Folder of predicted masks (found by :func:`petcorpus.layouts.flat.find_prediction`):
+        each study's section then shows truth vs prediction with matched, FN and FP
+        components coloured.
     workers : int
         Processes that read and draw studies in parallel (1: in this process). Reading a
         full-size study's SUV takes ~1.5 s, so large corpora gain from 2 or more.
