@@ -385,6 +385,8 @@ def _case_task(
         )
     except PetcorpusError as exc:
         return cid, None, None, f"[{exc.reason}] {exc}"
+    except Exception as exc:  # a batch records every failure and goes on
+        return cid, None, None, f"[UNEXPECTED] {type(exc).__name__}: {exc}"
     st.insert(0, "case_id", cid)
     return cid, st, {"case_id": cid, "unit": unit, **ref.as_row()}, None
 
@@ -398,13 +400,15 @@ def corpus_organ_stats(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """Organ statistics of many cases of an :class:`~petcorpus.layouts.enhance.EnhanceCorpus`.
 
-    One case per task (a process pool when ``workers > 1``). Returns (per-region table with
-    a ``case_id`` column, PERCIST table, failures as case id → reason); failures never stop
-    the run.
+    One case per task, on the build's executor (:class:`petcorpus.pipeline.Runner`: local
+    processes when ``workers > 1``, started warm and ended with the caller). Returns
+    (per-region table with a ``case_id`` column, PERCIST table, failures as case id →
+    reason); failures never stop the run. Rows come in case order, however many workers.
     """
-    from concurrent.futures import ProcessPoolExecutor
+    import functools
 
     from petcorpus.errors import PetcorpusError
+    from petcorpus.pipeline import Runner
 
     wanted = corpus.keys() if cases is None else [f"{int(c):04d}" for c in cases]
     failures: dict[str, str] = {}
@@ -415,12 +419,10 @@ def corpus_organ_stats(
         except PetcorpusError:
             failures[cid] = "not found"
     labels = corpus.labels.to_json()
-    if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(_case_task, todo, [labels] * len(todo),
-                                    [pet_unit] * len(todo)))  # fmt: skip
-    else:
-        results = [_case_task(c, labels, pet_unit) for c in todo]
+    task = functools.partial(_case_task, labels=labels, pet_unit=pet_unit)
+    with Runner(workers=min(workers, max(1, len(todo))), preload=(__name__,)) as runner:
+        order = {case.key: i for i, case in enumerate(todo)}
+        results = sorted(runner.map_unordered(task, todo), key=lambda r: order[r[0]])
     tables, refs = [], []
     for cid, st, ref, err in results:
         if err is not None:

@@ -557,9 +557,9 @@ def check_corpus_labels(
     jobs = [(cid, g, ref) for cid in wanted for g, ref in corpus.case(cid).masks.items()]
     refs = [ref for _, _, ref in jobs]
     if workers > 1 and len(refs) > 1:
-        from concurrent.futures import ProcessPoolExecutor
+        from petcorpus._procs import process_pool
 
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers, preload=(__name__,)) as pool:
             found = list(pool.map(_values_in, refs, chunksize=4))
     else:
         found = [_values_in(r) for r in refs]

@@ -39,9 +39,10 @@ def _collect_all(
     """Entries in the order of ``studies``, built here or in ``workers`` processes; a worker
     that dies (or any error the build did not catch) fails that study alone."""
     if workers > 1 and len(studies) > 1:
-        from concurrent.futures import ProcessPoolExecutor
+        from petcorpus._procs import process_pool
 
-        with ProcessPoolExecutor(max_workers=min(workers, len(studies))) as pool:
+        # Workers end with the driver and never import from the current folder.
+        with process_pool(min(workers, len(studies)), preload=(__name__,)) as pool:
             futures = [pool.submit(build, d) for d in studies]
             entries = []
             for d, fut in zip(studies, show(futures), strict=True):
