@@ -37,8 +37,14 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
 from petcorpus._memory import gc_paused
-from petcorpus.dicom.series import check_file, os_error, read_dataset
-from petcorpus.errors import CorruptFileError, PetcorpusError, Reason
+from petcorpus.dicom.io import DICOMDIR_SOP_CLASS, read_header
+from petcorpus.dicom.values import (
+    GE_SCAN_DATETIME,
+    PHILIPS_BQML_SCALE,
+    PHILIPS_SUV_SCALE,
+    recon_iterations_subsets,
+)
+from petcorpus.errors import PetcorpusError, Reason
 
 __all__ = ["ScanResult", "Selection", "SeriesInfo", "StudyInfo", "scan"]
 
@@ -87,16 +93,14 @@ _KEYWORDS = [
     "NumberOfFrames",
     "ImageType",
 ]
-# Private creators and elements used for SUV (GE scan start; Philips scale factors).
-_PRIVATE = [
-    (0x0009, 0x0010),
-    (0x0009, 0x100D),
-    (0x7053, 0x0010),
-    (0x7053, 0x1000),
-    (0x7053, 0x1009),
-]
+# Private creators and elements used for SUV (GE scan start; Philips scale factors), read
+# where their block sits in the first slot (0x10), as every vendor file seen so far has it.
+_PRIVATE = sorted(
+    {t for p in (GE_SCAN_DATETIME, PHILIPS_BQML_SCALE, PHILIPS_SUV_SCALE) for t in p.tags()}
+)
 _SPECIFIC_TAGS: list[int] = [*(Tag(k) for k in _KEYWORDS), *(Tag(g, e) for g, e in _PRIVATE)]
-_ITER_RE = re.compile(r"(\d+)\s*i\s*(\d+)\s*s", re.IGNORECASE)
+#: the header elements the scan uses (pixel data not read)
+_read_specific = functools.partial(read_header, specific_tags=_SPECIFIC_TAGS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -351,7 +355,6 @@ def _floats(value: Any, n: int) -> tuple[float, ...] | None:
 #: first words of the skip reasons of files that may be damaged slices, as opposed to
 #: files that are not images (other files, DICOMDIR, FIFOs...)
 DAMAGED = ("zero bytes", "truncated", "unreadable", "cannot parse")
-_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 
 
 def _read_header(path: Path) -> _FileKeys | str:
@@ -364,56 +367,10 @@ def _read_header(path: Path) -> _FileKeys | str:
     if not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID"):
         meta = getattr(ds, "file_meta", None)
         sop_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
-        if sop_class == _DICOMDIR_SOP_CLASS or path.name.upper() == "DICOMDIR":
+        if sop_class == DICOMDIR_SOP_CLASS or path.name.upper() == "DICOMDIR":
             return "DICOMDIR (an index of the files, not an image)"
         return "no StudyInstanceUID/SeriesInstanceUID"
     return _FileKeys.from_dataset(path, ds)
-
-
-def _read_specific(path: Path) -> Dataset:
-    """The header elements the scan uses (pixel data not read).
-
-    Raises
-    ------
-    CorruptFileError
-        Zero bytes, unreadable (with the OS error), not a regular file, not DICOM, or
-        truncated: the file ends inside its header (before the pixel data of an image, or
-        before the UIDs).
-    """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    size = check_file(path)
-    try:
-        with open(path, "rb") as fh:
-            try:
-                ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=_SPECIFIC_TAGS)
-            except InvalidDicomError:
-                return read_dataset(path, stop_before_pixels=True)
-            # pydicom stops silently at the end of the file; reading stops before the
-            # pixel data of an intact image, so an image header that reaches the end (or
-            # a header without its UIDs) was cut short.
-            end = fh.tell()
-    except CorruptFileError:
-        raise
-    except OSError as exc:
-        raise CorruptFileError(f"unreadable: {os_error(exc)}", path=path) from exc
-    except Exception as exc:
-        raise CorruptFileError(
-            f"cannot parse as DICOM ({type(exc).__name__}: {exc})", path=path
-        ) from exc
-    if end >= size:
-        meta = getattr(ds, "file_meta", None)
-        dicomdir = meta is not None and meta.get("MediaStorageSOPClassUID") == _DICOMDIR_SOP_CLASS
-        no_uids = not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID")
-        if not dicomdir and ("Rows" in ds or no_uids):
-            what = "the pixel data" if not no_uids else "its StudyInstanceUID/SeriesInstanceUID"
-            raise CorruptFileError(
-                f"truncated: the file ends after {size} bytes, inside its DICOM header, "
-                f"before {what}",
-                path=path,
-            )
-    return ds
 
 
 def _f(v: Any) -> float | None:
@@ -471,8 +428,7 @@ def _params(modality: str, first: Dataset, earliest: Dataset) -> dict[str, Any]:
             "PatientSex",
         ]:
             p[kw] = get(kw)
-        m = _ITER_RE.search(p.get("ReconstructionMethod") or "")
-        p["Iterations"], p["Subsets"] = (int(m.group(1)), int(m.group(2))) if m else (None, None)
+        p["Iterations"], p["Subsets"] = recon_iterations_subsets(p.get("ReconstructionMethod"))
         seq = first.get("RadiopharmaceuticalInformationSequence")
         rp = seq[0] if seq else None
         p["RadionuclideTotalDose"] = _f(rp.get("RadionuclideTotalDose")) if rp else None

@@ -6,11 +6,9 @@ output, in the series' own Units: BQML, CNTS or GML) to give Bq/ml, SUVbw, SUL o
 Two time references:
 
 ``"qiba"`` (default; QIBA/UCSF vendor-neutral pseudo-code)
-    scan time = SeriesDate/SeriesTime unless it is after the earliest
-    AcquisitionDate/AcquisitionTime of the series; then GE's private scan start (0009,100D)
-    in block ``GEMS_PETD_01`` where present, else the earliest acquisition date-time.
-    Injection = RadiopharmaceuticalStartDateTime, else SeriesDate + RadiopharmaceuticalStartTime
-    (one day earlier if that lands after the scan: injection before midnight). Decay:
+    Scan start and injection time by the rules of :mod:`petcorpus.dicom.values`
+    (:func:`~petcorpus.dicom.values.scan_start`,
+    :func:`~petcorpus.dicom.values.injection_datetime`), written there once. Decay:
     ``DecayCorrection`` START → decay the dose to the scan time; ADMIN → no decay; NONE →
     pixels are not decay corrected, each slice is decayed to its own acquisition time (see
     :attr:`SuvResult.per_slice`; one number describes the series only when every slice
@@ -37,11 +35,22 @@ from typing import Any, Literal
 
 from pydicom.dataset import Dataset
 
+from petcorpus.dicom.values import (
+    GE_SCAN_DATETIME,
+    PHILIPS_BQML_SCALE,
+    PHILIPS_SUV_SCALE,
+    injection_datetime,
+    parse_date_time,
+    parse_datetime,
+    private_value,
+    scan_start,
+)
 from petcorpus.errors import MissingTagError, PetcorpusError, Reason, UnsupportedError
 
 __all__ = [
     "Sourced",
     "SuvInputs",
+    "SuvKind",
     "SuvResult",
     "autopet_reference_file",
     "bqml_factor",
@@ -75,37 +84,6 @@ class Sourced:
         return {"value": v, "source": self.tag, "file": self.file}
 
 
-def _fmt_dt(d: str, t: str) -> dt.datetime | None:
-    """DICOM DA + TM (or a DT split as such) to a naive datetime; None when unparsable."""
-    d = d.strip()
-    t = t.strip().replace(":", "")
-    if len(d) != 8 or not d.isdigit() or len(t) < 2:
-        return None
-    try:
-        frac = 0.0
-        if "." in t:
-            t, f = t.split(".", 1)
-            frac = float("0." + (f or "0"))
-        t = t.ljust(6, "0")
-        base = dt.datetime(
-            int(d[:4]), int(d[4:6]), int(d[6:8]), int(t[:2]), int(t[2:4]), int(t[4:6])
-        )
-    except ValueError:
-        return None
-    return base + dt.timedelta(seconds=frac)
-
-
-def _parse_dt(value: str) -> dt.datetime | None:
-    """A DICOM DT (YYYYMMDDHHMMSS.FFFFFF&ZZXX) to a naive datetime (offset dropped)."""
-    v = str(value).strip()
-    for sign in ("+", "-"):
-        if sign in v[8:]:
-            v = v[: 8 + v[8:].index(sign)]
-    if len(v) < 10:
-        return None
-    return _fmt_dt(v[:8], v[8:])
-
-
 def _str(ds: Dataset, keyword: str) -> str | None:
     v = ds.get(keyword)
     if v is None or v == "":
@@ -121,26 +99,6 @@ def _float(ds: Dataset, keyword: str) -> float | None:
         return float(v)
     except (TypeError, ValueError):
         return None
-
-
-def _private(ds: Dataset, group: int, creator: str, offset: int) -> Any:
-    """A private element by its creator's name (the block may sit in any slot)."""
-    for slot in range(0x10, 0x100):
-        if (group, slot) not in ds:
-            continue
-        name = ds[group, slot].value
-        if isinstance(name, bytes):
-            name = name.decode("ascii", "replace")
-        if str(name).strip("\x00 ") != creator:
-            continue
-        tag = (group, (slot << 8) | offset)
-        if tag not in ds:
-            return None
-        v = ds[tag].value
-        if isinstance(v, bytes):  # implicit VR / unknown private dictionary entry
-            v = v.decode("ascii", "replace").strip("\x00 ")
-        return v
-    return None
 
 
 def _tagname(tag: str, keyword: str) -> str:
@@ -242,41 +200,36 @@ class SuvInputs:
             rp = seq[0]
         rp_tag = "(0054,0016) RadiopharmaceuticalInformationSequence[0]"
 
-        inj = None
-        if rp is not None:
-            sdt = _str(rp, "RadiopharmaceuticalStartDateTime")
-            parsed = _parse_dt(sdt) if sdt else None
-            if parsed is not None:
-                inj = Sourced(
-                    parsed, f"{rp_tag} > (0018,1078) RadiopharmaceuticalStartDateTime", f0
-                )
         series_dt = None
         sd, st = _str(first, "SeriesDate"), _str(first, "SeriesTime")
-        if sd and st:
-            parsed = _fmt_dt(sd, st)
-            if parsed is not None:
-                series_dt = Sourced(parsed, "(0008,0021) SeriesDate + (0008,0031) SeriesTime", f0)
-        if inj is None and rp is not None and series_dt is not None:
-            stime = _str(rp, "RadiopharmaceuticalStartTime")
-            parsed = _fmt_dt(series_dt.value.strftime("%Y%m%d"), stime) if stime else None
-            if parsed is not None:
-                if parsed > series_dt.value:  # injected before midnight, scanned after
-                    parsed -= dt.timedelta(days=1)
-                inj = Sourced(
-                    parsed,
-                    f"(0008,0021) SeriesDate + {rp_tag} > (0018,1072) "
-                    "RadiopharmaceuticalStartTime (midnight-safe)",
-                    f0,
-                )
+        parsed = parse_date_time(sd, st)
+        if parsed is not None:
+            series_dt = Sourced(parsed, "(0008,0021) SeriesDate + (0008,0031) SeriesTime", f0)
+        inj = None
+        found = (
+            injection_datetime(
+                _str(rp, "RadiopharmaceuticalStartDateTime"),
+                _str(rp, "RadiopharmaceuticalStartTime"),
+                series_dt.value if series_dt is not None else None,
+            )
+            if rp is not None
+            else None
+        )
+        if found is not None:
+            inj = Sourced(
+                found[0],
+                f"{rp_tag} > (0018,1078) RadiopharmaceuticalStartDateTime"
+                if found[1] == "datetime"
+                else f"(0008,0021) SeriesDate + {rp_tag} > (0018,1072) "
+                "RadiopharmaceuticalStartTime (midnight-safe)",
+                f0,
+            )
 
         acq: list[dt.datetime | None] = []
         for d in dss:
-            adt = _str(d, "AcquisitionDateTime")
-            parsed = _parse_dt(adt) if adt else None
-            if parsed is None:
-                ad = _str(d, "AcquisitionDate") or sd
-                at = _str(d, "AcquisitionTime")
-                parsed = _fmt_dt(ad, at) if ad and at else None
+            parsed = parse_datetime(_str(d, "AcquisitionDateTime")) or parse_date_time(
+                _str(d, "AcquisitionDate") or sd, _str(d, "AcquisitionTime")
+            )
             acq.append(parsed)
         earliest = None
         known = [(a, f) for a, f in zip(acq, files, strict=True) if a is not None]
@@ -291,10 +244,9 @@ class SuvInputs:
         ap_seq = ap.get("RadiopharmaceuticalInformationSequence")
         ap_rp = ap_seq[0] if ap_seq else None
 
-        ge = _private(first, 0x0009, "GEMS_PETD_01", 0x0D)
-        ge_dt = _parse_dt(str(ge)) if ge not in (None, "") else None
-        ph_bqml = _private(first, 0x7053, "Philips PET Private Group", 0x09)
-        ph_suv = _private(first, 0x7053, "Philips PET Private Group", 0x00)
+        ge_dt = parse_datetime(private_value(first, GE_SCAN_DATETIME))
+        ph_bqml = private_value(first, PHILIPS_BQML_SCALE)
+        ph_suv = private_value(first, PHILIPS_SUV_SCALE)
 
         def _num(v: Any) -> float | None:
             try:
@@ -324,11 +276,9 @@ class SuvInputs:
             injection_datetime=inj,
             series_datetime=series_dt,
             earliest_acquisition_datetime=earliest,
-            ge_scan_datetime=src(ge_dt, "(0009,100D) GEMS_PETD_01 scan datetime"),
-            philips_bqml_scale=src(
-                _num(ph_bqml), "(7053,1009) Philips activity concentration scale factor"
-            ),
-            philips_suv_scale=src(_num(ph_suv), "(7053,1000) Philips SUV scale factor"),
+            ge_scan_datetime=src(ge_dt, GE_SCAN_DATETIME.name),
+            philips_bqml_scale=src(_num(ph_bqml), PHILIPS_BQML_SCALE.name),
+            philips_suv_scale=src(_num(ph_suv), PHILIPS_SUV_SCALE.name),
             acquisition_datetimes=tuple(acq),
             autopet_acquisition_time=src(
                 ap.get("AcquisitionTime"), "(0008,0032) AcquisitionTime", ap_file
@@ -436,19 +386,22 @@ def bsa_m2(weight_kg: float, height_m: float) -> float:
 
 # -- factors -----------------------------------------------------------------------------------
 def _scan_datetime(inp: SuvInputs) -> Sourced:
-    series = inp.series_datetime
-    earliest = inp.earliest_acquisition_datetime
-    if series is not None and (earliest is None or series.value <= earliest.value):
-        return series
-    if inp.ge_scan_datetime is not None:
-        return inp.ge_scan_datetime
-    if earliest is not None:
-        return earliest
-    raise MissingTagError(
-        "no scan time: (0008,0021/0031) SeriesDate/SeriesTime and "
-        "(0008,0022/0032) AcquisitionDate/AcquisitionTime are missing",
-        path=inp.path,
+    """The scan start by :func:`petcorpus.dicom.values.scan_start`, with its source."""
+    series, earliest = inp.series_datetime, inp.earliest_acquisition_datetime
+    ge = inp.ge_scan_datetime
+    which = scan_start(
+        series.value if series else None,
+        earliest.value if earliest else None,
+        ge.value if ge else None,
     )
+    chosen = {"series": series, "ge": ge, "acquisition": earliest}.get(which or "")
+    if chosen is None:
+        raise MissingTagError(
+            "no scan time: (0008,0021/0031) SeriesDate/SeriesTime and "
+            "(0008,0022/0032) AcquisitionDate/AcquisitionTime are missing",
+            path=inp.path,
+        )
+    return chosen
 
 
 def _checked_common(inp: SuvInputs) -> tuple[float, float]:
