@@ -82,7 +82,9 @@ def _paired(
                 "fix the files",
                 path=pred_path,
             )
-        pred = pred.resample_to(gt, interpolation="nearest")
+        from petcorpus.resample import resample_to
+
+        pred = resample_to(pred, gt, interpolation="nearest")
         pimg = gimg  # the prediction now lives on the ground truth's grid
     return gt, pred, gimg, pimg
 
