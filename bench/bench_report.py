@@ -18,6 +18,7 @@ import nibabel as nib
 
 from petcorpus.phantom import DIAGNOSES, make_study
 from petcorpus.report import write_report
+from petcorpus.resample import resample_to
 
 
 def make_corpus(out: Path, n: int) -> None:
@@ -32,7 +33,7 @@ def make_corpus(out: Path, n: int) -> None:
         d.mkdir(parents=True)
         nib.save(t.suv.to_nifti(), d / "SUV.nii.gz")
         nib.save(t.lesion_mask.to_nifti(), d / "SEG.nii.gz")
-        ctres = t.ct_hu.resample_to(t.suv, interpolation="linear", fill=-1024)
+        ctres = resample_to(t.ct_hu, t.suv, interpolation="linear", fill=-1024)
         nib.save(ctres.to_nifti(), d / "CTres.nii.gz")
         suv = {"kind": "bw", "factor": t.suv_factors["bw"], "time_reference": "qiba",
                "inputs": {"weight_kg": t.weight_kg, "manufacturer": st.vendor}}  # fmt: skip

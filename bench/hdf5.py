@@ -28,6 +28,7 @@ import numpy as np
 
 from petcorpus.layouts.hdf5 import H5Corpus, H5Options, H5Study, write_hdf5
 from petcorpus.phantom import make_study
+from petcorpus.resample import resample_to
 
 BLOCK = 96
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     st = make_study(seed=5, size=args.size, vendor="siemens", diagnosis="LYMPHOMA")
     t = st.truth
-    ctres = t.ct_hu.resample_to(t.pet_bqml)
+    ctres = resample_to(t.ct_hu, t.pet_bqml)
     ctres = ctres.with_array(np.asarray(ctres.array, dtype=np.float32))
     study = H5Study(
         st.subject_id,

@@ -29,6 +29,7 @@ from petcorpus.dicom.suv import autopet_reference_file, compute_suv
 from petcorpus.layouts.autopet import AutopetStudy, write_autopet_study
 from petcorpus.nifti import write_nifti
 from petcorpus.phantom import write_study
+from petcorpus.resample import resample_to
 from petcorpus.volume import Volume
 from tests.conftest import phantom
 
@@ -277,7 +278,7 @@ def test_compat_ctres_matches_nilearn_on_volumes():
         copy_header=True,
         force_resample=True,
     )
-    ours = ct.resample_to(pet, fill=-1024.0, compat="autopet")
+    ours = resample_to(ct, pet, fill=-1024.0, compat="autopet")
     ref_data = np.asanyarray(ref.dataobj)
     assert ours.dtype == np.float32 == ref_data.dtype  # nilearn casts int16 to float32
     assert float(np.abs(ours.array - ref_data).max()) < 1e-3

@@ -42,3 +42,20 @@ def test_a_record_glued_to_a_torn_line_by_an_older_version_is_recovered(tmp_path
         fh.write(TORN + '{"key": "b", "entry": {"size": 2}}\n')  # before the fix
     ledger = Ledger(tmp_path)
     assert ledger.keys() == ["a", "b"] and ledger.torn == 1
+
+
+def test_compaction_writes_through_the_atomic_writer(tmp_path, monkeypatch) -> None:
+    import petcorpus.atomic as atomic
+
+    names = []
+    real = atomic.temp_sibling
+    monkeypatch.setattr(
+        atomic, "temp_sibling", lambda p, *a: names.append(real(p, *a)) or names[-1]
+    )
+    ledger = Ledger(tmp_path)
+    ledger.record("a.zip", size=1)
+    ledger.record("a.zip", size=2)
+    Ledger(tmp_path)._compact()
+    assert names and all(n.name.startswith(f".tmp-{LEDGER_NAME}-") for n in names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LEDGER_NAME]
+    assert Ledger(tmp_path).get("a.zip")["size"] == 2

@@ -330,3 +330,25 @@ def test_not_an_archive_is_a_corrupt_file(tmp_path, box) -> None:
     bad.write_bytes(b"<html>rate limited</html>")
     err = _refused(bad, box / "dest", "not a zip or tar archive")
     assert err.reason is Reason.CORRUPT_FILE
+
+
+def test_a_killed_unpack_leaves_a_stage_remove_stale_temps_knows(
+    tmp_path, box, monkeypatch
+) -> None:
+    """The staging folder carries the atomic writers' temporary name (``.tmp-<name>-...``)."""
+    from petcorpus.atomic import remove_stale_temps
+
+    arc = _zip(tmp_path / "ok.zip", [("a.txt", b"a")])
+    stages = []
+
+    def killed(archive, stage, home):
+        stages.append(stage)
+        raise KeyboardInterrupt  # killed between staging and the move into place
+
+    monkeypatch.setattr(unpack_mod, "_install", killed)
+    monkeypatch.setattr(unpack_mod.shutil, "rmtree", lambda *a, **k: None)  # as if -9
+    with pytest.raises(KeyboardInterrupt):
+        safe_extract(arc, box / "dest")
+    (stage,) = stages
+    assert stage.parent == box and stage.name.startswith(".tmp-dest-") and stage.is_dir()
+    assert remove_stale_temps(box) == [stage]

@@ -21,6 +21,7 @@ from petcorpus.layouts.autopet import (
     read_autopet_study,
     write_autopet_study,
 )
+from petcorpus.resample import resample_to
 from petcorpus.volume import Volume
 from tests.conftest import phantom
 
@@ -28,7 +29,7 @@ from tests.conftest import phantom
 def _study(**sidecar) -> AutopetStudy:
     ph = phantom(seed=11, size="small", vendor="siemens", diagnosis="LYMPHOMA")
     t = ph.truth
-    ctres = t.ct_hu.resample_to(t.pet_bqml, interpolation="linear", fill=-1024.0)
+    ctres = resample_to(t.ct_hu, t.pet_bqml, interpolation="linear", fill=-1024.0)
     return AutopetStudy(
         ct=t.ct_hu,
         pet=t.pet_bqml,

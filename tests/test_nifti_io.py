@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from petcorpus import __version__
-from petcorpus.atomic import atomic_dir, atomic_write, remove_stale_temps
+from petcorpus.atomic import atomic_dir, atomic_write, remove_stale_temps, temp_sibling
 from petcorpus.nifti import read_nifti, write_nifti
 from petcorpus.volume import Volume
 
@@ -241,3 +241,18 @@ def test_write_behind_drops_what_is_on_disk_while_writing(tmp_path, monkeypatch)
     for _, off, n in drops:
         assert ("sfr", off, n, 7) in calls  # WAIT_BEFORE | WRITE | WAIT_AFTER
     assert drops[-1][1] + drops[-1][2] < len(data)  # the newest window is still being written
+
+
+def test_a_resumable_download_part_is_no_stale_temp(tmp_path):
+    """``<name>.part`` is a download to resume (HTTP Range), not a killed writer's leftover."""
+    (tmp_path / "PETCT_x.zip.part").write_bytes(b"half")
+    (tmp_path / ".tmp-PETCT_x.zip-0a1b2c3d").write_bytes(b"x")
+    assert [p.name for p in remove_stale_temps(tmp_path)] == [".tmp-PETCT_x.zip-0a1b2c3d"]
+    assert [p.name for p in tmp_path.iterdir()] == ["PETCT_x.zip.part"]
+
+
+def test_temp_sibling_is_the_one_scheme(tmp_path):
+    a, b = temp_sibling(tmp_path / "CT.nii.gz"), temp_sibling(tmp_path / "CT.nii.gz")
+    assert a != b and a.parent == tmp_path and a.name.startswith(".tmp-CT.nii.gz-")
+    a.write_bytes(b"x")
+    assert remove_stale_temps(tmp_path) == [a]

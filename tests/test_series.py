@@ -15,7 +15,13 @@ from pydicom.pixels import get_encoder
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
 
 from petcorpus.dicom.series import load_series, read_dataset
-from petcorpus.errors import CorruptFileError, GeometryMismatchError, Reason, SliceGapError
+from petcorpus.errors import (
+    CorruptFileError,
+    GeometryMismatchError,
+    PetcorpusError,
+    Reason,
+    SliceGapError,
+)
 from petcorpus.volume import Volume
 from tests.conftest import phantom
 
@@ -297,3 +303,41 @@ def test_ct_goes_to_simpleitk_without_a_copy_when_files_come_sorted(vendor_study
     # any other file order is permuted into place: the same voxels, in a plain array
     shuffled = load_series(files[::-1], workers=1).volume
     assert np.array_equal(shuffled.array, ct.array)
+
+
+# -- what load_series takes ---------------------------------------------------------------------
+def test_a_folder_given_as_a_string_or_a_path_is_its_files(tmp_path):
+    files = _write(_ct_copy(6), tmp_path / "ct")
+    (tmp_path / "ct" / ".DS_Store").write_bytes(b"\0")  # hidden files are not slices
+    want = load_series(files, workers=1)
+    for folder in (str(tmp_path / "ct"), tmp_path / "ct"):
+        got = load_series(folder, workers=1)
+        assert got.files == want.files
+        assert np.array_equal(got.volume.array, want.volume.array)
+
+
+def test_a_single_file_given_as_a_string_is_one_slice(tmp_path):
+    (f,) = _write(_ct_copy(1), tmp_path / "one")
+    got = load_series(str(f), workers=1)
+    assert got.files == (f,) and got.volume.shape[2] == 1
+
+
+def test_an_empty_folder_is_named(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PetcorpusError, match="no files") as exc:
+        load_series(tmp_path / "empty")
+    assert exc.value.reason is Reason.NO_SERIES and "empty" in str(exc.value.path)
+
+
+@pytest.mark.parametrize(("intercept", "dtype"), [(-1024, np.int16), (40000, np.float32)])
+def test_other_modalities_are_int16_only_when_every_value_fits(tmp_path, intercept, dtype):
+    dss = _ct_copy(3)
+    for ds in dss:
+        ds.Modality = "MR"
+        ds.RescaleIntercept = str(intercept)
+    got = load_series(_write(dss, tmp_path / "mr"), workers=1).volume.array
+    assert got.dtype == dtype
+    dss.sort(key=lambda ds: float(ds.ImagePositionPatient[2]))  # the volume's k order
+    stored = [np.frombuffer(ds.PixelData, np.uint16).reshape(ds.Rows, ds.Columns) for ds in dss]
+    want = np.stack([s.T for s in stored], axis=-1).astype(np.float64) + intercept
+    assert np.array_equal(got.astype(np.float64), want)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -12,14 +12,14 @@ from typer.testing import CliRunner
 
 from petcorpus.catalog import Catalog
 from petcorpus.cli import app
+from petcorpus.dicom.scan import ScanResult, scan
 from petcorpus.errors import PetcorpusError
-from petcorpus.phantom import PhantomStudy
+from petcorpus.phantom import PhantomStudy, write_study
 from petcorpus.phantom.corpus import write_clinical_csv
 from petcorpus.tables import (
     ct_details,
     export_tables,
     ingest_clinical,
-    params_from_datasets,
     pt_details,
     read_clinical_csv,
 )
@@ -35,34 +35,22 @@ def studies() -> list[PhantomStudy]:
     ]
 
 
-def _series_infos(study: PhantomStudy) -> list[SimpleNamespace]:
-    """Adapter: phantom datasets → the fields record_series() reads."""
-    out = []
-    for modality, datasets in (("CT", study.ct), ("PT", study.pet)):
-        ds = datasets[0]
-        out.append(
-            SimpleNamespace(
-                series_uid=ds.SeriesInstanceUID,
-                study_uid=study.study_uid,
-                modality=modality,
-                manufacturer=ds.Manufacturer,
-                model=ds.ManufacturerModelName,
-                files=len(datasets),
-                frame_of_reference_uid=ds.FrameOfReferenceUID,
-                description=ds.SeriesDescription,
-                params=params_from_datasets(datasets),
-            )
-        )
-    return out
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory, studies: list[PhantomStudy]) -> ScanResult:
+    """The studies written as DICOM and scanned: the series the catalog records in a build."""
+    root = tmp_path_factory.mktemp("tables-dicom")
+    for st in studies:
+        write_study(st, root)
+    return scan(root, workers=1)
 
 
 @pytest.fixture
-def catalog(tmp_path: Path, studies: list[PhantomStudy]) -> Catalog:
+def catalog(tmp_path: Path, studies: list[PhantomStudy], scanned: ScanResult) -> Catalog:
     csv_path = write_clinical_csv(studies, tmp_path / "clinical.csv")
     cat = Catalog.open(tmp_path / "out")
     ingest_clinical(cat, csv_path, site="autoPET", licence="CC BY-NC 4.0")
-    for st in studies:
-        cat.record_series(_series_infos(st))
+    for info in scanned.studies:
+        cat.record_series(info.series)
     yield cat
     cat.close()
 
@@ -191,24 +179,49 @@ def test_exports_open_with_pandas_and_agree(catalog: Catalog, studies, tmp_path:
     )
 
 
-def test_pt_details_from_the_scanner_agree_with_the_truth(tmp_path: Path, studies) -> None:
-    scan = pytest.importorskip("petcorpus.dicom.scan")
-    from petcorpus.phantom import write_study
+def test_uptake_time_is_the_suv_rule(catalog: Catalog, studies) -> None:
+    """GE rewrites SeriesTime after the scan: the table's uptake ends at the scan start the
+    SUV uses (values.scan_start), not at the series time."""
+    from petcorpus.dicom.suv import compute_suv
 
+    df = pt_details(catalog).set_index("Patient")
     for st in studies:
-        write_study(st, tmp_path / "dicom")
-    result = scan.scan(tmp_path / "dicom", workers=1)
+        suv = compute_suv(st.pet)
+        scan_dt = dt.datetime.fromisoformat(suv.scan_datetime)
+        inj = dt.datetime.fromisoformat(suv.inputs["injection_datetime"]["value"])
+        want = (scan_dt - inj).total_seconds() / 60
+        assert df.loc[st.subject_id, "Uptake time [min]"] == pytest.approx(want, abs=1e-9)
+
+
+def test_uptake_time_from_keywords_follows_the_same_rule(tmp_path: Path, studies) -> None:
+    """Params recorded without UptakeTimeS (another source) are read by the same rule."""
+    st = next(s for s in studies if s.vendor == "ge")
+    first = st.pet[0]
+    rp = first.RadiopharmaceuticalInformationSequence[0]
+    keywords = {
+        "SeriesDate": first.SeriesDate,
+        "SeriesTime": first.SeriesTime,  # 41 min after the scan start
+        "AcquisitionDate": min(d.AcquisitionDate for d in st.pet),
+        "AcquisitionTime": min(d.AcquisitionTime for d in st.pet),
+        "RadiopharmaceuticalStartTime": rp.RadiopharmaceuticalStartTime,
+        "RadionuclideTotalDose": float(rp.RadionuclideTotalDose),
+    }
     with Catalog.open(tmp_path / "out") as cat:
-        for info in result.studies:
-            cat.record_study(info.study_uid, subject_id=info.patient_id)
-            cat.record_series(info.series)
-        df = pt_details(cat).set_index("Patient")
-    for st in studies:
-        row = df.loc[st.subject_id]
-        uptake = (st.truth.scan_start - st.truth.injection_time).total_seconds() / 60
-        assert row["Uptake time [min]"] == pytest.approx(uptake, abs=1 / 60)
-        assert row["Weight [kg]"] == pytest.approx(st.truth.weight_kg)
-        assert row["Injected activity [MBq]"] == pytest.approx(st.truth.injected_dose_bq / 1e6)
+        cat.record_study(st.study_uid, subject_id=st.subject_id)
+        cat.record_series(
+            [
+                {
+                    "series_uid": first.SeriesInstanceUID,
+                    "study_uid": st.study_uid,
+                    "modality": "PT",
+                    "files": len(st.pet),
+                    "params": keywords,
+                }
+            ]
+        )
+        row = pt_details(cat).iloc[0]
+    uptake = (st.truth.scan_start - st.truth.injection_time).total_seconds() / 60
+    assert row["Uptake time [min]"] == pytest.approx(uptake, abs=1 / 60)
 
 
 def test_cli_clinical_and_export(tmp_path: Path, studies) -> None:

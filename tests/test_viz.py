@@ -17,6 +17,7 @@ from petcorpus import viz
 from petcorpus.cli import app
 from petcorpus.errors import GeometryMismatchError, PetcorpusError
 from petcorpus.phantom import Tissue
+from petcorpus.resample import resample_to
 from petcorpus.volume import Volume
 from tests.conftest import phantom
 
@@ -260,7 +261,7 @@ def test_study_figure_with_prediction_colours_fp_and_fn() -> None:
 
 def test_study_figure_panels_and_bad_view() -> None:
     t = _truth()
-    ctres = t.ct_hu.resample_to(t.suv, interpolation="linear", fill=-1024)
+    ctres = resample_to(t.ct_hu, t.suv, interpolation="linear", fill=-1024)
     one = viz.study_figure(t.suv, t.lesion_mask, views=["coronal"], legend=False)
     two = viz.study_figure(t.suv, t.lesion_mask, ct=ctres, views=["coronal"], legend=False)
     assert two.width == 2 * one.width + 6
@@ -277,7 +278,7 @@ def write_layout(truth, study_dir: Path, sidecar: dict | None = None, ct: bool =
     nib.save(truth.lesion_mask.to_nifti(), study_dir / "SEG.nii.gz")
     if ct:
         nib.save(truth.ct_hu.to_nifti(), study_dir / "CT.nii.gz")
-        ctres = truth.ct_hu.resample_to(truth.suv, interpolation="linear", fill=-1024)
+        ctres = resample_to(truth.ct_hu, truth.suv, interpolation="linear", fill=-1024)
         nib.save(ctres.to_nifti(), study_dir / "CTres.nii.gz")
     side = sidecar if sidecar is not None else {"suv": {"factor": truth.suv_factors["bw"]}}
     (study_dir / "petcorpus.json").write_text(json.dumps(side))

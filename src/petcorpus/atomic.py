@@ -8,7 +8,11 @@ Every writer in petcorpus goes through these helpers:
   and renames it into place; an existing folder is renamed aside first and deleted after.
 - :func:`remove_stale_temps` deletes what a killed run left behind (the ``.tmp-`` siblings).
 
-Temporary names start with :data:`TEMP_PREFIX` so readers and scanners can skip them.
+Temporary names start with :data:`TEMP_PREFIX` so readers and scanners can skip them;
+:func:`temp_sibling` makes them, for the writers that cannot go through the two context
+managers (a library that wants a path and opens the file itself). The one other partial
+name is the downloader's ``<name>.part``: a resumable download, kept on purpose across
+runs (HTTP Range resumes it), so :func:`remove_stale_temps` leaves it alone.
 """
 
 from __future__ import annotations
@@ -23,7 +27,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
-__all__ = ["TEMP_PREFIX", "atomic_dir", "atomic_write", "fsync_dir", "remove_stale_temps"]
+__all__ = [
+    "TEMP_PREFIX",
+    "atomic_dir",
+    "atomic_write",
+    "fsync_dir",
+    "remove_stale_temps",
+    "temp_sibling",
+]
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +43,16 @@ TEMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
 
 
-def _temp_sibling(path: Path, prefix: str = TEMP_PREFIX) -> Path:
+def temp_sibling(path: str | os.PathLike[str], prefix: str = TEMP_PREFIX) -> Path:
+    """A fresh temporary name beside ``path``: ``<parent>/.tmp-<name>-<8 hex digits>``.
+
+    The one naming scheme of every temporary file or folder petcorpus writes (same folder,
+    so the final step is a rename; :func:`remove_stale_temps` knows it).
+
+    >>> temp_sibling("/out/CT.nii.gz").name.startswith(".tmp-CT.nii.gz-")
+    True
+    """
+    path = Path(path)
     return path.with_name(f"{prefix}{path.name}-{secrets.token_hex(4)}")
 
 
@@ -98,7 +118,7 @@ def atomic_write(
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
     final = Path(path)
-    tmp = _temp_sibling(final)
+    tmp = temp_sibling(final)
     f: IO[Any] = open(tmp, mode) if mode == "wb" else open(tmp, mode, encoding="utf-8")  # noqa: SIM115
     try:
         with f:
@@ -206,7 +226,7 @@ def atomic_dir(final_dir: str | os.PathLike[str]) -> Iterator[Path]:
     ['CT.nii.gz']
     """
     final = Path(final_dir)
-    tmp = _temp_sibling(final)
+    tmp = temp_sibling(final)
     created = _mkdir_with_parents(tmp)
     try:
         yield tmp
@@ -216,7 +236,7 @@ def atomic_dir(final_dir: str | os.PathLike[str]) -> Iterator[Path]:
                     os.fsync(fh.fileno())
         fsync_dir(tmp)
         if final.exists():
-            old = _temp_sibling(final, _OLD_PREFIX)
+            old = temp_sibling(final, _OLD_PREFIX)
             os.replace(final, old)
             try:
                 os.replace(tmp, final)
@@ -262,7 +282,8 @@ def remove_stale_temps(root: str | os.PathLike[str]) -> list[Path]:
     """Delete ``.tmp-*`` / ``.old-*`` files and folders anywhere under ``root``.
 
     Call it at the start of a run, when no other writer works in ``root``. Returns what was
-    removed.
+    removed. A download's ``<name>.part`` is not a leftover but a download to resume, and
+    stays.
     """
     removed: list[Path] = []
     base = Path(root)

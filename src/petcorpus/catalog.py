@@ -153,8 +153,6 @@ CREATE TABLE splits (
 """,
 }
 
-_HASH_CHUNK = 4 << 20
-
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -167,7 +165,7 @@ def _version() -> str:
 
 
 def hash_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes, read in 4 MiB blocks.
+    """Hex sha256 of a file's bytes (:func:`hashlib.file_digest`).
 
     >>> import tempfile, pathlib
     >>> with tempfile.TemporaryDirectory() as d:
@@ -175,11 +173,8 @@ def hash_file(path: str | os.PathLike[str]) -> str:
     ...     hash_file(p)[:16]
     'ba7816bf8f01cfea'
     """
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        while block := fh.read(_HASH_CHUNK):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,9 @@ from petcorpus.naming import OutputName, name_studies
 from petcorpus.volume import Volume, VolumeStream
 
 if TYPE_CHECKING:
-    from petcorpus.dicom.suv import SuvKind
+    from petcorpus.dicom.scan import ScanResult, Selection, SeriesInfo, StudyInfo
+    from petcorpus.dicom.series import LoadedSeries
+    from petcorpus.dicom.suv import SuvKind, SuvResult
 
 __all__ = [
     "ConversionOptions",
@@ -104,7 +106,9 @@ class ConversionOptions:
 ConvertedStudy = AutopetStudy
 
 
-def find_studies(root: str | Path, *, workers: int | None = None) -> tuple[list[Any], Any]:
+def find_studies(
+    root: str | Path, *, workers: int | None = None
+) -> tuple[list[StudyInfo], ScanResult]:
     """Scan ``root`` and return (studies, scan result)."""
     from petcorpus.dicom.scan import scan
 
@@ -112,7 +116,7 @@ def find_studies(root: str | Path, *, workers: int | None = None) -> tuple[list[
     return list(result.studies), result
 
 
-def convert_study(study: Any, options: ConversionOptions | None = None) -> ConvertedStudy:
+def convert_study(study: StudyInfo, options: ConversionOptions | None = None) -> ConvertedStudy:
     """Convert one scanned study (a :class:`petcorpus.dicom.scan.StudyInfo`) to volumes.
 
     Chooses the CT and PET (see ``StudyInfo.select``), loads both series, computes the
@@ -130,7 +134,7 @@ def convert_study(study: Any, options: ConversionOptions | None = None) -> Conve
 
 
 def _produce(
-    study: Any,
+    study: StudyInfo,
     options: ConversionOptions,
     emit: Callable[[str, Volume | VolumeStream], None],
 ) -> dict[str, Any]:
@@ -270,7 +274,7 @@ def _scale(array: np.ndarray, factor: float) -> np.ndarray:
 
 
 def _lesion_mask(
-    segs: Sequence[Any], pet_series: Any, pet: Volume
+    segs: Sequence[SeriesInfo], pet_series: LoadedSeries, pet: Volume
 ) -> tuple[Volume | None, str | None]:
     if not segs:
         return None, None
@@ -292,9 +296,9 @@ def _lesion_mask(
 
 
 def _sidecar(
-    study: Any,
-    selection: Any,
-    suv: Any,
+    study: StudyInfo,
+    selection: Selection,
+    suv: SuvResult,
     factor: float,
     options: ConversionOptions,
     seg_uid: str | None,
@@ -378,7 +382,7 @@ class WrittenStudy:
 
 
 def convert_to_layout(
-    study: Any,
+    study: StudyInfo,
     out: str | Path,
     options: ConversionOptions | None = None,
     *,
@@ -421,7 +425,7 @@ def _check_owner(folder: Path, study_uid: str) -> None:
 
 
 def write_converted(
-    study: Any,
+    study: StudyInfo,
     out: str | Path,
     options: ConversionOptions | None = None,
     *,

@@ -65,7 +65,9 @@ def labels_to_grid(labels: Volume, target: Volume) -> Volume:
     m = np.linalg.inv(labels.affine) @ target.affine
     lin = m[:3, :3]
     if not np.allclose(lin, np.diag(np.diag(lin)), atol=1e-9):
-        out = labels.resample_to(target, interpolation="nearest", fill=0)
+        from petcorpus.resample import resample_to
+
+        out = resample_to(labels, target, interpolation="nearest", fill=0)
         return Volume(np.asarray(out.array, dtype=labels.dtype), target.affine)
     idx = []
     valid = []

@@ -1,16 +1,19 @@
-"""Resampling a `Volume` onto another grid (SimpleITK by default, scipy for autoPET compat)."""
+"""Resampling a `Volume` onto another grid (SimpleITK by default, scipy for autoPET compat).
+
+Free functions over volumes, as nibabel's ``processing.resample_from_to``: the `Volume`
+class knows nothing of resampling, and this module imports it, never the other way round.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 
-if TYPE_CHECKING:
-    from petcorpus.volume import Volume, VolumeStream
+from petcorpus.volume import Volume, VolumeStream
 
 __all__ = [
     "SLAB",
@@ -19,6 +22,7 @@ __all__ = [
     "resample_autopet",
     "resample_sitk",
     "resample_stream",
+    "resample_to",
     "set_image_geometry",
     "sitk_image",
 ]
@@ -45,6 +49,51 @@ _SITK_PIXEL = {
     np.dtype(np.float32): sitk.sitkFloat32,
     np.dtype(np.float64): sitk.sitkFloat64,
 }
+
+
+def resample_to(
+    source: Volume,
+    target: Volume,
+    interpolation: Literal["nearest", "linear", "bspline"] = "linear",
+    fill: float = 0.0,
+    dtype: npt.DTypeLike | None = None,
+    compat: Literal["autopet"] | None = None,
+    threads: int | None = None,
+) -> Volume:
+    """Resample ``source`` onto ``target``'s grid (nibabel's ``resample_from_to`` for Volumes).
+
+    Parameters
+    ----------
+    source : Volume
+        The voxels to resample.
+    target : Volume
+        The grid (shape + affine) to sample on; its voxel values are not used.
+    interpolation : {"nearest", "linear", "bspline"}
+        Interpolator (SimpleITK, multi-threaded). ``bspline`` is cubic.
+    fill : float
+        Value outside the source's field of view (e.g. -1024 for CT).
+    dtype : dtype, optional
+        Output dtype; default float32 for linear/bspline, the input dtype for nearest.
+    compat : {"autopet"}, optional
+        Reproduce the published autoPET recipe (:func:`resample_autopet`: nilearn
+        ``resample_to_img`` with ``interpolation="continuous"``, scipy.ndimage cubic
+        B-spline with prefilter, constant fill, float32). ``interpolation`` is then ignored.
+    threads : int, optional
+        SimpleITK threads (default: all cores); the compat path is single-threaded.
+
+    Examples
+    --------
+    >>> v = Volume(np.arange(8, dtype=np.int16).reshape(2, 2, 2), np.eye(4))
+    >>> resample_to(v, v, interpolation="nearest").array.ravel().tolist()
+    [0, 1, 2, 3, 4, 5, 6, 7]
+    """
+    if compat == "autopet":
+        return resample_autopet(source, target, fill=fill)
+    if compat is not None:
+        raise ValueError(f"unknown compat mode {compat!r}; use 'autopet' or None")
+    return resample_sitk(
+        source, target, interpolation=interpolation, fill=fill, dtype=dtype, threads=threads
+    )
 
 
 def resample_sitk(
@@ -82,8 +131,6 @@ def resample_stream(
     never holds the resampled volume whole. B-spline resampling is one slab (SimpleITK
     computes the spline coefficients of the whole source on every call).
     """
-    from petcorpus.volume import VolumeStream
-
     if interpolation not in _INTERPOLATORS:
         raise ValueError(
             f"interpolation must be one of {sorted(_INTERPOLATORS)}, got {interpolation!r}"
@@ -96,7 +143,7 @@ def resample_stream(
     ni, nj, nk = target.shape
     step = nk if interpolation == "bspline" else slab
     aff = target.affine_lps
-    spacing, direction, _ = _geometry(target)
+    spacing, direction, _ = target.sitk_geometry()
 
     def slabs() -> Iterator[np.ndarray]:
         src = sitk_image(source)
@@ -163,12 +210,10 @@ def set_image_geometry(array: np.ndarray, affine: npt.ArrayLike) -> bool:
     before the image is shared: SimpleITK copies the pixels of an image that another
     reference holds when its geometry changes, which would leave ``array`` behind.
     """
-    from petcorpus.volume import Volume
-
     owner = _image_owner(array)
     if owner is None:
         return False
-    spacing, direction, origin = _geometry(Volume(array.transpose(2, 1, 0), affine))
+    spacing, direction, origin = Volume(array.transpose(2, 1, 0), affine).sitk_geometry()
     owner.image.SetSpacing(spacing)
     owner.image.SetDirection(direction)
     owner.image.SetOrigin(origin)
@@ -185,7 +230,7 @@ def sitk_image(volume: Volume) -> sitk.Image:
     """
     owner = _image_owner(volume.array.transpose(2, 1, 0))
     if owner is not None:
-        spacing, direction, origin = _geometry(volume)
+        spacing, direction, origin = volume.sitk_geometry()
         image = owner.image
         if (
             np.allclose(image.GetSpacing(), spacing, rtol=0, atol=1e-9)
@@ -194,13 +239,6 @@ def sitk_image(volume: Volume) -> sitk.Image:
         ):
             return image
     return volume.to_sitk()
-
-
-def _geometry(volume: Volume) -> tuple[list[float], list[float], list[float]]:
-    """SimpleITK's spacing, direction (row-major) and origin of ``volume`` (LPS)."""
-    aff = volume.affine_lps
-    spacing = volume.spacing
-    return spacing.tolist(), (aff[:3, :3] / spacing).ravel().tolist(), aff[:3, 3].tolist()
 
 
 def _image_owner(zyx: np.ndarray) -> _ImageBuffer | None:
@@ -238,8 +276,6 @@ def resample_autopet(
     nilearn reading the affines back from the float32 NIfTI header.
     """
     from scipy import ndimage
-
-    from petcorpus.volume import Volume
 
     transform = np.linalg.inv(source.affine) @ target.affine
     data = np.asarray(source.array)

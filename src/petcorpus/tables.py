@@ -16,8 +16,10 @@ written as ``clinical.csv``, ``CT-details.xlsx``, ``PT-details.xlsx`` and Parque
 
 Acquisition parameters are read from the catalog's ``params`` table by DICOM keyword (the
 names in :data:`CT_KEYWORDS` and :data:`PT_KEYWORDS`; matching ignores case and
-underscores, so ``kvp`` or ``slice_thickness`` also work). :func:`params_from_datasets`
-builds that mapping from pydicom headers.
+underscores, so ``kvp`` or ``slice_thickness`` also work), as the scan
+(:mod:`petcorpus.dicom.scan`) records them. The uptake time is the scan's ``UptakeTimeS``,
+computed by the rule of :mod:`petcorpus.dicom.values` that the SUV uses; iterations and
+subsets are parsed from ReconstructionMethod by the same module.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from petcorpus.errors import PetcorpusError, Reason
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pydicom.dataset import Dataset
 
     from petcorpus.catalog import Catalog
 
@@ -46,7 +47,6 @@ __all__ = [
     "ct_details",
     "export_tables",
     "ingest_clinical",
-    "params_from_datasets",
     "pt_details",
     "read_clinical_csv",
 ]
@@ -236,58 +236,6 @@ def ingest_clinical(
     return len(table)
 
 
-# -- parameters from DICOM headers -------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    from pydicom.multival import MultiValue
-    from pydicom.valuerep import IS, DSfloat
-
-    if isinstance(value, MultiValue | list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, DSfloat):
-        return float(value)
-    if isinstance(value, IS):
-        return int(value)
-    if isinstance(value, int | float):
-        return value
-    return str(value)
-
-
-def params_from_datasets(datasets: Sequence[Dataset]) -> dict[str, Any]:
-    """The acquisition parameters of one series (the keywords the tables read).
-
-    Values come from the first header, except ``AcquisitionDate``/``AcquisitionTime``,
-    which are the earliest over all headers (the scan start of a multi-bed PET).
-    """
-    if not datasets:
-        raise PetcorpusError("no datasets given")
-    first = datasets[0]
-    out: dict[str, Any] = {}
-    for kw in dict.fromkeys((*CT_KEYWORDS, *PT_KEYWORDS)):
-        value = first.get(kw)
-        if value is not None and value != "":
-            out[kw] = _plain(value)
-    rp_seq = first.get("RadiopharmaceuticalInformationSequence")
-    if rp_seq:
-        for kw in (
-            "Radiopharmaceutical",
-            "RadionuclideTotalDose",
-            "RadiopharmaceuticalStartDateTime",
-            "RadiopharmaceuticalStartTime",
-            "RadionuclideHalfLife",
-        ):
-            value = rp_seq[0].get(kw)
-            if value is not None and value != "":
-                out[kw] = _plain(value)
-    stamps = [
-        (str(ds.AcquisitionDate), str(ds.AcquisitionTime))
-        for ds in datasets
-        if ds.get("AcquisitionDate") and ds.get("AcquisitionTime")
-    ]
-    if stamps:
-        out["AcquisitionDate"], out["AcquisitionTime"] = min(stamps)
-    return out
-
-
 # -- exports -----------------------------------------------------------------------------------
 def _series_params(catalog: Catalog, modality: str) -> pd.DataFrame:
     return catalog.query(
@@ -325,7 +273,8 @@ class _P:
     def text(self, *names: str) -> str | None:
         for n in names:
             v = self.p.get(_norm(n))
-            if v is not None and v[0] not in (None, ""):
+            # a NULL comes back from the catalog as None or NaN (a column of NULLs is float)
+            if v is not None and v[0] not in (None, "") and v[0] == v[0]:
                 return str(v[0])
         return None
 
@@ -353,49 +302,34 @@ def _matrix(p: _P) -> str | None:
     return None if r is None or c is None else f"{int(r)} x {int(c)}"
 
 
-def _dicom_datetime(date: str | None, time: str | None, dtm: str | None) -> dt.datetime | None:
-    text = dtm or (None if date is None or time is None else f"{date}{time}")
-    if not text:
-        return None
-    text = re.split(r"[+-]", text.strip(), maxsplit=1)[0]
-    m = re.fullmatch(r"(\d{8})(\d{2})(\d{2})?(\d{2})?(\.\d+)?", text)
-    if m is None:
-        return None
-    base = dt.datetime.strptime(m.group(1), "%Y%m%d")
-    frac = float(m.group(5)) if m.group(5) else 0.0
-    return base + dt.timedelta(
-        hours=int(m.group(2)),
-        minutes=int(m.group(3) or 0),
-        seconds=int(m.group(4) or 0) + frac,
+def _uptake_minutes(p: _P) -> float | None:
+    """Scan start minus injection, in minutes, by :mod:`petcorpus.dicom.values`' rule.
+
+    The scan records it as ``UptakeTimeS``; params recorded without it (another source)
+    are read by the same rule from their DICOM keywords.
+    """
+    from petcorpus.dicom.values import (
+        injection_datetime,
+        parse_date_time,
+        parse_datetime,
+        scan_start,
     )
 
-
-def _uptake_minutes(p: _P) -> float | None:
-    """Scan start (earliest acquisition, else series) minus injection, in minutes."""
-    explicit = p.num("uptake_time_s", "UptakeTime")
+    explicit = p.num("UptakeTimeS", "UptakeTime")
     if explicit is not None:
         return explicit / 60.0
-    scan = _dicom_datetime(
-        p.text("AcquisitionDate"), p.text("AcquisitionTime"), p.text("AcquisitionDateTime")
-    ) or _dicom_datetime(p.text("SeriesDate"), p.text("SeriesTime"), None)
-    inj = _dicom_datetime(None, None, p.text("RadiopharmaceuticalStartDateTime"))
-    if inj is None and scan is not None:
-        inj = _dicom_datetime(
-            scan.strftime("%Y%m%d"), p.text("RadiopharmaceuticalStartTime"), None
-        )
+    series = parse_date_time(p.text("SeriesDate"), p.text("SeriesTime"))
+    acquisition = parse_datetime(p.text("AcquisitionDateTime")) or parse_date_time(
+        p.text("AcquisitionDate") or p.text("SeriesDate"), p.text("AcquisitionTime")
+    )
+    which = scan_start(series, acquisition)
+    scan = {"series": series, "acquisition": acquisition}.get(which or "")
+    inj = injection_datetime(
+        p.text("RadiopharmaceuticalStartDateTime"), p.text("RadiopharmaceuticalStartTime"), series
+    )
     if scan is None or inj is None:
         return None
-    return (scan - inj).total_seconds() / 60.0
-
-
-def _recon_iterations_subsets(method: str | None) -> tuple[int | None, int | None]:
-    """Iterations and subsets from strings such as ``PSF+TOF 2i21s`` or ``OSEM 3i/24s``."""
-    if not method:
-        return None, None
-    m = re.search(r"(\d+)\s*i\s*[/x]?\s*(\d+)\s*s", method, re.I)
-    if m is None:
-        return None, None
-    return int(m.group(1)), int(m.group(2))
+    return (scan - inj[0]).total_seconds() / 60.0
 
 
 def clinical_table(catalog: Catalog) -> pd.DataFrame:
@@ -446,12 +380,14 @@ def ct_details(catalog: Catalog) -> pd.DataFrame:
 
 def pt_details(catalog: Catalog) -> pd.DataFrame:
     """One row per PET series, ENHANCE ``PT-details.xlsx``-style columns."""
+    from petcorpus.dicom.values import recon_iterations_subsets
+
     params = _params_by_series(catalog)
     rows = []
     for r in _series_params(catalog, "PT").itertuples(index=False):
         p = _P(params.get(r.series_uid, {}))
         method = p.text("ReconstructionMethod")
-        iters, subsets = _recon_iterations_subsets(method)
+        iters, subsets = recon_iterations_subsets(method)
         if p.num("Iterations") is not None and p.num("Subsets") is not None:
             iters, subsets = int(p.num("Iterations") or 0), int(p.num("Subsets") or 0)
         dose = p.num("RadionuclideTotalDose")

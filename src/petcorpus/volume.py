@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from os import PathLike
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -216,58 +216,29 @@ class Volume:
         array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
         return cls(array, lps_to_ras(affine_lps))
 
+    def sitk_geometry(self) -> tuple[list[float], list[float], list[float]]:
+        """SimpleITK's spacing, direction (row-major 3x3) and origin of this grid (LPS+)."""
+        aff = self.affine_lps
+        spacing = self.spacing
+        return spacing.tolist(), (aff[:3, :3] / spacing).ravel().tolist(), aff[:3, 3].tolist()
+
     def to_sitk(self) -> sitk.Image:
-        """Return a SimpleITK image with origin, spacing and direction in LPS+."""
+        """Return a SimpleITK image with origin, spacing and direction in LPS+.
+
+        Resampling is :func:`petcorpus.resample.resample_to` (a free function, as nibabel's
+        ``processing.resample_from_to``).
+        """
         arr = self._array
         if arr.dtype == np.bool_:
             arr = arr.astype(np.uint8)
         image = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0)))
-        aff = self.affine_lps
-        spacing = self.spacing
-        image.SetSpacing(spacing.tolist())
-        image.SetDirection((aff[:3, :3] / spacing).ravel().tolist())
-        image.SetOrigin(aff[:3, 3].tolist())
+        spacing, direction, origin = self.sitk_geometry()
+        image.SetSpacing(spacing)
+        image.SetDirection(direction)
+        image.SetOrigin(origin)
         return image
 
-    # -- resampling -------------------------------------------------------------------------
-    def resample_to(
-        self,
-        target: Volume,
-        interpolation: Literal["nearest", "linear", "bspline"] = "linear",
-        fill: float = 0.0,
-        dtype: npt.DTypeLike | None = None,
-        compat: Literal["autopet"] | None = None,
-        threads: int | None = None,
-    ) -> Volume:
-        """Resample this volume onto ``target``'s grid.
-
-        Parameters
-        ----------
-        target : Volume
-            The grid (shape + affine) to sample on; its voxel values are not used.
-        interpolation : {"nearest", "linear", "bspline"}
-            Interpolator (SimpleITK, multi-threaded). ``bspline`` is cubic.
-        fill : float
-            Value outside this volume's field of view (e.g. -1024 for CT).
-        dtype : dtype, optional
-            Output dtype; default float32 for linear/bspline, the input dtype for nearest.
-        compat : {"autopet"}, optional
-            Reproduce the published autoPET recipe (nilearn ``resample_to_img`` with
-            ``interpolation="continuous"``: scipy.ndimage cubic B-spline with prefilter,
-            constant fill, float32). ``interpolation`` is then ignored.
-        threads : int, optional
-            SimpleITK threads (default: all cores); the compat path is single-threaded.
-        """
-        from petcorpus.resample import resample_autopet, resample_sitk
-
-        if compat == "autopet":
-            return resample_autopet(self, target, fill=fill)
-        if compat is not None:
-            raise ValueError(f"unknown compat mode {compat!r}; use 'autopet' or None")
-        return resample_sitk(
-            self, target, interpolation=interpolation, fill=fill, dtype=dtype, threads=threads
-        )
-
+    # -- construction ---------------------------------------------------------------------
     @staticmethod
     def stack_affine(
         spacing: Sequence[float], origin: Sequence[float], direction: npt.ArrayLike | None = None

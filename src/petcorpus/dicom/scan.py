@@ -34,69 +34,13 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
 
 from petcorpus._memory import gc_paused
-from petcorpus.dicom.series import check_file, os_error, read_dataset
-from petcorpus.errors import CorruptFileError, PetcorpusError, Reason
+from petcorpus.dicom.header import as_float, as_text, read_scan_header, series_params
+from petcorpus.dicom.io import DICOMDIR_SOP_CLASS
+from petcorpus.errors import PetcorpusError, Reason
 
 __all__ = ["ScanResult", "Selection", "SeriesInfo", "StudyInfo", "scan"]
-
-_KEYWORDS = [
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "Modality",
-    "PatientID",
-    "PatientSex",
-    "PatientAge",
-    "PatientWeight",
-    "PatientSize",
-    "StudyDate",
-    "StudyTime",
-    "SeriesDate",
-    "SeriesTime",
-    "AcquisitionDate",
-    "AcquisitionTime",
-    "AcquisitionDateTime",
-    "SeriesDescription",
-    "SeriesNumber",
-    "InstanceNumber",
-    "Manufacturer",
-    "ManufacturerModelName",
-    "FrameOfReferenceUID",
-    "ImagePositionPatient",
-    "ImageOrientationPatient",
-    "PixelSpacing",
-    "Rows",
-    "Columns",
-    "SliceThickness",
-    "KVP",
-    "XRayTubeCurrent",
-    "Exposure",
-    "ConvolutionKernel",
-    "ContrastBolusAgent",
-    "Units",
-    "DecayCorrection",
-    "CorrectedImage",
-    "ReconstructionMethod",
-    "FilterType",
-    "RadiopharmaceuticalInformationSequence",
-    "ReferencedSeriesSequence",
-    "NumberOfFrames",
-    "ImageType",
-]
-# Private creators and elements used for SUV (GE scan start; Philips scale factors).
-_PRIVATE = [
-    (0x0009, 0x0010),
-    (0x0009, 0x100D),
-    (0x7053, 0x0010),
-    (0x7053, 0x1000),
-    (0x7053, 0x1009),
-]
-_SPECIFIC_TAGS: list[int] = [*(Tag(k) for k in _KEYWORDS), *(Tag(g, e) for g, e in _PRIVATE)]
-_ITER_RE = re.compile(r"(\d+)\s*i\s*(\d+)\s*s", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,7 +279,7 @@ class _FileKeys:
             series_uid=str(ds.SeriesInstanceUID),
             position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
             orientation=_floats(ds.get("ImageOrientationPatient"), 6),
-            instance=_f(ds.get("InstanceNumber")),
+            instance=as_float(ds.get("InstanceNumber")),
             acquisition=_acq_key(ds),
         )
 
@@ -351,150 +295,22 @@ def _floats(value: Any, n: int) -> tuple[float, ...] | None:
 #: first words of the skip reasons of files that may be damaged slices, as opposed to
 #: files that are not images (other files, DICOMDIR, FIFOs...)
 DAMAGED = ("zero bytes", "truncated", "unreadable", "cannot parse")
-_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 
 
 def _read_header(path: Path) -> _FileKeys | str:
     """The file's keys, or why it is skipped (a reason starting with one of :data:`DAMAGED`
     when the file may be a damaged slice)."""
     try:
-        ds = _read_specific(path)
+        ds = read_scan_header(path)
     except PetcorpusError as exc:
         return exc.message
     if not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID"):
         meta = getattr(ds, "file_meta", None)
         sop_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
-        if sop_class == _DICOMDIR_SOP_CLASS or path.name.upper() == "DICOMDIR":
+        if sop_class == DICOMDIR_SOP_CLASS or path.name.upper() == "DICOMDIR":
             return "DICOMDIR (an index of the files, not an image)"
         return "no StudyInstanceUID/SeriesInstanceUID"
     return _FileKeys.from_dataset(path, ds)
-
-
-def _read_specific(path: Path) -> Dataset:
-    """The header elements the scan uses (pixel data not read).
-
-    Raises
-    ------
-    CorruptFileError
-        Zero bytes, unreadable (with the OS error), not a regular file, not DICOM, or
-        truncated: the file ends inside its header (before the pixel data of an image, or
-        before the UIDs).
-    """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    size = check_file(path)
-    try:
-        with open(path, "rb") as fh:
-            try:
-                ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=_SPECIFIC_TAGS)
-            except InvalidDicomError:
-                return read_dataset(path, stop_before_pixels=True)
-            # pydicom stops silently at the end of the file; reading stops before the
-            # pixel data of an intact image, so an image header that reaches the end (or
-            # a header without its UIDs) was cut short.
-            end = fh.tell()
-    except CorruptFileError:
-        raise
-    except OSError as exc:
-        raise CorruptFileError(f"unreadable: {os_error(exc)}", path=path) from exc
-    except Exception as exc:
-        raise CorruptFileError(
-            f"cannot parse as DICOM ({type(exc).__name__}: {exc})", path=path
-        ) from exc
-    if end >= size:
-        meta = getattr(ds, "file_meta", None)
-        dicomdir = meta is not None and meta.get("MediaStorageSOPClassUID") == _DICOMDIR_SOP_CLASS
-        no_uids = not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID")
-        if not dicomdir and ("Rows" in ds or no_uids):
-            what = "the pixel data" if not no_uids else "its StudyInstanceUID/SeriesInstanceUID"
-            raise CorruptFileError(
-                f"truncated: the file ends after {size} bytes, inside its DICOM header, "
-                f"before {what}",
-                path=path,
-            )
-    return ds
-
-
-def _f(v: Any) -> float | None:
-    try:
-        return None if v is None or v == "" else float(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def _s(v: Any) -> str | None:
-    if v is None or v == "":
-        return None
-    return str(v).strip() or None
-
-
-def _params(modality: str, first: Dataset, earliest: Dataset) -> dict[str, Any]:
-    def get(kw: str) -> Any:
-        v = first.get(kw)
-        if v is None or v == "":
-            return None
-        if kw in ("PixelSpacing", "CorrectedImage", "ImageType"):
-            return [
-                str(x) if kw != "PixelSpacing" else float(x)
-                for x in ([v] if isinstance(v, str) else v)
-            ]
-        if kw in ("Rows", "Columns"):
-            return int(v)
-        if kw in (
-            "KVP",
-            "XRayTubeCurrent",
-            "Exposure",
-            "SliceThickness",
-            "PatientWeight",
-            "PatientSize",
-        ):
-            return _f(v)
-        return _s(v) if not isinstance(v, (list, tuple)) else "\\".join(map(str, v))
-
-    p: dict[str, Any] = {}
-    common = ["Rows", "Columns", "PixelSpacing", "SliceThickness", "ConvolutionKernel"]
-    if modality == "CT":
-        for kw in ["KVP", "XRayTubeCurrent", "Exposure", *common, "ContrastBolusAgent"]:
-            p[kw] = get(kw)
-    elif modality == "PT":
-        for kw in [
-            "Units",
-            "DecayCorrection",
-            "CorrectedImage",
-            "ReconstructionMethod",
-            "FilterType",
-            *common,
-            "PatientWeight",
-            "PatientSize",
-            "PatientAge",
-            "PatientSex",
-        ]:
-            p[kw] = get(kw)
-        m = _ITER_RE.search(p.get("ReconstructionMethod") or "")
-        p["Iterations"], p["Subsets"] = (int(m.group(1)), int(m.group(2))) if m else (None, None)
-        seq = first.get("RadiopharmaceuticalInformationSequence")
-        rp = seq[0] if seq else None
-        p["RadionuclideTotalDose"] = _f(rp.get("RadionuclideTotalDose")) if rp else None
-        p["Radiopharmaceutical"] = _s(rp.get("Radiopharmaceutical")) if rp else None
-        from petcorpus.dicom.suv import SuvInputs, _scan_datetime
-
-        inp = SuvInputs.from_datasets([first, earliest])
-        inj = inp.injection_datetime.value if inp.injection_datetime else None
-        try:
-            scan_dt = _scan_datetime(inp).value
-        except PetcorpusError:
-            scan_dt = None
-        p["InjectionDateTime"] = inj.isoformat() if inj else None
-        p["ScanDateTime"] = scan_dt.isoformat() if scan_dt else None
-        p["UptakeTimeS"] = (scan_dt - inj).total_seconds() if inj and scan_dt else None
-    elif modality == "SEG":
-        ref = first.get("ReferencedSeriesSequence")
-        p["ReferencedSeriesUID"] = _s(ref[0].get("SeriesInstanceUID")) if ref else None
-    else:
-        for kw in common:
-            p[kw] = get(kw)
-    return p
 
 
 def _slice_key(keys: _FileKeys, normal: np.ndarray | None) -> tuple[int, float, str]:
@@ -507,10 +323,10 @@ def _slice_key(keys: _FileKeys, normal: np.ndarray | None) -> tuple[int, float, 
 
 
 def _acq_key(ds: Dataset) -> str:
-    adt = _s(ds.get("AcquisitionDateTime"))
+    adt = as_text(ds.get("AcquisitionDateTime"))
     if adt:
         return adt
-    return (_s(ds.get("AcquisitionDate")) or "") + (_s(ds.get("AcquisitionTime")) or "~")
+    return (as_text(ds.get("AcquisitionDate")) or "") + (as_text(ds.get("AcquisitionTime")) or "~")
 
 
 def _read_headers(paths: list[Path]) -> list[_FileKeys | str]:
@@ -651,26 +467,26 @@ def _scan(
         # The series' summary comes from its first file as walked and from its earliest
         # acquisition; only these two headers are read again, here.
         first_keys = members[0]
-        first = _read_specific(first_keys.path)
-        modality = _s(first.get("Modality")) or "OT"
+        first = read_scan_header(first_keys.path)
+        modality = as_text(first.get("Modality")) or "OT"
         iop = first_keys.orientation
         normal = None if iop is None else np.cross(iop[:3], iop[3:])
         members.sort(key=functools.partial(_slice_key, normal=normal))
         earliest_keys = min(members, key=lambda m: m.acquisition)
-        earliest = first if earliest_keys is first_keys else _read_specific(earliest_keys.path)
+        earliest = first if earliest_keys is first_keys else read_scan_header(earliest_keys.path)
         zs = [m.position[2] for m in members if m.position is not None]
         info = SeriesInfo(
             series_uid=series_uid,
             study_uid=study_uid,
             modality=modality,
             files=tuple(m.path for m in members),
-            manufacturer=_s(first.get("Manufacturer")),
-            model=_s(first.get("ManufacturerModelName")),
-            frame_of_reference_uid=_s(first.get("FrameOfReferenceUID")),
-            description=_s(first.get("SeriesDescription")),
+            manufacturer=as_text(first.get("Manufacturer")),
+            model=as_text(first.get("ManufacturerModelName")),
+            frame_of_reference_uid=as_text(first.get("FrameOfReferenceUID")),
+            description=as_text(first.get("SeriesDescription")),
             series_number=int(first.SeriesNumber) if first.get("SeriesNumber") else None,
             z_extent=(min(zs), max(zs)) if zs else None,
-            params=_params(modality, first, earliest),
+            params=series_params(modality, first, earliest),
             unreadable=tuple(
                 d
                 for folder in sorted({m.path.parent for m in members})
@@ -698,8 +514,8 @@ def _scan(
         out.append(
             StudyInfo(
                 uid,
-                _s(meta.get("PatientID")),
-                _s(meta.get("StudyDate")),
+                as_text(meta.get("PatientID")),
+                as_text(meta.get("StudyDate")),
                 series,
                 unreadable=tuple(beside),
             )

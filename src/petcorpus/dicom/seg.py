@@ -111,7 +111,7 @@ def _read(seg: str | PathLike[str] | Dataset) -> tuple[Dataset, str]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    from petcorpus.dicom.series import check_file, os_error
+    from petcorpus.dicom.io import check_file, os_error
 
     path = Path(seg)
     check_file(path)  # zero bytes, not a regular file, unreadable: named with the OS error

@@ -20,25 +20,18 @@ import dataclasses
 import logging
 import math
 import os
-import stat
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder, pixel_array
-from pydicom.uid import (
-    UID,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-)
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from petcorpus.dicom.io import check_file, os_error, read_dataset
+from petcorpus.dicom.scan import SeriesInfo
 from petcorpus.errors import (
     CorruptFileError,
     GeometryMismatchError,
@@ -50,9 +43,7 @@ from petcorpus.errors import (
 )
 from petcorpus.volume import Volume, lps_to_ras
 
-if TYPE_CHECKING:
-    from petcorpus.dicom.scan import SeriesInfo
-
+# check_file, os_error and read_dataset live in petcorpus.dicom.io; importable from here too
 __all__ = ["LoadedSeries", "affine_lps", "check_file", "load_series", "os_error", "read_dataset"]
 
 log = logging.getLogger(__name__)
@@ -62,7 +53,6 @@ _NATIVE = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 _SPACING_RTOL = 0.01
 #: orientation cosines must agree within this
 _ORIENT_ATOL = 1e-4
-_NOT_DICOM = "not a DICOM file (no DICM marker and no DICOM header)"
 #: in-plane offset between consecutive slices (gantry tilt / misstacking), mm
 _INPLANE_ATOL = 0.01
 
@@ -79,90 +69,6 @@ class LoadedSeries:
     series_uid: str
     #: positions of the slices along the normal (mm, ascending)
     positions: tuple[float, ...]
-
-
-def read_dataset(path: str | PathLike[str], *, stop_before_pixels: bool = False) -> Dataset:
-    """Read one DICOM file, also without preamble/file meta (implicit or explicit VR).
-
-    Raises
-    ------
-    CorruptFileError
-        Zero bytes, unreadable (with the OS error), not DICOM, or truncated before the
-        header ends.
-    """
-    p = Path(path)
-    check_file(p)
-    try:
-        try:
-            ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels)
-        except InvalidDicomError:
-            # No 128-byte preamble / 'DICM' / file meta: a "headerless" dataset. It must start
-            # with a little-endian element of group 0002..0008 (checked before forcing pydicom,
-            # which would otherwise "parse" any file).
-            with open(p, "rb") as fh:
-                head = fh.read(8)
-            group = int.from_bytes(head[:2], "little") if len(head) >= 8 else -1
-            if not 0x0002 <= group <= 0x0008:
-                raise CorruptFileError(_NOT_DICOM, path=p) from None
-            ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels, force=True)
-            if "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
-                raise CorruptFileError(_NOT_DICOM, path=p) from None
-    except CorruptFileError:
-        raise
-    except OSError as exc:
-        raise CorruptFileError(f"unreadable: {os_error(exc)}", path=p) from exc
-    except Exception as exc:  # pydicom raises many types on truncated/garbled input
-        raise CorruptFileError(
-            f"cannot parse as DICOM ({type(exc).__name__}: {exc})", path=p
-        ) from exc
-    _ensure_transfer_syntax(ds)
-    return ds
-
-
-def os_error(exc: OSError) -> str:
-    """An OS error as ``[Errno 13] Permission denied`` (the path is named separately)."""
-    if exc.errno is not None and exc.strerror:
-        return f"[Errno {exc.errno}] {exc.strerror}"
-    return str(exc) or type(exc).__name__
-
-
-def check_file(path: Path) -> int:
-    """The size of a file that can be opened as DICOM, or the reason it cannot.
-
-    Checked before any read: a FIFO or a device would block ``open`` or never end.
-
-    Raises
-    ------
-    CorruptFileError
-        Unreadable (the OS error: missing, dangling link, permission), not a regular file,
-        or zero bytes.
-    """
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise CorruptFileError(f"unreadable: {os_error(exc)}", path=path) from exc
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO, socket or device"
-        raise CorruptFileError(f"not a regular file ({kind})", path=path)
-    if st.st_size == 0:
-        raise CorruptFileError("zero bytes (an empty file)", path=path)
-    return st.st_size
-
-
-def _ensure_transfer_syntax(ds: Dataset) -> None:
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None and "TransferSyntaxUID" in meta:
-        return
-    implicit, little = ds.original_encoding
-    if implicit is None:
-        implicit, little = True, True
-    if meta is None:
-        ds.file_meta = pydicom.dataset.FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = (
-        ImplicitVRLittleEndian
-        if implicit
-        else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
-    )
 
 
 def _need(ds: Dataset, keyword: str, path: Path) -> object:
@@ -402,8 +308,30 @@ def _unreadable_slice(
     )
 
 
+def _series_files(
+    series: SeriesInfo | Sequence[str | PathLike[str]] | str | PathLike[str],
+) -> list[Path]:
+    """The files :func:`load_series` reads (a folder's non-hidden files, sorted)."""
+    if isinstance(series, SeriesInfo):
+        files = list(series.files)
+    elif isinstance(series, (str, PathLike)):
+        where = Path(series)
+        if where.is_dir():
+            files = sorted(
+                p for p in where.iterdir() if not p.name.startswith(".") and not p.is_dir()
+            )
+        else:
+            files = [where]  # a single file; read_dataset names it if it is missing
+    else:
+        files = [Path(p) for p in series]
+    if not files:
+        folder = series if isinstance(series, (str, PathLike)) else None
+        raise PetcorpusError("no files in the series", path=folder, reason=Reason.NO_SERIES)
+    return files
+
+
 def load_series(
-    series: SeriesInfo | Sequence[str | PathLike[str]],
+    series: SeriesInfo | Sequence[str | PathLike[str]] | str | PathLike[str],
     *,
     workers: int | None = None,
 ) -> LoadedSeries:
@@ -411,8 +339,9 @@ def load_series(
 
     Parameters
     ----------
-    series : SeriesInfo or sequence of paths
-        The series' files (any order).
+    series : SeriesInfo, sequence of paths, or path
+        The series' files (any order), or a folder: every file in it (hidden files
+        aside) is read as a slice of the one series. A single file is a one-slice series.
     workers : int, optional
         Threads reading and decoding slices (default: the CPU count).
 
@@ -421,7 +350,8 @@ def load_series(
     LoadedSeries
         ``.volume`` is int16 HU for CT, float32 ``stored * RescaleSlope + RescaleIntercept``
         (per slice; Bq/ml for BQML, counts for CNTS) for PET, and for other modalities int16
-        when the rescale is integral and fits, else float32.
+        when the rescale is integral and every value fits, else float32. CT values outside
+        int16 are clipped (with a warning).
 
     Raises
     ------
@@ -438,14 +368,9 @@ def load_series(
         Non-uniform spacing (a missing slice) or, with reason DUPLICATE_SLICE, two slices at
         one position; the positions are in the message.
     """
-    from petcorpus.dicom.scan import SeriesInfo  # scan imports this module
-
-    paths = series.files if isinstance(series, SeriesInfo) else series
     # files beside the series that the scan could not read (they may be its slices)
     unreadable = series.unreadable if isinstance(series, SeriesInfo) else ()
-    files = [Path(p) for p in paths]
-    if not files:
-        raise PetcorpusError("no files in the series", reason=Reason.NO_SERIES)
+    files = _series_files(series)
     n_workers = workers or os.cpu_count() or 1
 
     def read(p: Path) -> Dataset:
@@ -564,11 +489,15 @@ def load_series(
     if block is None:
         # Other modalities: int16 when every slice's rescale is integral, else float32 —
         # known only now, so the slices are decoded in a second pass.
+        # Integral values are decoded exactly (int32) and kept as int16 when they fit.
         rescale = [_rescale(ds) for ds in dss]
         integral = all(s == 1.0 and float(b).is_integer() for s, b in rescale)
-        block = np.empty((n, rows, cols), dtype=np.int16 if integral else np.float32)
+        block = np.empty((n, rows, cols), dtype=np.int32 if integral else np.float32)
         for k in range(n):
-            clipped |= _decode_into(block[k], dss[k], files[k])
+            _decode_into(block[k], dss[k], files[k])
+        if integral:
+            fits = block.min() >= -32768 and block.max() <= 32767
+            block = block.astype(np.int16 if fits else np.float32)
     if clipped:
         log.warning("%s: rescaled values outside int16 were clipped", files[0].parent)
     affine = lps_to_ras(aff)

@@ -6,11 +6,9 @@ output, in the series' own Units: BQML, CNTS or GML) to give Bq/ml, SUVbw, SUL o
 Two time references:
 
 ``"qiba"`` (default; QIBA/UCSF vendor-neutral pseudo-code)
-    scan time = SeriesDate/SeriesTime unless it is after the earliest
-    AcquisitionDate/AcquisitionTime of the series; then GE's private scan start (0009,100D)
-    in block ``GEMS_PETD_01`` where present, else the earliest acquisition date-time.
-    Injection = RadiopharmaceuticalStartDateTime, else SeriesDate + RadiopharmaceuticalStartTime
-    (one day earlier if that lands after the scan: injection before midnight). Decay:
+    Scan start and injection time by the rules of :mod:`petcorpus.dicom.values`
+    (:func:`~petcorpus.dicom.values.scan_start`,
+    :func:`~petcorpus.dicom.values.injection_datetime`), written there once. Decay:
     ``DecayCorrection`` START → decay the dose to the scan time; ADMIN → no decay; NONE →
     pixels are not decay corrected, each slice is decayed to its own acquisition time (see
     :attr:`SuvResult.per_slice`; one number describes the series only when every slice
@@ -37,11 +35,14 @@ from typing import Any, Literal
 
 from pydicom.dataset import Dataset
 
+from petcorpus.dicom.suv_inputs import Sourced, SuvInputs
+from petcorpus.dicom.values import scan_start
 from petcorpus.errors import MissingTagError, PetcorpusError, Reason, UnsupportedError
 
 __all__ = [
     "Sourced",
     "SuvInputs",
+    "SuvKind",
     "SuvResult",
     "autopet_reference_file",
     "bqml_factor",
@@ -56,317 +57,6 @@ SuvKind = Literal["bw", "lbm", "bsa"]
 _MAX_UPTAKE_S = 24 * 3600.0
 #: heavier than any patient a PET/CT table takes (a weight in grams shows up as absurd)
 _MAX_WEIGHT_KG = 500.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Sourced:
-    """A value read from a header, with the tag and the file it came from."""
-
-    value: Any
-    tag: str
-    file: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        v = self.value
-        if isinstance(v, dt.datetime):
-            v = v.isoformat()
-        elif isinstance(v, tuple):
-            v = list(v)
-        return {"value": v, "source": self.tag, "file": self.file}
-
-
-def _fmt_dt(d: str, t: str) -> dt.datetime | None:
-    """DICOM DA + TM (or a DT split as such) to a naive datetime; None when unparsable."""
-    d = d.strip()
-    t = t.strip().replace(":", "")
-    if len(d) != 8 or not d.isdigit() or len(t) < 2:
-        return None
-    try:
-        frac = 0.0
-        if "." in t:
-            t, f = t.split(".", 1)
-            frac = float("0." + (f or "0"))
-        t = t.ljust(6, "0")
-        base = dt.datetime(
-            int(d[:4]), int(d[4:6]), int(d[6:8]), int(t[:2]), int(t[2:4]), int(t[4:6])
-        )
-    except ValueError:
-        return None
-    return base + dt.timedelta(seconds=frac)
-
-
-def _parse_dt(value: str) -> dt.datetime | None:
-    """A DICOM DT (YYYYMMDDHHMMSS.FFFFFF&ZZXX) to a naive datetime (offset dropped)."""
-    v = str(value).strip()
-    for sign in ("+", "-"):
-        if sign in v[8:]:
-            v = v[: 8 + v[8:].index(sign)]
-    if len(v) < 10:
-        return None
-    return _fmt_dt(v[:8], v[8:])
-
-
-def _str(ds: Dataset, keyword: str) -> str | None:
-    v = ds.get(keyword)
-    if v is None or v == "":
-        return None
-    return str(v).strip() or None
-
-
-def _float(ds: Dataset, keyword: str) -> float | None:
-    v = ds.get(keyword)
-    if v is None or v == "":
-        return None
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def _private(ds: Dataset, group: int, creator: str, offset: int) -> Any:
-    """A private element by its creator's name (the block may sit in any slot)."""
-    for slot in range(0x10, 0x100):
-        if (group, slot) not in ds:
-            continue
-        name = ds[group, slot].value
-        if isinstance(name, bytes):
-            name = name.decode("ascii", "replace")
-        if str(name).strip("\x00 ") != creator:
-            continue
-        tag = (group, (slot << 8) | offset)
-        if tag not in ds:
-            return None
-        v = ds[tag].value
-        if isinstance(v, bytes):  # implicit VR / unknown private dictionary entry
-            v = v.decode("ascii", "replace").strip("\x00 ")
-        return v
-    return None
-
-
-def _tagname(tag: str, keyword: str) -> str:
-    return f"{tag} {keyword}"
-
-
-def _autopet_index(files: Sequence[str | None]) -> int:
-    """Index of the dataset the published recipe reads: ``next(Path(pet_dir).glob('*.dcm'))``
-    in the folder of the files, when the datasets came from files of one folder; else 0."""
-    if not files or any(f is None for f in files):
-        return 0
-    paths = [Path(f) for f in files]  # type: ignore[arg-type]
-    parents = {p.parent.resolve() for p in paths}
-    if len(parents) != 1:
-        return 0
-    ref = next(paths[0].parent.glob("*.dcm"), None)
-    if ref is None:
-        return 0
-    ref = ref.resolve()
-    for i, p in enumerate(paths):
-        if p.resolve() == ref:
-            return i
-    return 0
-
-
-@dataclasses.dataclass(frozen=True)
-class SuvInputs:
-    """Everything an SUV factor depends on, each value with its tag and file.
-
-    Build it with :meth:`from_datasets`; fields are None when the header lacks them.
-    """
-
-    units: Sourced | None = None
-    decay_correction: Sourced | None = None
-    corrected_image: Sourced | None = None
-    weight_kg: Sourced | None = None
-    height_m: Sourced | None = None
-    sex: Sourced | None = None
-    total_dose_bq: Sourced | None = None
-    half_life_s: Sourced | None = None
-    injection_datetime: Sourced | None = None
-    series_datetime: Sourced | None = None
-    earliest_acquisition_datetime: Sourced | None = None
-    ge_scan_datetime: Sourced | None = None
-    philips_bqml_scale: Sourced | None = None
-    philips_suv_scale: Sourced | None = None
-    #: per slice (in the order given): acquisition datetimes, for DecayCorrection NONE
-    acquisition_datetimes: tuple[dt.datetime | None, ...] = ()
-    #: the raw strings the autoPET recipe uses, from the first dataset given
-    autopet_acquisition_time: Sourced | None = None
-    autopet_injection_time: Sourced | None = None
-    autopet_weight: Sourced | None = None
-    autopet_total_dose: Sourced | None = None
-    autopet_half_life: Sourced | None = None
-    path: str | None = None
-
-    @classmethod
-    def from_datasets(
-        cls,
-        datasets: Dataset | Sequence[Dataset],
-        path: str | PathLike[str] | Sequence[str | PathLike[str]] | None = None,
-    ) -> SuvInputs:
-        """Collect SUV inputs from the headers of one PET series.
-
-        Parameters
-        ----------
-        datasets : Dataset or sequence of Dataset
-            Headers of the series' slices (pixel data not needed). Per-series values are read
-            from the first; acquisition times from all. For ``time_reference="autopet"`` the
-            recipe's "one file" is used: the dataset read from
-            ``next(Path(pet_dir).glob('*.dcm'))`` when the datasets come from files of one
-            folder (as :func:`~petcorpus.dicom.series.load_series` returns them), else the
-            first dataset given.
-        path : path or sequence of paths, optional
-            The files (one per dataset) or the series folder, named in sources and errors.
-            Defaults to each dataset's ``filename``.
-        """
-        dss = [datasets] if isinstance(datasets, Dataset) else list(datasets)
-        if not dss:
-            raise PetcorpusError("no PET datasets given", path=None, reason=Reason.NO_SERIES)
-        if path is None or isinstance(path, (str, PathLike)):
-            files = [
-                str(p) if isinstance(p := getattr(d, "filename", None), (str, PathLike)) else None
-                for d in dss
-            ]
-            if path is not None:
-                files = [f or str(path) for f in files]
-        else:
-            files = [str(p) for p in path]
-        first, f0 = dss[0], files[0]
-        folder = str(path) if isinstance(path, (str, PathLike)) else f0
-
-        def src(value: Any, tag: str, file: str | None = f0) -> Sourced | None:
-            return None if value is None else Sourced(value, tag, file)
-
-        rp = None
-        seq = first.get("RadiopharmaceuticalInformationSequence")
-        if seq:
-            rp = seq[0]
-        rp_tag = "(0054,0016) RadiopharmaceuticalInformationSequence[0]"
-
-        inj = None
-        if rp is not None:
-            sdt = _str(rp, "RadiopharmaceuticalStartDateTime")
-            parsed = _parse_dt(sdt) if sdt else None
-            if parsed is not None:
-                inj = Sourced(
-                    parsed, f"{rp_tag} > (0018,1078) RadiopharmaceuticalStartDateTime", f0
-                )
-        series_dt = None
-        sd, st = _str(first, "SeriesDate"), _str(first, "SeriesTime")
-        if sd and st:
-            parsed = _fmt_dt(sd, st)
-            if parsed is not None:
-                series_dt = Sourced(parsed, "(0008,0021) SeriesDate + (0008,0031) SeriesTime", f0)
-        if inj is None and rp is not None and series_dt is not None:
-            stime = _str(rp, "RadiopharmaceuticalStartTime")
-            parsed = _fmt_dt(series_dt.value.strftime("%Y%m%d"), stime) if stime else None
-            if parsed is not None:
-                if parsed > series_dt.value:  # injected before midnight, scanned after
-                    parsed -= dt.timedelta(days=1)
-                inj = Sourced(
-                    parsed,
-                    f"(0008,0021) SeriesDate + {rp_tag} > (0018,1072) "
-                    "RadiopharmaceuticalStartTime (midnight-safe)",
-                    f0,
-                )
-
-        acq: list[dt.datetime | None] = []
-        for d in dss:
-            adt = _str(d, "AcquisitionDateTime")
-            parsed = _parse_dt(adt) if adt else None
-            if parsed is None:
-                ad = _str(d, "AcquisitionDate") or sd
-                at = _str(d, "AcquisitionTime")
-                parsed = _fmt_dt(ad, at) if ad and at else None
-            acq.append(parsed)
-        earliest = None
-        known = [(a, f) for a, f in zip(acq, files, strict=True) if a is not None]
-        if known:
-            a, f = min(known, key=lambda x: x[0])
-            earliest = Sourced(
-                a, "(0008,0022) AcquisitionDate + (0008,0032) AcquisitionTime (earliest)", f
-            )
-
-        ap_i = _autopet_index(files)
-        ap, ap_file = dss[ap_i], files[ap_i]
-        ap_seq = ap.get("RadiopharmaceuticalInformationSequence")
-        ap_rp = ap_seq[0] if ap_seq else None
-
-        ge = _private(first, 0x0009, "GEMS_PETD_01", 0x0D)
-        ge_dt = _parse_dt(str(ge)) if ge not in (None, "") else None
-        ph_bqml = _private(first, 0x7053, "Philips PET Private Group", 0x09)
-        ph_suv = _private(first, 0x7053, "Philips PET Private Group", 0x00)
-
-        def _num(v: Any) -> float | None:
-            try:
-                return None if v in (None, "") else float(v)
-            except (TypeError, ValueError):
-                return None
-
-        ci = first.get("CorrectedImage")
-        ci_val = None
-        if ci not in (None, ""):
-            ci_val = tuple(str(x).strip().upper() for x in ([ci] if isinstance(ci, str) else ci))
-        return cls(
-            units=src(_str(first, "Units"), "(0054,1001) Units"),
-            decay_correction=src(_str(first, "DecayCorrection"), "(0054,1102) DecayCorrection"),
-            corrected_image=src(ci_val, "(0028,0051) CorrectedImage"),
-            weight_kg=src(_float(first, "PatientWeight"), "(0010,1030) PatientWeight"),
-            height_m=src(_float(first, "PatientSize"), "(0010,1020) PatientSize"),
-            sex=src(_str(first, "PatientSex"), "(0010,0040) PatientSex"),
-            total_dose_bq=src(
-                _float(rp, "RadionuclideTotalDose") if rp is not None else None,
-                f"{rp_tag} > (0018,1074) RadionuclideTotalDose",
-            ),
-            half_life_s=src(
-                _float(rp, "RadionuclideHalfLife") if rp is not None else None,
-                f"{rp_tag} > (0018,1075) RadionuclideHalfLife",
-            ),
-            injection_datetime=inj,
-            series_datetime=series_dt,
-            earliest_acquisition_datetime=earliest,
-            ge_scan_datetime=src(ge_dt, "(0009,100D) GEMS_PETD_01 scan datetime"),
-            philips_bqml_scale=src(
-                _num(ph_bqml), "(7053,1009) Philips activity concentration scale factor"
-            ),
-            philips_suv_scale=src(_num(ph_suv), "(7053,1000) Philips SUV scale factor"),
-            acquisition_datetimes=tuple(acq),
-            autopet_acquisition_time=src(
-                ap.get("AcquisitionTime"), "(0008,0032) AcquisitionTime", ap_file
-            ),
-            autopet_injection_time=src(
-                ap_rp.get("RadiopharmaceuticalStartTime") if ap_rp is not None else None,
-                f"{rp_tag} > (0018,1072) RadiopharmaceuticalStartTime",
-                ap_file,
-            ),
-            autopet_weight=src(ap.get("PatientWeight"), "(0010,1030) PatientWeight", ap_file),
-            autopet_total_dose=src(
-                ap_rp.get("RadionuclideTotalDose") if ap_rp is not None else None,
-                f"{rp_tag} > (0018,1074) RadionuclideTotalDose",
-                ap_file,
-            ),
-            autopet_half_life=src(
-                ap_rp.get("RadionuclideHalfLife") if ap_rp is not None else None,
-                f"{rp_tag} > (0018,1075) RadionuclideHalfLife",
-                ap_file,
-            ),
-            path=folder,
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        """The inputs as plain JSON-able data: ``{name: {value, source, file}}``."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, Sourced):
-                out[f.name] = v.as_dict()
-        return out
-
-    # -- checked accessors ---------------------------------------------------------------------
-    def _need(self, name: str, tag: str) -> Any:
-        s = getattr(self, name)
-        if s is None or s.value is None:
-            raise MissingTagError(f"{tag} is missing or empty", path=self.path)
-        return s.value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -436,19 +126,22 @@ def bsa_m2(weight_kg: float, height_m: float) -> float:
 
 # -- factors -----------------------------------------------------------------------------------
 def _scan_datetime(inp: SuvInputs) -> Sourced:
-    series = inp.series_datetime
-    earliest = inp.earliest_acquisition_datetime
-    if series is not None and (earliest is None or series.value <= earliest.value):
-        return series
-    if inp.ge_scan_datetime is not None:
-        return inp.ge_scan_datetime
-    if earliest is not None:
-        return earliest
-    raise MissingTagError(
-        "no scan time: (0008,0021/0031) SeriesDate/SeriesTime and "
-        "(0008,0022/0032) AcquisitionDate/AcquisitionTime are missing",
-        path=inp.path,
+    """The scan start by :func:`petcorpus.dicom.values.scan_start`, with its source."""
+    series, earliest = inp.series_datetime, inp.earliest_acquisition_datetime
+    ge = inp.ge_scan_datetime
+    which = scan_start(
+        series.value if series else None,
+        earliest.value if earliest else None,
+        ge.value if ge else None,
     )
+    chosen = {"series": series, "ge": ge, "acquisition": earliest}.get(which or "")
+    if chosen is None:
+        raise MissingTagError(
+            "no scan time: (0008,0021/0031) SeriesDate/SeriesTime and "
+            "(0008,0022/0032) AcquisitionDate/AcquisitionTime are missing",
+            path=inp.path,
+        )
+    return chosen
 
 
 def _checked_common(inp: SuvInputs) -> tuple[float, float]:

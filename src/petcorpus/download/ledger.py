@@ -119,12 +119,12 @@ class Ledger:
             os.close(fd)
 
     def _compact(self) -> None:
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        with tmp.open("w") as fh:
+        from petcorpus.atomic import atomic_write
+
+        with atomic_write(self.path, "w") as fh:
             for key in sorted(self._entries):
                 fh.write(json.dumps({"key": key, "entry": self._entries[key]}, sort_keys=True))
                 fh.write("\n")
-        os.replace(tmp, self.path)
 
 
 def _parse(line: bytes) -> tuple[str, dict[str, Any] | None] | None:

@@ -33,7 +33,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from petcorpus.download.ledger import Ledger
 from petcorpus.download.transfer import (
@@ -252,10 +252,8 @@ def _check_md5(zip_path: Path) -> int:
                 raise ChecksumError(
                     f"md5hashes.csv lists {name!r}, absent from the zip", path=zip_path
                 )
-            h = hashlib.md5()
-            with zf.open(name) as fh:
-                while chunk := fh.read(1 << 20):
-                    h.update(chunk)
+            with zf.open(name) as fh:  # a ZipExtFile: a BufferedIOBase, with readinto
+                h = hashlib.file_digest(cast(io.BufferedIOBase, fh), "md5")
             if h.hexdigest() != expected:
                 raise ChecksumError(
                     f"member {name!r} MD5 {h.hexdigest()} != {expected}", path=zip_path

@@ -210,12 +210,9 @@ def probe_size(url: str, policy: RetryPolicy | None = None) -> int | None:
 
 
 def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in 1 MiB chunks."""
-    h = hashlib.new(algorithm)
+    """Hex digest of a file (:func:`hashlib.file_digest`)."""
     with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, algorithm).hexdigest()
 
 
 def _stream(
@@ -289,12 +286,10 @@ def _stream(
 
 
 def _rehash(part: Path, hashers: dict[str, Any]) -> None:
+    """Hash what ``part`` already holds (the transfer then goes on updating the hashers)."""
     for name in hashers:
-        hashers[name] = hashlib.new(name)
-    with open(part, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            for h in hashers.values():
-                h.update(chunk)
+        with open(part, "rb") as fh:
+            hashers[name] = hashlib.file_digest(fh, name)
 
 
 def _verify(spec: FileSpec, part: Path, digests: dict[str, str]) -> None:

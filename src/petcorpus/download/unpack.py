@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from petcorpus.atomic import TEMP_PREFIX
 from petcorpus.errors import DownloadError, PetcorpusError, Reason, UnsafeArchiveError
 
 __all__ = ["UnpackLimits", "remove_tree", "safe_extract"]
@@ -525,7 +526,8 @@ def _extract(
     done = False
     try:
         home.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{home.name}.unpack-", dir=home.parent))
+        # the atomic writers' temporary name (.tmp-<name>-<random>), made unique by mkdtemp
+        stage = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{home.name}-", dir=home.parent))
         writer = _Writer(archive, reader, stage, cap)
         rels: dict[tuple[str, ...], None] = {}
         for m in members:

@@ -65,7 +65,9 @@ def _paired(gt_case: Case, pred_case: Case, resample: bool) -> tuple[Volume, Vol
                 "nearest neighbour) or fix the files",
                 path=pred_case.source(p_name),
             )
-        pred = pred.resample_to(gt, interpolation="nearest")
+        from petcorpus.resample import resample_to
+
+        pred = resample_to(pred, gt, interpolation="nearest")
         p_ml = g_ml  # the prediction now lives on the ground truth's grid
     return gt, pred, g_ml, p_ml
 

@@ -13,7 +13,16 @@ import enum
 
 import numpy as np
 
-__all__ = ["TISSUES", "Body", "Lesion", "Shape", "Tissue", "make_body", "make_lesions"]
+__all__ = [
+    "TISSUES",
+    "Body",
+    "Lesion",
+    "Shape",
+    "Tissue",
+    "make_body",
+    "make_lesions",
+    "paint_lesions",
+]
 
 
 class Tissue(enum.IntEnum):
@@ -247,3 +256,27 @@ def make_lesions(
             out.append(Lesion(_ellipsoid((x1, base[1], base[2]), (r, r, r)), suv(), site))
             out.append(Lesion(_ellipsoid((x2, base[1], base[2]), (r2, r2, r2)), suv(), site))
     return out
+
+
+def paint_lesions(
+    lesions: list[Lesion],
+    xs: np.ndarray,
+    ys: np.ndarray,
+    zs: np.ndarray,
+    suv: np.ndarray | None = None,
+) -> np.ndarray:
+    """Lesion mask (uint8) on a grid; also writes each lesion's SUV into ``suv``."""
+    mask = np.zeros((xs.size, ys.size, zs.size), dtype=np.uint8)
+    x = xs[:, None]
+    y = ys[None, :]
+    for lesion in lesions:
+        z0, z1 = lesion.shape.z_range()
+        for k in np.nonzero((zs >= z0) & (zs <= z1))[0]:
+            m = lesion.shape.slice_mask(x, y, float(zs[k]))
+            if m is None:
+                continue
+            m = np.broadcast_to(m, mask.shape[:2])
+            mask[:, :, k][m] = 1
+            if suv is not None:
+                suv[:, :, k][m] = lesion.suv
+    return mask

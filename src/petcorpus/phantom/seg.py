@@ -7,7 +7,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from petcorpus.phantom.anatomy import Lesion
+from petcorpus.phantom.anatomy import Lesion, paint_lesions
 
 __all__ = ["make_seg", "shuffle_seg_frames"]
 
@@ -31,14 +31,12 @@ def make_seg(
     ``pet[k]`` must be the slice at ``zs[k]``. With no lesions, one empty segment is written
     (the published negative studies carry such a SEG).
     """
-    from petcorpus.phantom.study import _paint_lesions
-
     if segments < 1:
         raise ValueError(f"segments must be >= 1, got {segments}")
     per_segment = []
     for s in range(segments):
         own = [les for i, les in enumerate(lesions) if i % segments == s]
-        per_segment.append(_paint_lesions(own, xs, ys, zs) if own else np.zeros_like(lesion_mask))
+        per_segment.append(paint_lesions(own, xs, ys, zs) if own else np.zeros_like(lesion_mask))
     # highdicom wants (frames, rows, columns, segments) in source-image order.
     pixels = np.stack([m.transpose(2, 1, 0) for m in per_segment], axis=-1).astype(bool)
     descriptions = [

@@ -15,12 +15,27 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
-from pydicom.valuerep import format_number_as_ds
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from scipy import ndimage
 
-from petcorpus.phantom.anatomy import TISSUES, Body, Lesion, Tissue, make_body, make_lesions
+from petcorpus.phantom.anatomy import (
+    TISSUES,
+    Body,
+    Lesion,
+    Tissue,
+    make_body,
+    make_lesions,
+    paint_lesions,
+)
+from petcorpus.phantom.slices import (
+    F18_HALF_LIFE_S,
+    SeriesIds,
+    common_dataset,
+    ct_datasets,
+    ds_text,
+    pet_datasets,
+)
 from petcorpus.volume import Volume, lps_to_ras
 
 __all__ = [
@@ -35,9 +50,6 @@ __all__ = [
 
 Vendor = Literal["siemens", "ge", "philips"]
 DIAGNOSES = ("LYMPHOMA", "MELANOMA", "LUNG_CANCER", "NEGATIVE")
-F18_HALF_LIFE_S = 6586.2
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 PET_FWHM_MM = 6.0
 
 
@@ -108,21 +120,12 @@ class PhantomStudy:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def _ds(value: float) -> str:
-    """A DS string (<= 16 characters) that parses back to the value used for the truth."""
-    return format_number_as_ds(float(value))
-
-
 def _uid(seed_parts: list[str]) -> str:
     return str(generate_uid(entropy_srcs=["petcorpus-phantom", *seed_parts]))
 
 
 def _axis(n: int, pixel: float, offset: float) -> np.ndarray:
     return (np.arange(n) - (n - 1) / 2.0) * pixel + offset
-
-
-def _dicom_dt(t: dt.datetime) -> tuple[str, str]:
-    return t.strftime("%Y%m%d"), t.strftime("%H%M%S.%f")[:13]
 
 
 def _lbm_kg(weight: float, height_m: float, sex: str) -> float:
@@ -136,30 +139,6 @@ def _lbm_kg(weight: float, height_m: float, sex: str) -> float:
 def _bsa_m2(weight: float, height_m: float) -> float:
     """Body surface area, Du Bois & Du Bois 1916."""
     return 0.007184 * weight**0.425 * (height_m * 100.0) ** 0.725
-
-
-def _paint_lesions(
-    lesions: list[Lesion],
-    xs: np.ndarray,
-    ys: np.ndarray,
-    zs: np.ndarray,
-    suv: np.ndarray | None = None,
-) -> np.ndarray:
-    """Lesion mask (uint8) on a grid; also writes each lesion's SUV into ``suv``."""
-    mask = np.zeros((xs.size, ys.size, zs.size), dtype=np.uint8)
-    x = xs[:, None]
-    y = ys[None, :]
-    for lesion in lesions:
-        z0, z1 = lesion.shape.z_range()
-        for k in np.nonzero((zs >= z0) & (zs <= z1))[0]:
-            m = lesion.shape.slice_mask(x, y, float(zs[k]))
-            if m is None:
-                continue
-            m = np.broadcast_to(m, mask.shape[:2])
-            mask[:, :, k][m] = 1
-            if suv is not None:
-                suv[:, :, k][m] = lesion.suv
-    return mask
 
 
 # -- the study ----------------------------------------------------------------------------------
@@ -259,7 +238,7 @@ def make_study(
     pet_labels = body.labels_on_grid(pet_x, pet_y, zs)
     lut_suv = np.array([TISSUES[t].suv for t in Tissue], dtype=np.float64)
     suv_ideal = lut_suv[pet_labels]
-    lesion_mask = _paint_lesions(lesions, pet_x, pet_y, zs, suv_ideal)
+    lesion_mask = paint_lesions(lesions, pet_x, pet_y, zs, suv_ideal)
     sigma_mm = PET_FWHM_MM / (2.0 * math.sqrt(2.0 * math.log(2.0)))
     suv_blur = ndimage.gaussian_filter(
         suv_ideal, sigma=[sigma_mm / geo.pet_pixel_mm] * 2 + [sigma_mm / geo.slice_mm]
@@ -277,23 +256,25 @@ def make_study(
     activity = suv_noisy / factors["bw"]  # Bq/ml, decay-corrected to scan start
     # Philips stores counts: Bq/ml = counts x (7053,1009).
     bqml_factor = (
-        float(_ds(round(float(rng.uniform(4.0, 9.0)), 4))) if vendor == "philips" else 1.0
+        float(ds_text(round(float(rng.uniform(4.0, 9.0)), 4))) if vendor == "philips" else 1.0
     )
 
     ct_affine = lps_to_ras(_grid_affine(ct_x, ct_y, zs, geo.ct_pixel_mm, geo.slice_mm))
     pet_affine = lps_to_ras(_grid_affine(pet_x, pet_y, zs, geo.pet_pixel_mm, geo.slice_mm))
 
     uid = lambda *p: _uid([str(seed), vendor, *p])  # noqa: E731 - tiny local alias
-    ids = _Ids(
+    ids = SeriesIds(
         study=uid("study"),
         frame=uid("for"),
         ct_series=uid("ct"),
         pet_series=uid("pet"),
         seg_series=uid("seg"),
     )
-    common = _common(subject_id, index, sex, age, weight_kg, height_m, study_day, ct_time, ids)
-    ct = _ct_datasets(hu, ct_x, ct_y, zs, geo, vendor, contrast, ct_time, common, ids, uid, rng)
-    pet, stored_bqml = _pet_datasets(
+    common = common_dataset(
+        subject_id, index, sex, age, weight_kg, height_m, study_day, ct_time, ids
+    )
+    ct = ct_datasets(hu, ct_x, ct_y, zs, geo, vendor, contrast, ct_time, common, ids, uid, rng)
+    pet, stored_bqml = pet_datasets(
         activity / bqml_factor,
         pet_x,
         pet_y,
@@ -330,7 +311,7 @@ def make_study(
         scan_start=scan_start,
         diagnosis=diagnosis,
     )
-    from petcorpus.phantom.seg import make_seg
+    from petcorpus.phantom.seg import make_seg  # highdicom: imported when needed
 
     seg = make_seg(
         pet,
@@ -359,299 +340,6 @@ def _grid_affine(
     aff = np.diag([pixel, pixel, slice_mm, 1.0])
     aff[:3, 3] = [xs[0], ys[0], zs[0]]
     return aff
-
-
-@dataclasses.dataclass(frozen=True)
-class _Ids:
-    study: str
-    frame: str
-    ct_series: str
-    pet_series: str
-    seg_series: str
-
-
-def _common(
-    subject_id: str,
-    index: int,
-    sex: str,
-    age: int,
-    weight: float,
-    height: float,
-    study_day: dt.datetime,
-    study_time: dt.datetime,
-    ids: _Ids,
-) -> Dataset:
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.PatientName = f"Phantom^Subject{index:04d}"
-    ds.PatientID = subject_id
-    ds.PatientBirthDate = ""
-    ds.PatientSex = sex
-    ds.PatientAge = f"{age:03d}Y"
-    ds.PatientWeight = _ds(weight)
-    ds.PatientSize = _ds(height)
-    ds.StudyInstanceUID = ids.study
-    ds.StudyDate = study_day.strftime("%Y%m%d")
-    ds.StudyTime = study_time.strftime("%H%M%S")
-    ds.StudyID = "1"
-    ds.AccessionNumber = ""
-    ds.ReferringPhysicianName = ""
-    ds.StudyDescription = "PET-CT Ganzkoerper  primaer mit KM"
-    ds.FrameOfReferenceUID = ids.frame
-    ds.PositionReferenceIndicator = ""
-    ds.PatientPosition = "HFS"
-    ds.BodyPartExamined = "WHOLEBODY"
-    return ds
-
-
-_VENDOR_TAGS = {
-    "siemens": {
-        "Manufacturer": "SIEMENS",
-        "ManufacturerModelName": "Biograph128",
-        "ct_kernel": "B30f",
-        "pet_recon": "PSF+TOF 2i21s",
-        "pet_kernel": "XYZ Gauss2.00",
-        "ct_signed": False,
-    },
-    "ge": {
-        "Manufacturer": "GE MEDICAL SYSTEMS",
-        "ManufacturerModelName": "Discovery MI",
-        "ct_kernel": "STANDARD",
-        "pet_recon": "VPFXS 2i24s",
-        "pet_kernel": "Gaussian 2.00",
-        "ct_signed": True,
-    },
-    "philips": {
-        "Manufacturer": "Philips Medical Systems",
-        "ManufacturerModelName": "Vereos PET/CT",
-        "ct_kernel": "B",
-        "pet_recon": "BLOB-OS-TF 3i17s",
-        "pet_kernel": "Gaussian 2.00",
-        "ct_signed": True,
-    },
-}
-
-
-def _image_common(
-    ds: Dataset,
-    common: Dataset,
-    vendor: str,
-    xs: np.ndarray,
-    ys: np.ndarray,
-    z: float,
-    pixel: float,
-    slice_mm: float,
-) -> None:
-    ds.update(common)
-    ds.Manufacturer = _VENDOR_TAGS[vendor]["Manufacturer"]
-    ds.ManufacturerModelName = _VENDOR_TAGS[vendor]["ManufacturerModelName"]
-    ds.DeviceSerialNumber = "PHANTOM"
-    ds.SoftwareVersions = "petcorpus-phantom"
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.ImagePositionPatient = [_ds(xs[0]), _ds(ys[0]), _ds(z)]
-    ds.PixelSpacing = [_ds(pixel), _ds(pixel)]
-    ds.SliceThickness = _ds(slice_mm)
-    ds.SliceLocation = _ds(z)
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = ys.size
-    ds.Columns = xs.size
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-
-
-def _new_image(
-    sop_class: str,
-    sop: str,
-    modality: str,
-    series_uid: str,
-    series_number: int,
-    description: str,
-    series_dt: tuple[str, str],
-    acq_dt: tuple[str, str],
-    instance: int,
-) -> Dataset:
-    """A slice's SOP, series and timing attributes (instances numbered from the head)."""
-    ds = Dataset()
-    ds.file_meta = _file_meta(sop_class, sop)
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop
-    ds.Modality = modality
-    ds.SeriesInstanceUID = series_uid
-    ds.SeriesNumber = series_number
-    ds.SeriesDescription = description
-    ds.SeriesDate, ds.SeriesTime = series_dt
-    ds.AcquisitionDate, ds.AcquisitionTime = acq_dt
-    ds.ContentDate, ds.ContentTime = acq_dt
-    ds.InstanceNumber = instance
-    return ds
-
-
-def _file_meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = UID("1.2.826.0.1.3680043.10.1463.1")
-    meta.ImplementationVersionName = "PETCORPUS_01"
-    return meta
-
-
-def _ct_datasets(
-    hu: np.ndarray,
-    xs: np.ndarray,
-    ys: np.ndarray,
-    zs: np.ndarray,
-    geo: PhantomGeometry,
-    vendor: str,
-    contrast: bool,
-    ct_time: dt.datetime,
-    common: Dataset,
-    ids: _Ids,
-    uid,
-    rng: np.random.Generator,
-) -> list[Dataset]:
-    tags = _VENDOR_TAGS[vendor]
-    signed = bool(tags["ct_signed"])
-    stored = (hu.astype(np.int32) + 1024).astype(np.int16 if signed else np.uint16)
-    tube_ma = int(rng.integers(80, 260))
-    date, time = _dicom_dt(ct_time)
-    out = []
-    n = zs.size
-    for k, z in enumerate(zs):
-        ds = _new_image(
-            CT_IMAGE_STORAGE,
-            uid("ct", str(k)),
-            "CT",
-            ids.ct_series,
-            2,
-            "CT IMAGES",
-            (date, time),
-            (date, time),
-            n - k,
-        )
-        _image_common(ds, common, vendor, xs, ys, float(z), geo.ct_pixel_mm, geo.slice_mm)
-        ds.AcquisitionNumber = 1
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.PixelRepresentation = 1 if signed else 0
-        ds.RescaleIntercept = "-1024"
-        ds.RescaleSlope = "1"
-        ds.RescaleType = "HU"
-        ds.KVP = "120"
-        ds.XRayTubeCurrent = tube_ma
-        ds.ExposureTime = 500
-        ds.Exposure = round(tube_ma * 0.5)
-        ds.ConvolutionKernel = tags["ct_kernel"]
-        ds.FilterType = "FLAT"
-        ds.DataCollectionDiameter = "500"
-        ds.ReconstructionDiameter = _ds(geo.ct_pixel_mm * geo.ct_matrix)
-        ds.WindowCenter = "40"
-        ds.WindowWidth = "400"
-        if contrast:
-            ds.ContrastBolusAgent = "Iomeprol 350"
-            ds.ContrastBolusRoute = "IV"
-        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
-        out.append(ds)
-    return out
-
-
-def _pet_datasets(
-    values: np.ndarray,
-    xs: np.ndarray,
-    ys: np.ndarray,
-    zs: np.ndarray,
-    geo: PhantomGeometry,
-    vendor: str,
-    common: Dataset,
-    ids: _Ids,
-    uid,
-    injection: dt.datetime,
-    scan_start: dt.datetime,
-    dose_bq: float,
-    suv_bw: float,
-    bqml_factor: float,
-) -> tuple[list[Dataset], np.ndarray]:
-    """PET slices with a per-slice RescaleSlope; returns them and the Bq/ml a reader gets."""
-    tags = _VENDOR_TAGS[vendor]
-    n = zs.size
-    bed_s = 150.0
-    series_time = scan_start
-    if vendor == "ge":  # GE rewrites SeriesTime on post-processing: it is after the scan
-        series_time = scan_start + dt.timedelta(minutes=41, seconds=17)
-    s_date, s_time = _dicom_dt(series_time)
-    i_date, i_time = _dicom_dt(injection)
-    bqml_out = np.empty(values.shape, dtype=np.float32)
-    out = []
-    for k, z in enumerate(zs):
-        plane = values[:, :, k]
-        vmax = float(plane.max())
-        slope = float(_ds(vmax / 32767.0)) if vmax > 0 else 1.0
-        stored = np.clip(np.rint(plane / slope), 0, 32767).astype(np.int16)
-        bqml_out[:, :, k] = (stored.astype(np.float64) * slope * bqml_factor).astype(np.float32)
-        bed = (n - 1 - k) // geo.slices_per_bed  # beds acquired from the head down
-        acq = scan_start + dt.timedelta(seconds=bed * bed_s)
-        a_date, a_time = _dicom_dt(acq)
-        ds = _new_image(
-            PET_IMAGE_STORAGE,
-            uid("pet", str(k)),
-            "PT",
-            ids.pet_series,
-            4,
-            "PET corr.",
-            (s_date, s_time),
-            (a_date, a_time),
-            n - k,
-        )
-        _image_common(ds, common, vendor, xs, ys, float(z), geo.pet_pixel_mm, geo.slice_mm)
-        ds.ImageIndex = n - k
-        ds.ImageType = ["ORIGINAL", "PRIMARY"]
-        ds.PixelRepresentation = 1
-        ds.RescaleIntercept = "0"
-        ds.RescaleSlope = _ds(slope)
-        ds.Units = "CNTS" if vendor == "philips" else "BQML"
-        ds.DecayCorrection = "START"
-        ds.CorrectedImage = ["NORM", "DTIM", "ATTN", "SCAT", "DECY", "RAN"]
-        ds.CountsSource = "EMISSION"
-        ds.SeriesType = ["WHOLE BODY", "IMAGE"]
-        ds.RandomsCorrectionMethod = "DLYD"
-        ds.AttenuationCorrectionMethod = "measured,AC_CT"
-        ds.ScatterCorrectionMethod = "Model-based"
-        ds.ReconstructionMethod = tags["pet_recon"]
-        ds.ConvolutionKernel = tags["pet_kernel"]
-        ds.NumberOfSlices = n
-        # One static whole-body frame: its reference is the series start for every bed
-        # (per-bed values make dcm2niix split the series into time frames).
-        ds.FrameReferenceTime = "0"
-        ds.ActualFrameDuration = int(bed_s * 1000)
-        ds.DecayFactor = _ds(2.0 ** ((acq - scan_start).total_seconds() / F18_HALF_LIFE_S))
-        ds.DoseCalibrationFactor = "1"
-        ds.SliceSensitivityFactor = "1"
-        ds.PatientGantryRelationshipCodeSequence = []
-        rp = Dataset()
-        rp.Radiopharmaceutical = "Fluorodeoxyglucose"
-        rp.RadiopharmaceuticalVolume = "0"
-        rp.RadiopharmaceuticalStartTime = i_time
-        rp.RadiopharmaceuticalStartDateTime = i_date + i_time
-        rp.RadionuclideTotalDose = _ds(dose_bq)
-        rp.RadionuclideHalfLife = _ds(F18_HALF_LIFE_S)
-        rp.RadionuclidePositronFraction = "0.9673"
-        code = Dataset()
-        code.CodeValue = "C-111A1"
-        code.CodingSchemeDesignator = "SRT"
-        code.CodeMeaning = "^18^Fluorine"
-        rp.RadionuclideCodeSequence = [code]
-        ds.RadiopharmaceuticalInformationSequence = [rp]
-        if vendor == "ge":
-            block = ds.private_block(0x0009, "GEMS_PETD_01", create=True)
-            block.add_new(0x0D, "DT", scan_start.strftime("%Y%m%d%H%M%S.00"))
-        if vendor == "philips":
-            block = ds.private_block(0x7053, "Philips PET Private Group", create=True)
-            block.add_new(0x00, "DS", _ds(suv_bw * bqml_factor))  # SUV scale factor
-            block.add_new(0x09, "DS", _ds(bqml_factor))  # activity concentration scale
-        ds.PixelData = np.ascontiguousarray(stored.T).tobytes()
-        out.append(ds)
-    return out, bqml_out
 
 
 def write_study(study: PhantomStudy, root: str | Path) -> Path:
