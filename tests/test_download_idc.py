@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections import defaultdict
@@ -36,7 +37,9 @@ from petcorpus.download.idc import list_prefix, read_index
 from petcorpus.download.tree import STAGE
 from petcorpus.errors import CorruptFileError, DownloadError, Reason
 from petcorpus.pipeline.build import build
+from tests._download_server import FakeServer
 from tests.conftest import REPO, phantom
+from tests.test_download_tcia import FakeNbia, _payload
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
@@ -424,12 +427,66 @@ def test_kill_9_mid_object_then_resume_and_build(bucket, proxy, index, tmp_path)
     assert {o.study_uid for o in built.done} == want
 
 
-def test_real_index_counts_for_both_collections() -> None:
-    """The installed idc-index-data: FDG 900 patients / 1014 studies, PSMA 378 / 597."""
+@pytest.mark.parametrize(
+    ("target", "collection", "counts"),
+    [
+        ("autopet", "fdg_pet_ct_lesions", "900 patients, 1014 studies, 3042 series"),
+        ("psma", "psma_pet_ct_lesions", "378 patients, 597 studies, 1791 series"),
+    ],
+)
+def test_dry_run_on_the_real_index_prints_the_collections_counts(
+    target, collection, counts, tmp_path
+) -> None:
+    """The installed idc-index-data, offline (the endpoint is a closed port)."""
     pytest.importorskip("idc_index_data", reason="idc-index-data (petcorpus[idc]) not installed")
-    fdg = plan_idc("no-such-dest", collection="fdg_pet_ct_lesions").collection_counts
-    psma = plan_idc("no-such-dest", collection="psma_pet_ct_lesions").collection_counts
-    assert (fdg["patients"], fdg["studies"], fdg["series"]) == (900, 1014, 3 * 1014)
-    assert (psma["patients"], psma["studies"], psma["series"]) == (378, 597, 3 * 597)
-    assert 300e9 < fdg["bytes"] < 600e9 and 50e9 < psma["bytes"] < 200e9
-    assert 500_000 < fdg["files"] < 1_500_000 and 200_000 < psma["files"] < 600_000
+    dest = tmp_path / target
+    args = ["download", target, str(dest), "--source", "idc", "--dry-run"]
+    res = runner.invoke(app, [*args, "--idc-endpoint", "http://127.0.0.1:9"])
+    assert res.exit_code == 0, res.output
+    summary = res.output.splitlines()[-3]
+    assert summary.startswith(f"{collection} (IDC index ") and counts in summary
+    assert not dest.exists()
+    total = plan_idc(dest, collection=collection).collection_counts
+    assert total["series"] == 3 * total["studies"]  # CT, PT and SEG
+    low, high = (300e9, 600e9) if target == "autopet" else (50e9, 200e9)
+    assert low < total["bytes"] < high
+    assert 150 < total["files"] / total["studies"] < 1500
+
+
+def test_missing_index_package_says_how_to_install(monkeypatch, tmp_path) -> None:
+    monkeypatch.setitem(sys.modules, "idc_index_data", None)  # import fails
+    res = runner.invoke(app, ["download", "psma", str(tmp_path / "p"), "--source", "idc"])
+    assert res.exit_code == 1
+    assert "idc-index-data" in res.output and "pip install 'petcorpus[idc]'" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_psma_from_tcia_asks_nbia_for_the_psma_collection(tmp_path) -> None:
+    """``download psma`` without ``--source idc``: NBIA, collection PSMA-PET-CT-Lesions."""
+    with FakeServer() as server:
+        nbia = FakeNbia(server, _payload([phantom(seed=41, size="small", index=1)]))
+        q = urllib.parse.urlencode({"Collection": "PSMA-PET-CT-Lesions", "format": "json"})
+        server.files[f"/nbia/v1/getSeries?{q}"] = json.dumps(nbia.rows).encode()
+        dest = tmp_path / "psma"
+        res = runner.invoke(
+            app,
+            ["download", "psma", str(dest), "--nbia-url", nbia.base, "--modality", "PT", *FAST],
+        )
+        assert res.exit_code == 0, res.output
+        assert "done 1," in res.output
+        assert [g[1] for g in server.gets() if "getSeries" in g[1]] == [f"/nbia/v1/getSeries?{q}"]
+        assert not any("clinical" in g[1] for g in server.gets())
+    pet = phantom(seed=41, size="small", index=1).pet
+    files = sorted(dest.glob("PETCT_*/*/*/*.dcm"))
+    assert len(files) == len(pet)
+    assert {pydicom.dcmread(f, stop_before_pixels=True).Modality for f in files} == {"PT"}
+
+
+@pytest.mark.parametrize("source", ["idc", "tcia"])
+def test_psma_refuses_a_file_as_destination(source, index, tmp_path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    args = ["download", "psma", str(afile), "--source", source, "--idc-index", str(index)]
+    res = runner.invoke(app, [*args, "--dry-run"])
+    assert res.exit_code == 1 and "afile" in res.output and "Traceback" not in res.output
+    assert afile.read_text() == "keep me"

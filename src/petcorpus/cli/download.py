@@ -79,7 +79,7 @@ _SOURCE = typer.Option(
     Source.tcia,
     "--source",
     help="tcia: NBIA REST API; idc: Imaging Data Commons (its official index, offline, and "
-    "public bucket; pip install 'petcorpus[idc]').",
+    "public bucket; needs the idc extra of petcorpus).",
 )
 _MODALITY = typer.Option([], "--modality", help="Only these Modalities (CT, PT, SEG); repeat.")
 _IDC_ENDPOINT = typer.Option(
@@ -409,8 +409,7 @@ def _idc_cmd(target: str, dest: Path, *, dry_run: bool, **kwargs) -> None:
     def line(counts: dict[str, int]) -> str:
         return (
             f"{counts['patients']} patients, {counts['studies']} studies, "
-            f"{counts['series']} series, {counts['files']} files, "
-            f"{counts['bytes'] / 1e9:.1f} GB"
+            f"{counts['series']} series, {counts['files']} files, {_human(counts['bytes'])}"
         )
 
     version = index_version(kwargs["index"]) or "unknown version"
