@@ -1,7 +1,8 @@
-"""``petcorpus download``: fetch autoPET (TCIA) and ENHANCE.PET, resumable and verified."""
+"""``petcorpus download``: fetch autoPET and PSMA (TCIA or IDC) and ENHANCE.PET, verified."""
 
 from __future__ import annotations
 
+import enum
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from petcorpus.cli._app import app, console, err_console, handle_errors
 from petcorpus.cli._outputs import check_output_dir
 
 download_app = typer.Typer(
-    help="Download the corpora (autoPET from TCIA, ENHANCE.PET): resumable, verified, safe.",
+    help="Download the corpora (autoPET, PSMA from TCIA or IDC; ENHANCE.PET): resumable, safe.",
     no_args_is_help=True,
 )
 app.add_typer(download_app, name="download")
@@ -64,6 +65,34 @@ _MAX_RATIO = typer.Option(
     min=1.0,
     help="Largest expanded/archive size ratio accepted when unpacking, the zip-bomb cap "
     "(default 200; docs/download.md).",
+)
+
+
+class Source(enum.StrEnum):
+    """Where the DICOM comes from."""
+
+    tcia = "tcia"
+    idc = "idc"
+
+
+_SOURCE = typer.Option(
+    Source.tcia,
+    "--source",
+    help="tcia: NBIA REST API; idc: Imaging Data Commons (its official index, offline, and "
+    "public bucket; needs the idc extra of petcorpus).",
+)
+_MODALITY = typer.Option([], "--modality", help="Only these Modalities (CT, PT, SEG); repeat.")
+_IDC_ENDPOINT = typer.Option(
+    None,
+    "--idc-endpoint",
+    envvar="PETCORPUS_IDC_ENDPOINT",
+    help="S3 endpoint of IDC's bucket (default https://s3.amazonaws.com).",
+)
+_IDC_INDEX = typer.Option(
+    None,
+    "--idc-index",
+    envvar="PETCORPUS_IDC_INDEX",
+    help="IDC index parquet (default: the one the idc-index-data package installs).",
 )
 
 
@@ -185,6 +214,10 @@ def autopet_cmd(
     ),
     manifest: Path | None = typer.Option(None, "--manifest", help="A .tcia manifest file."),
     subjects: list[str] = typer.Option([], "--subjects", help="Only these PatientIDs; repeat."),
+    modality: list[str] = _MODALITY,
+    source: Source = _SOURCE,
+    idc_endpoint: str | None = _IDC_ENDPOINT,
+    idc_index: Path | None = _IDC_INDEX,
     collection: str = typer.Option("FDG-PET-CT-Lesions", "--collection", help="NBIA collection."),
     nbia_url: str | None = typer.Option(
         None, "--nbia-url", envvar="PETCORPUS_NBIA_URL", help="NBIA REST API base URL."
@@ -209,19 +242,40 @@ def autopet_cmd(
     allow_links: bool = _ALLOW_LINKS,
     max_ratio: float | None = _MAX_RATIO,
 ) -> None:
-    """Download autoPET (FDG-PET-CT-Lesions) from TCIA into a TCIA-style DICOM tree."""
+    """Download autoPET (FDG-PET-CT-Lesions) from TCIA or IDC into a TCIA-style DICOM tree."""
     from petcorpus.download import download_autopet, plan_autopet
     from petcorpus.download.tcia import CLINICAL_CSV_URL
 
     if series_list is not None and manifest is not None:
         raise typer.BadParameter("give --series-list or --manifest, not both")
+    if manifest is not None and modality:
+        raise typer.BadParameter("a .tcia manifest carries no Modality", param_hint="--modality")
     check_output_dir(dest, what="destination folder")
+    if source is Source.idc:
+        if series_list is not None or manifest is not None:
+            raise typer.BadParameter("--series-list and --manifest are TCIA's; IDC uses its index")
+        _idc_cmd(
+            "autopet",
+            dest,
+            subjects=subjects,
+            modalities=modality,
+            limit=limit,
+            index=idc_index,
+            endpoint=idc_endpoint,
+            workers=workers,
+            policy=_policy(retries, timeout, backoff),
+            dry_run=dry_run,
+            verify=verify,
+            progress=progress,
+        )
+        return
     url = (clinical_url or CLINICAL_CSV_URL) if clinical else None
     policy = _policy(retries, timeout, backoff)
     kwargs = {
         "series_list": series_list,
         "manifest": manifest,
         "subjects": subjects,
+        "modalities": modality,
         "collection": collection,
         "nbia_url": nbia_url,
         "clinical_url": url,
@@ -252,3 +306,116 @@ def autopet_cmd(
         **kwargs,  # type: ignore[arg-type]
     )
     _finish(report)
+
+
+PSMA_COLLECTION = "PSMA-PET-CT-Lesions"
+
+
+@download_app.command("psma")
+@handle_errors
+def psma_cmd(
+    dest: Path = typer.Argument(..., help="Target folder for the TCIA-style DICOM tree."),
+    source: Source = _SOURCE,
+    subjects: list[str] = typer.Option([], "--subjects", help="Only these PatientIDs; repeat."),
+    modality: list[str] = _MODALITY,
+    limit: int | None = typer.Option(None, "--limit", min=1, help="First N series only."),
+    idc_endpoint: str | None = _IDC_ENDPOINT,
+    idc_index: Path | None = _IDC_INDEX,
+    nbia_url: str | None = typer.Option(
+        None, "--nbia-url", envvar="PETCORPUS_NBIA_URL", help="NBIA REST API base URL."
+    ),
+    workers: int = _WORKERS,
+    retries: int = _RETRIES,
+    timeout: float = _TIMEOUT,
+    backoff: float = _BACKOFF,
+    dry_run: bool = _DRY,
+    verify: bool = _VERIFY,
+    progress: bool = _PROGRESS,
+) -> None:
+    """Download PSMA-PET-CT-Lesions (597 PSMA PET/CT studies) into a TCIA-style DICOM tree."""
+    check_output_dir(dest, what="destination folder")
+    policy = _policy(retries, timeout, backoff)
+    if source is Source.idc:
+        _idc_cmd(
+            "psma",
+            dest,
+            subjects=subjects,
+            modalities=modality,
+            limit=limit,
+            index=idc_index,
+            endpoint=idc_endpoint,
+            workers=workers,
+            policy=policy,
+            dry_run=dry_run,
+            verify=verify,
+            progress=progress,
+        )
+        return
+    from petcorpus.download import download_autopet, plan_autopet
+
+    if dry_run:
+        plan = plan_autopet(
+            dest,
+            subjects=subjects,
+            modalities=modality,
+            collection=PSMA_COLLECTION,
+            nbia_url=nbia_url,
+            clinical_url=None,
+            limit=limit,
+            policy=policy,
+        )
+        todo = len(plan.series) - len(plan.done_series)
+        console.print(
+            f"would fetch {todo} series of {len(plan.series)}, about "
+            f"{_human(plan.estimated_bytes)} of DICOM"
+        )
+        return
+    report = download_autopet(
+        dest,
+        subjects=subjects,
+        modalities=modality,
+        collection=PSMA_COLLECTION,
+        nbia_url=nbia_url,
+        clinical_url=None,
+        limit=limit,
+        workers=workers,
+        policy=policy,
+        verify=verify,
+        progress=progress,
+    )
+    _finish(report)
+
+
+def _idc_cmd(target: str, dest: Path, *, dry_run: bool, **kwargs) -> None:
+    """``--source idc``: print the plan from the index (offline), or download."""
+    from petcorpus.download import IDC_COLLECTIONS, download_idc, plan_idc
+    from petcorpus.download.idc import IdcPlan, index_version
+
+    collection = IDC_COLLECTIONS[target]
+    if not dry_run:
+        _finish(download_idc(dest, collection=collection, **kwargs))
+        return
+    keys = ("subjects", "modalities", "limit", "index")
+    plan = plan_idc(dest, collection=collection, **{k: kwargs[k] for k in keys})
+    for row in plan.series:
+        state = "complete" if row["SeriesInstanceUID"] in plan.done_series else "fetch   "
+        size = round(float(row["series_size_MB"] or 0) * 1e6)
+        console.print(
+            f"{state}  {row['Modality']:4s} {row['SeriesInstanceUID']}  "
+            f"{row['instanceCount']} files  {_human(size)}",
+            markup=False,
+        )
+
+    def line(counts: dict[str, int]) -> str:
+        return (
+            f"{counts['patients']} patients, {counts['studies']} studies, "
+            f"{counts['series']} series, {counts['files']} files, {_human(counts['bytes'])}"
+        )
+
+    version = index_version(kwargs["index"]) or "unknown version"
+    console.print(f"{collection} (IDC index {version}): {line(plan.collection_counts)}")
+    console.print(f"selected: {line(IdcPlan.counts(plan.series))}")
+    console.print(
+        f"would fetch {line(IdcPlan.counts(plan.todo))} "
+        f"({len(plan.done_series)} series already complete)"
+    )

@@ -43,6 +43,14 @@ from petcorpus.download.transfer import (
     fetch_all,
     http_get_bytes,
 )
+from petcorpus.download.tree import (
+    STAGE,
+    place_series,
+    select_series,
+    series_done,
+    series_folder_names,
+    series_key,
+)
 from petcorpus.download.unpack import UnpackLimits, remove_tree, safe_extract
 from petcorpus.errors import (
     ChecksumError,
@@ -73,7 +81,7 @@ CLINICAL_CSV_URL = (
     "Clinical%20Metadata%20FDG%20PET_CT%20Lesions.csv?api=v2"
 )
 CLINICAL_CSV_NAME = "Clinical Metadata FDG PET_CT Lesions.csv"
-_STAGE = ".petcorpus-download"
+_STAGE = STAGE
 
 
 def _base(nbia_url: str | None) -> str:
@@ -122,33 +130,6 @@ def read_manifest(path: str | os.PathLike[str]) -> list[str]:
     return uids
 
 
-def _clean(text: str, limit: int = 64) -> str:
-    text = re.sub(r"[\\/:*?\"<>|\x00-\x1f]", "_", str(text)).strip(" .")
-    return text[:limit] or "NA"
-
-
-def _five_digits(uid: str) -> str:
-    return str(int(hashlib.sha1(uid.encode()).hexdigest(), 16) % 90000 + 10000)
-
-
-def series_folder_names(ds: Any) -> tuple[str, str, str]:
-    """``(subject, study folder, series folder)`` in TCIA's naming, from one header.
-
-    The 5-digit suffixes are derived from the Study and Series Instance UIDs, so every
-    series of a study lands in the same study folder and names are stable across runs.
-    """
-    subject = _clean(getattr(ds, "PatientID", "") or "NA")
-    date = str(getattr(ds, "StudyDate", "") or "")
-    day = f"{date[4:6]}-{date[6:8]}-{date[:4]}" if len(date) == 8 else "NA"
-    study_desc = _clean(getattr(ds, "StudyDescription", "") or "NA")
-    study = f"{day}-NA-{study_desc}-{_five_digits(str(ds.StudyInstanceUID))}"
-    number = getattr(ds, "SeriesNumber", None)
-    number = int(number) if number not in (None, "") else 0
-    series_desc = _clean(getattr(ds, "SeriesDescription", "") or "NA")
-    series = f"{number}.000000-{series_desc}-{_five_digits(str(ds.SeriesInstanceUID))}"
-    return subject, study, series
-
-
 @dataclass
 class AutopetPlan:
     """What an autoPET download will fetch: series (UID → size estimate) and extra files."""
@@ -165,16 +146,13 @@ class AutopetPlan:
         return None if any(s is None for s in sizes) else sum(s for s in sizes if s)
 
 
-def _series_key(uid: str) -> str:
-    return f"series:{uid}"
-
-
 def plan_autopet(
     dest: str | os.PathLike[str],
     *,
     series_list: str | os.PathLike[str] | None = None,
     manifest: str | os.PathLike[str] | None = None,
     subjects: Sequence[str] = (),
+    modalities: Sequence[str] = (),
     collection: str = AUTOPET_COLLECTION,
     nbia_url: str | None = None,
     clinical_url: str | None = CLINICAL_CSV_URL,
@@ -186,7 +164,8 @@ def plan_autopet(
 
     The series come from ``series_list`` (a saved ``getSeries`` JSON), ``manifest`` (a
     ``.tcia`` file) or, by default, NBIA ``getSeries`` for ``collection``; ``subjects``
-    keeps only those PatientIDs (manifests carry no PatientID, so it does not filter them).
+    keeps only those PatientIDs (manifests carry no PatientID, so it does not filter them),
+    ``modalities`` only those Modalities (``CT``, ``PT``, ``SEG``; not with a manifest).
     """
     base = _base(nbia_url)
     if series_list is not None and manifest is not None:
@@ -200,11 +179,11 @@ def plan_autopet(
             raise CorruptFileError(f"not a getSeries JSON list ({exc})", path=series_list) from exc
     else:
         rows = get_series(collection, subjects=subjects, nbia_url=base, policy=policy)
-    if subjects and manifest is None:
-        wanted = set(subjects)
-        rows = [r for r in rows if r.get("PatientID") in wanted]
-    if limit is not None:
-        rows = rows[:limit]
+    if manifest is not None and modalities:
+        raise ValueError("a .tcia manifest carries no Modality: give modalities or manifest")
+    rows = select_series(
+        rows, subjects=() if manifest is not None else subjects, modalities=modalities, limit=limit
+    )
     ledger = Ledger(dest)
     endpoint = "getImageWithMD5Hash?" if md5 else "getImage?NewFileNames=Yes&"
     series: dict[str, int | None] = {}
@@ -214,11 +193,7 @@ def plan_autopet(
         uid = str(row["SeriesInstanceUID"])
         size = row.get("FileSize")
         series[uid] = int(size) if size not in (None, "") else None
-        entry = ledger.get(_series_key(uid))
-        if (
-            entry is not None
-            and sum(1 for _ in (Path(dest) / entry["folder"]).glob("*.dcm")) == entry["files"]
-        ):
+        if series_done(ledger, dest, uid):
             done.append(uid)
             continue
         q = urllib.parse.urlencode({"SeriesInstanceUID": uid})
@@ -261,29 +236,6 @@ def _check_md5(zip_path: Path) -> int:
         return len(rows)
 
 
-def _tcia_names(files: Sequence[Path]) -> list[str]:
-    """``1-NNN.dcm`` names: kept when the zip has them (NewFileNames=Yes), else by
-    InstanceNumber (by order of the member names when it is missing or repeated)."""
-    import pydicom
-
-    tcia = all(re.fullmatch(r"\d+-\d+\.dcm", f.name) for f in files)
-    if tcia and len({f.name for f in files}) == len(files):
-        return [f.name for f in files]
-    numbers: list[int | None] = []
-    for f in files:
-        ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["InstanceNumber"])
-        n = getattr(ds, "InstanceNumber", None)
-        numbers.append(int(n) if n not in (None, "") else None)
-    if None in numbers or len(set(numbers)) != len(numbers):
-        order = sorted(range(len(files)), key=lambda i: files[i].name)
-        numbers = [0] * len(files)
-        for rank, i in enumerate(order, start=1):
-            numbers[i] = rank
-    ranks = [int(n or 0) for n in numbers]  # no None is left here
-    width = max(3, len(str(max(ranks))))
-    return [f"1-{n:0{width}d}.dcm" for n in ranks]
-
-
 def unpack_series(
     zip_path: str | os.PathLike[str],
     dest: str | os.PathLike[str],
@@ -296,9 +248,6 @@ def unpack_series(
     Returns the series folder. The series appears complete under its final name or not at
     all (staging folder + rename); an existing folder of the same series is replaced.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     zip_path, dest = Path(zip_path), Path(dest)
     _check_md5(zip_path)
     stage = dest / _STAGE / "unpack" / zip_path.stem
@@ -310,23 +259,7 @@ def unpack_series(
         raise DownloadError(
             "the series zip holds no .dcm file", path=zip_path, reason=Reason.NO_SERIES
         )
-    try:
-        ds = pydicom.dcmread(files[0], stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError) as exc:
-        remove_tree(stage)
-        raise CorruptFileError(f"not DICOM ({exc})", path=f"{zip_path}:{files[0].name}") from exc
-    subject, study, series = series_folder_names(ds)
-    final = dest / subject / study / series
-    final.parent.mkdir(parents=True, exist_ok=True)
-    flat = stage / "flat"
-    flat.mkdir()
-    for f, name in zip(files, _tcia_names(files), strict=True):
-        os.replace(f, flat / name)
-    if final.exists():
-        remove_tree(final)
-    os.replace(flat, final)
-    remove_tree(stage)
-    return final
+    return place_series(files, dest, stage)
 
 
 def download_autopet(
@@ -335,6 +268,7 @@ def download_autopet(
     series_list: str | os.PathLike[str] | None = None,
     manifest: str | os.PathLike[str] | None = None,
     subjects: Sequence[str] = (),
+    modalities: Sequence[str] = (),
     collection: str = AUTOPET_COLLECTION,
     nbia_url: str | None = None,
     clinical_url: str | None = CLINICAL_CSV_URL,
@@ -368,6 +302,7 @@ def download_autopet(
         series_list=series_list,
         manifest=manifest,
         subjects=subjects,
+        modalities=modalities,
         collection=collection,
         nbia_url=nbia_url,
         clinical_url=clinical_url,
@@ -390,7 +325,7 @@ def download_autopet(
                 raise DownloadError(f"corrupt series zip ({exc})", path=spec.url) from exc
             raise
         n = sum(1 for _ in folder.glob("*.dcm"))
-        ledger.record(_series_key(uid), folder=folder.relative_to(dest).as_posix(), files=n)
+        ledger.record(series_key(uid), folder=folder.relative_to(dest).as_posix(), files=n)
         if not keep_zips:
             path.unlink(missing_ok=True)
 
