@@ -235,4 +235,4 @@ def test_cli_clinical_and_export(tmp_path: Path, studies) -> None:
     assert sorted(got["Patient"]) == sorted(st.subject_id for st in studies)
     assert set(got["Data-Source"]) == {"X"}
     res = runner.invoke(app, ["export", str(tmp_path / "out"), "--format", "pdf"])
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # not a format: a usage error

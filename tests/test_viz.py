@@ -331,7 +331,7 @@ def test_cli_mip_writes_png(tmp_path: Path) -> None:
     )
     assert res.exit_code == 1 and "GEOMETRY_MISMATCH" in res.output
     res = CliRunner().invoke(app, ["mip", str(d), "-o", str(out2), "--views", "diagonal"])
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # not a view: a usage error
     res = CliRunner().invoke(app, ["mip", str(tmp_path / "nope"), "-o", str(out2)])
     assert res.exit_code == 1
 

@@ -911,7 +911,7 @@ class Catalog:
         )
 
     def summary(self) -> dict[str, Any]:
-        """Counts for ``petcorpus status``: subjects, studies by status, series by
+        """Counts for ``petcorpus catalog status``: subjects, studies by status, series by
         modality, artifacts and their bytes, failures by reason, the last run."""
         c = self._conn
         last = c.execute("SELECT * FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()

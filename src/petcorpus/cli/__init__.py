@@ -13,17 +13,23 @@ import sys
 from petcorpus.cli._app import app, console
 
 # Command modules, imported for their registrations on `app` (one line per area).
+# Each module is named after its command (or group); the order is that of `petcorpus --help`.
 _COMMAND_MODULES = [
-    "petcorpus.cli.phantom",
     "petcorpus.cli.demo",
+    "petcorpus.cli.phantom",
+    "petcorpus.cli.download",
+    "petcorpus.cli.scan",
+    "petcorpus.cli.suv",
     "petcorpus.cli.convert",
     "petcorpus.cli.build",
-    "petcorpus.cli.download",
-    "petcorpus.cli.viz",
-    "petcorpus.cli.suv",
-    "petcorpus.cli.evaluate",
-    "petcorpus.cli.enhance",
     "petcorpus.cli.catalog",
+    "petcorpus.cli.evaluate",
+    "petcorpus.cli.lesions",
+    "petcorpus.cli.mip",
+    "petcorpus.cli.report",
+    "petcorpus.cli.enhance",
+    "petcorpus.cli.labels",
+    "petcorpus.cli.organs",
     "petcorpus.cli.split",
 ]
 

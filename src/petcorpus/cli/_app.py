@@ -30,8 +30,8 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
 
+from petcorpus.cli._help import _Group, tidy_tree
 from petcorpus.errors import PetcorpusError
 
 #: Exit codes of every command (typer/click use 2 for usage errors).
@@ -57,8 +57,13 @@ _OS_CAUSES = {
 _PASS_THROUGH = (typer.Exit, typer.Abort, typer.TyperException)
 
 
-class _GuardedGroup(TyperGroup):
-    """The root command group: turns any exception of a command into one line (see above)."""
+class _GuardedGroup(_Group):
+    """The root command group: turns any exception of a command into one line (see above),
+    and tidies the help pages of the whole tree (:func:`petcorpus.cli._help.tidy_tree`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        tidy_tree(self)
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -164,9 +169,25 @@ def handle_errors(func: F) -> F:
     return func
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from petcorpus import __version__
+
+        console.print(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        expose_value=True,
+        help="Print the petcorpus version and exit.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
     debug: bool = typer.Option(
         False, "--debug", help="On an error, print the Python traceback (for bug reports)."
@@ -180,9 +201,9 @@ def _root(
     )
 
 
-@app.command("version")
+@app.command("version", hidden=True)
 def version_cmd() -> None:
-    """Print the petcorpus version."""
+    """Print the petcorpus version (the same as ``petcorpus --version``)."""
     from petcorpus import __version__
 
     console.print(__version__)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from petcorpus.errors import OutputPathError
 
-__all__ = ["check_output_dir", "check_output_file"]
+__all__ = ["check_output_dir", "check_output_file", "check_table_file", "write_table"]
 
 
 def _writable(folder: Path) -> bool:
@@ -94,3 +95,26 @@ def check_output_file(path: str | os.PathLike[str], *, what: str = "output file"
         raise OutputPathError(f"the {what} is a folder; give a file name", path=p)
     check_output_dir(p.absolute().parent, what=f"folder of the {what}")
     return p
+
+
+def check_table_file(path: Path) -> Path:
+    """:func:`check_output_file`, and a ``.parquet`` name needs pyarrow (one clear line)."""
+    from petcorpus._optional import import_optional
+
+    check_output_file(path)
+    if path.suffix == ".parquet":
+        import_optional("pyarrow", extra="parquet", purpose="a .parquet table")
+    return path
+
+
+def write_table(table: Any, path: Path) -> None:
+    """Write a DataFrame as CSV (or Parquet, by the suffix), atomically."""
+    from petcorpus.atomic import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        with atomic_write(path) as fh:
+            table.to_parquet(fh, index=False)
+    else:
+        with atomic_write(path, "w") as fh:
+            table.to_csv(fh, index=False)

@@ -9,17 +9,12 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
 from petcorpus.cli._app import app, console, handle_errors
+from petcorpus.cli._format import table as fold_table
 from petcorpus.cli._outputs import check_output_dir, check_output_file
+from petcorpus.cli._params import Compat, Hdf5Layout, Source, Suv, SuvTime, value
+from petcorpus.cli._progress import NO_PROGRESS, progress_bar
 
 
 def _connect(scheduler: str, timeout: float) -> Any:
@@ -45,30 +40,44 @@ def _connect(scheduler: str, timeout: float) -> Any:
 @handle_errors
 def build_cmd(
     dicom_root: Path = typer.Argument(
-        ..., exists=True, file_okay=False, help="DICOM tree (or ENHANCE.PET root with --from)."
+        ...,
+        exists=True,
+        file_okay=False,
+        metavar="DICOM",
+        help="DICOM tree (or an ENHANCE.PET corpus with --from enhance).",
     ),
     out: Path = typer.Argument(..., help="Corpus folder (NIfTI layout + catalog.sqlite)."),
-    clinical: Path = typer.Option(None, "--clinical", exists=True, help="TCIA clinical CSV."),
-    workers: int = typer.Option(None, "--workers", "-j", min=1, help="Local processes."),
-    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler, tcp://HOST:PORT."),
-    connect_timeout: float = typer.Option(
-        10.0, "--connect-timeout", min=0.1, help="Seconds to wait for the --scheduler."
+    clinical: Path = typer.Option(
+        None, "--clinical", exists=True, metavar="CSV", help="TCIA clinical CSV."
     ),
-    hdf5: Path = typer.Option(None, "--hdf5", help="Also write the corpus as one HDF5 file."),
-    hdf5_layout: str = typer.Option(
-        "chunked",
+    workers: int = typer.Option(None, "--workers", "-j", min=1, metavar="N", help="Processes."),
+    scheduler: str = typer.Option(
+        None, "--scheduler", metavar="URL", help="Dask scheduler, tcp://HOST:PORT."
+    ),
+    connect_timeout: float = typer.Option(
+        10.0, "--connect-timeout", min=0.1, metavar="SECONDS", help="Wait for --scheduler."
+    ),
+    hdf5: Path = typer.Option(
+        None, "--hdf5", metavar="FILE", help="Also write the corpus as one HDF5 file."
+    ),
+    hdf5_layout: Hdf5Layout = typer.Option(
+        Hdf5Layout.CHUNKED,
         "--hdf5-layout",
         help="chunked (32³, Blosc-LZ4; small) or contiguous (uncompressed, memory-mapped "
         "patch reads; ~5x larger).",
     ),
-    compat: str = typer.Option(None, "--compat", help="'autopet': the published files."),
-    suv_time: str = typer.Option("qiba", "--suv-time", help="qiba (default) or autopet."),
-    suv: str = typer.Option("bw", "--suv", help="bw, lbm or bsa."),
-    site: str = typer.Option(None, "--site", help="Site recorded on every subject."),
-    licence: str = typer.Option(None, "--licence", help="Licence recorded on every subject."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-    source: str = typer.Option(
-        "dicom", "--from", help="dicom (convert a DICOM tree) or enhance (catalogue in place)."
+    compat: Compat = typer.Option(None, "--compat", help="autopet: the published files."),
+    suv_time: SuvTime = typer.Option(SuvTime.QIBA, "--suv-time", help="SUV time reference."),
+    suv: Suv = typer.Option(Suv.BW, "--suv", help="What SUV.nii.gz holds."),
+    site: str = typer.Option(None, "--site", metavar="NAME", help="Site of every subject."),
+    licence: str = typer.Option(
+        None, "--licence", metavar="NAME", help="Licence of every subject."
+    ),
+    no_progress: bool = NO_PROGRESS,
+    source: Source = typer.Option(
+        Source.DICOM,
+        "--from",
+        help="dicom (convert a DICOM tree) or enhance (catalogue in place).",
     ),
     pet_series: str = typer.Option(
         None, "--pet-series", metavar="UID", help="Convert this PT series (not the rule's)."
@@ -76,8 +85,8 @@ def build_cmd(
     ct_series: str = typer.Option(
         None, "--ct-series", metavar="UID", help="Convert this CT series (not the rule's)."
     ),
-    seg: bool = typer.Option(
-        True, "--seg/--no-seg", help="--no-seg: images only (for a study whose SEG is broken)."
+    no_seg: bool = typer.Option(
+        False, "--no-seg", help="Images only (for a study whose SEG is broken)."
     ),
     names_from_folders: bool = typer.Option(
         False,
@@ -91,7 +100,7 @@ def build_cmd(
     With --from enhance, an ENHANCE.PET corpus (either release, folders or zips) is
     catalogued in place: cases, sites, licences and the xlsx metadata.
     """
-    if source == "enhance":
+    if source is Source.ENHANCE:
         from petcorpus.pipeline import import_enhance
 
         check_output_dir(out)
@@ -101,15 +110,11 @@ def build_cmd(
             f"{len(imported.incomplete)} incomplete"
         )
         for case in imported.incomplete:
-            console.print(f"[yellow]incomplete[/yellow] case {case} (see `petcorpus status`)")
+            console.print(
+                f"[yellow]incomplete[/yellow] case {case} (see `petcorpus catalog status`)"
+            )
         return
-    if source != "dicom":
-        raise typer.BadParameter("--from must be dicom or enhance", param_hint="--from")
-    if hdf5_layout not in ("chunked", "contiguous"):
-        raise typer.BadParameter(
-            "--hdf5-layout must be chunked or contiguous", param_hint="--hdf5-layout"
-        )
-    if hdf5_layout == "contiguous" and compat == "autopet":
+    if hdf5_layout is Hdf5Layout.CONTIGUOUS and compat is Compat.AUTOPET:
         raise typer.BadParameter(
             "a contiguous HDF5 does not apply to --compat autopet (float64 + gzip)",
             param_hint="--hdf5-layout",
@@ -119,12 +124,12 @@ def build_cmd(
 
     try:
         options = ConversionOptions(
-            compat=compat,  # type: ignore[arg-type]
-            suv_time=suv_time,  # type: ignore[arg-type]
-            suv=suv,  # type: ignore[arg-type]
+            compat=value(compat),  # type: ignore[arg-type]
+            suv_time=suv_time.value,  # type: ignore[arg-type]
+            suv=suv.value,  # type: ignore[arg-type]
             pet_series=pet_series,
             ct_series=ct_series,
-            seg=seg,
+            seg=not no_seg,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -134,16 +139,7 @@ def build_cmd(
         check_output_file(hdf5, what="HDF5 file")
     client = _connect(scheduler, connect_timeout) if scheduler is not None else None
 
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not progress,
-        transient=True,
-    )
+    bar = progress_bar(console, enabled=not no_progress)
     task_id = bar.add_task("converting", total=None)
 
     def planned(n: int, skipped: int) -> None:
@@ -163,7 +159,7 @@ def build_cmd(
             workers=workers,
             client=client,
             hdf5=hdf5,
-            hdf5_contiguous=hdf5_layout == "contiguous",
+            hdf5_contiguous=hdf5_layout is Hdf5Layout.CONTIGUOUS,
             site=site,
             licence=licence,
             command=["petcorpus", *sys.argv[1:]],
@@ -171,7 +167,7 @@ def build_cmd(
             on_outcome=one,
             naming="folders" if names_from_folders else "dicom",
         )
-    table = Table("done", "skipped", "failed", "seconds", title="petcorpus build")
+    table = fold_table("done", "skipped", "failed", "seconds", title="petcorpus build")
     table.add_row(
         str(len(report.done)),
         str(len(report.skipped)),
@@ -195,7 +191,7 @@ def build_cmd(
     if report.skipped_files:
         console.print(
             skipped_summary(report.skipped_files, dicom_root)
-            + " (all listed by `petcorpus status --failures`)",
+            + " (all listed by `petcorpus catalog status --failures`)",
             markup=False,
         )
     if report.hdf5:

@@ -6,35 +6,44 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from petcorpus.cli._app import app, console, err_console, handle_errors
+from petcorpus.cli._format import table
 from petcorpus.cli._outputs import check_output_dir
+from petcorpus.cli._params import Compat, CompatFlavor, Suv, SuvTime, value
+from petcorpus.cli._progress import NO_PROGRESS, progress_bar
 
 
 @app.command("convert")
 @handle_errors
 def convert_cmd(
-    dicom_dir: Path = typer.Argument(..., exists=True, help="A study folder or a tree of them."),
-    out: Path = typer.Argument(..., help="Output root: <out>/<subject>/<study>/*.nii.gz"),
-    compat: str = typer.Option(
-        None, "--compat", help="'autopet': reproduce the published files (dtypes, orientation)."
+    dicom_dir: Path = typer.Argument(
+        ..., exists=True, metavar="DICOM", help="A study folder or a tree of them."
     ),
-    compat_flavor: str = typer.Option(
-        "published", "--compat-flavor", help="published (dicom2nifti 2.3 dtypes) or current."
+    out: Path = typer.Argument(..., help="Output root: OUT/<subject>/<study>/*.nii.gz"),
+    compat: Compat = typer.Option(
+        None, "--compat", help="autopet: reproduce the published files (dtypes, orientation)."
     ),
-    suv_time: str = typer.Option("qiba", "--suv-time", help="qiba (default) or autopet."),
-    suv: str = typer.Option("bw", "--suv", help="What SUV.nii.gz holds: bw, lbm or bsa."),
-    workers: int = typer.Option(None, "--workers", "-j", help="Threads (default: all cores)."),
+    compat_flavor: CompatFlavor = typer.Option(
+        CompatFlavor.PUBLISHED,
+        "--compat-flavor",
+        help="With --compat: dicom2nifti 2.3 dtypes (published) or >= 2.4 (current).",
+    ),
+    suv_time: SuvTime = typer.Option(SuvTime.QIBA, "--suv-time", help="SUV time reference."),
+    suv: Suv = typer.Option(Suv.BW, "--suv", help="What SUV.nii.gz holds."),
+    workers: int = typer.Option(
+        None, "--workers", "-j", min=1, metavar="N", help="Threads (default: all cores)."
+    ),
     pet_series: str = typer.Option(
         None, "--pet-series", metavar="UID", help="Convert this PT series (not the rule's)."
     ),
     ct_series: str = typer.Option(
         None, "--ct-series", metavar="UID", help="Convert this CT series (not the rule's)."
     ),
-    seg: bool = typer.Option(
-        True, "--seg/--no-seg", help="--no-seg: images only (for a study whose SEG is broken)."
+    no_seg: bool = typer.Option(
+        False, "--no-seg", help="Images only (for a study whose SEG is broken)."
     ),
+    no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Convert PET/CT studies to CT, PET (Bq/ml), SUV, CTres and SEG NIfTI, one at a time.
 
@@ -47,14 +56,14 @@ def convert_cmd(
 
     try:
         options = ConversionOptions(
-            compat=compat,  # type: ignore[arg-type]
-            compat_flavor=compat_flavor,  # type: ignore[arg-type]
-            suv_time=suv_time,  # type: ignore[arg-type]
-            suv=suv,  # type: ignore[arg-type]
+            compat=value(compat),  # type: ignore[arg-type]
+            compat_flavor=compat_flavor.value,  # type: ignore[arg-type]
+            suv_time=suv_time.value,  # type: ignore[arg-type]
+            suv=suv.value,  # type: ignore[arg-type]
             workers=workers,
             pet_series=pet_series,
             ct_series=ct_series,
-            seg=seg,
+            seg=not no_seg,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -66,23 +75,27 @@ def convert_cmd(
         err_console.print(f"[red]error[/red]: {escape(str(dicom_dir))}: no DICOM study found")
         raise typer.Exit(code=1)
     names = name_studies(studies)
-    table = Table("study", "result", "output")
+    results = table("study", "result", "output")
     failed = 0
-    for study in studies:
-        try:
-            paths = convert_to_layout(study, out, options, name=names[str(study.study_uid)])
-        except PetcorpusError as exc:
-            failed += 1
-            table.add_row(
-                study.study_uid[-12:], f"[red]failed[/red] [{exc.reason}]", escape(str(exc))
+    with progress_bar(console, enabled=not no_progress) as bar:
+        task = bar.add_task("converting", total=len(studies))
+        for study in studies:
+            try:
+                paths = convert_to_layout(study, out, options, name=names[str(study.study_uid)])
+            except PetcorpusError as exc:
+                failed += 1
+                results.add_row(
+                    study.study_uid[-12:], f"[red]failed[/red] [{exc.reason}]", escape(str(exc))
+                )
+                continue
+            finally:
+                bar.advance(task)
+            results.add_row(
+                study.study_uid[-12:],
+                "[green]done[/green]",
+                escape(str(paths["SUV"].parent.relative_to(out))),
             )
-            continue
-        table.add_row(
-            study.study_uid[-12:],
-            "[green]done[/green]",
-            escape(str(paths["SUV"].parent.relative_to(out))),
-        )
-    console.print(table)
+    console.print(results)
     console.print(f"{len(studies) - failed} converted, {failed} failed")
     if failed:
         raise typer.Exit(code=1)

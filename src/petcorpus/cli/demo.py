@@ -8,21 +8,25 @@ import typer
 
 from petcorpus.cli._app import app, console, handle_errors
 from petcorpus.cli._outputs import check_output_dir
+from petcorpus.cli._progress import NO_PROGRESS, spinner
 
 
 @app.command("demo")
 @handle_errors
 def demo_cmd(
     out: Path = typer.Argument(Path("petcorpus-demo"), help="Folder for everything it makes."),
-    subjects: int = typer.Option(4, "--subjects", "-n", min=1, help="Phantom studies."),
-    seed: int = typer.Option(0, "--seed"),
-    workers: int = typer.Option(2, "--workers", "-j", min=1),
+    subjects: int = typer.Option(4, "--subjects", "-n", min=1, metavar="N", help="Studies."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Random seed."),
+    workers: int = typer.Option(2, "--workers", "-j", min=1, metavar="N", help="Processes."),
+    no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Phantom DICOM → corpus (NIfTI, catalog, HDF5) → metrics → HTML report, offline."""
     from petcorpus.demo import run_demo
 
     check_output_dir(out)
-    r = run_demo(out, subjects=subjects, seed=seed, workers=workers)
+    with spinner(console, enabled=not no_progress) as bar:
+        bar.add_task("demo: phantom DICOM → corpus → metrics → report", total=None)
+        r = run_demo(out, subjects=subjects, seed=seed, workers=workers)
     console.print(f"DICOM:       {r.dicom_root}")
     console.print(f"corpus:      {r.corpus} ({r.studies} studies, {r.failed} failed)")
     console.print(f"predictions: {r.predictions}")

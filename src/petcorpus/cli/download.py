@@ -10,11 +10,16 @@ import typer
 from rich.markup import escape
 
 from petcorpus.cli._app import app, console, err_console, handle_errors
+from petcorpus.cli._format import human_bytes as _human
+from petcorpus.cli._help import _Group
 from petcorpus.cli._outputs import check_output_dir
+from petcorpus.cli._params import Release
+from petcorpus.cli._progress import NO_PROGRESS, on_terminal
 
 download_app = typer.Typer(
     help="Download the corpora (autoPET, PSMA from TCIA or IDC; ENHANCE.PET): resumable, safe.",
     no_args_is_help=True,
+    cls=_Group,
 )
 app.add_typer(download_app, name="download")
 
@@ -23,17 +28,6 @@ def _policy(retries: int, timeout: float, backoff: float):
     from petcorpus.download import RetryPolicy
 
     return RetryPolicy(attempts=retries, timeout=timeout, backoff=backoff)
-
-
-def _human(n: int | None) -> str:
-    if n is None:
-        return "unknown size"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"  # pragma: no cover
 
 
 def _finish(report) -> None:
@@ -47,13 +41,14 @@ def _finish(report) -> None:
         raise typer.Exit(code=1)
 
 
-_WORKERS = typer.Option(4, "--workers", "-j", min=1, help="Concurrent transfers.")
-_RETRIES = typer.Option(5, "--retries", min=1, help="Tries per file before giving up.")
-_TIMEOUT = typer.Option(60.0, "--timeout", min=0.1, help="Socket timeout in seconds.")
-_BACKOFF = typer.Option(2.0, "--backoff", min=0.0, help="First retry delay (s), doubling.")
+_WORKERS = typer.Option(4, "--workers", "-j", min=1, metavar="N", help="Concurrent transfers.")
+_RETRIES = typer.Option(5, "--retries", min=1, metavar="N", help="Tries per file.")
+_TIMEOUT = typer.Option(60.0, "--timeout", min=0.1, metavar="SECONDS", help="Socket timeout.")
+_BACKOFF = typer.Option(
+    2.0, "--backoff", min=0.0, metavar="SECONDS", help="First retry delay, doubling."
+)
 _DRY = typer.Option(False, "--dry-run", help="List what would be fetched and the total size.")
 _VERIFY = typer.Option(False, "--verify", help="Re-hash complete files; fetch changed ones.")
-_PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
 _ALLOW_LINKS = typer.Option(
     False,
     "--allow-links",
@@ -63,6 +58,7 @@ _MAX_RATIO = typer.Option(
     None,
     "--max-ratio",
     min=1.0,
+    metavar="X",
     help="Largest expanded/archive size ratio accepted when unpacking, the zip-bomb cap "
     "(default 200; docs/download.md).",
 )
@@ -81,17 +77,21 @@ _SOURCE = typer.Option(
     help="tcia: NBIA REST API; idc: Imaging Data Commons (its official index, offline, and "
     "public bucket; needs the idc extra of petcorpus).",
 )
-_MODALITY = typer.Option([], "--modality", help="Only these Modalities (CT, PT, SEG); repeat.")
+_MODALITY = typer.Option(
+    [], "--modality", metavar="CT|PT|SEG", help="Only this Modality (repeatable)."
+)
 _IDC_ENDPOINT = typer.Option(
     None,
     "--idc-endpoint",
     envvar="PETCORPUS_IDC_ENDPOINT",
+    metavar="URL",
     help="S3 endpoint of IDC's bucket (default https://s3.amazonaws.com).",
 )
 _IDC_INDEX = typer.Option(
     None,
     "--idc-index",
     envvar="PETCORPUS_IDC_INDEX",
+    metavar="FILE",
     help="IDC index parquet (default: the one the idc-index-data package installs).",
 )
 
@@ -106,26 +106,40 @@ def _limits(max_ratio: float | None):
 @handle_errors
 def enhance_cmd(
     dest: Path = typer.Argument(..., help="Target folder (created)."),
-    release: str = typer.Option("v2", "--release", help="v2 (current, 13 files) or v1."),
+    release: Release = typer.Option(Release.V2, "--release", help="v2: current, 13 files."),
     only: list[str] = typer.Option(
-        [], "--only", help="metadata, labels, images or a group (Organs, Ribs, ...); repeat."
+        [],
+        "--only",
+        metavar="PART",
+        help="metadata, labels, images or a group (Organs, Ribs, ...); repeat.",
     ),
     unpack: bool = typer.Option(False, "--unpack", help="Unpack the zips (safely)."),
-    keep_zips: bool = typer.Option(True, "--keep-zips/--delete-zips", help="After unpacking."),
+    delete_zips: bool = typer.Option(False, "--delete-zips", help="Delete them once unpacked."),
     table: Path | None = typer.Option(
-        None, "--table", envvar="PETCORPUS_ENHANCE_TABLE", help="File table JSON (overrides)."
+        None,
+        "--table",
+        envvar="PETCORPUS_ENHANCE_TABLE",
+        metavar="JSON",
+        help="File table (overrides the built-in one).",
     ),
     base_url: str | None = typer.Option(
-        None, "--base-url", envvar="PETCORPUS_ENHANCE_URL", help="Host replacing the table's."
+        None,
+        "--base-url",
+        envvar="PETCORPUS_ENHANCE_URL",
+        metavar="URL",
+        help="Host replacing the table's.",
     ),
-    cases: int | None = typer.Option(None, "--cases", min=1, help="Per-case layout: first N."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, metavar="N", help="Per-case layout: the first N cases only."
+    ),
+    cases: int | None = typer.Option(None, "--cases", min=1, hidden=True, help="Old --limit."),
     workers: int = _WORKERS,
     retries: int = _RETRIES,
     timeout: float = _TIMEOUT,
     backoff: float = _BACKOFF,
     dry_run: bool = _DRY,
     verify: bool = _VERIFY,
-    progress: bool = _PROGRESS,
+    no_progress: bool = NO_PROGRESS,
     allow_links: bool = _ALLOW_LINKS,
     max_ratio: float | None = _MAX_RATIO,
 ) -> None:
@@ -139,14 +153,13 @@ def enhance_cmd(
     )
     from petcorpus.download.transfer import is_complete
 
-    if release not in ("v1", "v2"):
-        raise typer.BadParameter("release must be v1 or v2", param_hint="--release")
     check_output_dir(dest, what="destination folder")
+    cases = limit or cases
     policy = _policy(retries, timeout, backoff)
     if dry_run:
         from petcorpus.download import Ledger
 
-        tbl = load_table(table, release=release, base_url=base_url)
+        tbl = load_table(table, release=release.value, base_url=base_url)
         specs = enhance_specs(tbl, only=only, cases=cases)
         ledger = Ledger(dest)
         total, unknown = 0, 0
@@ -165,17 +178,17 @@ def enhance_cmd(
         return
     report = download_enhance(
         dest,
-        release=release,
+        release=release.value,
         only=only,
         table=table,
         base_url=base_url,
         cases=cases,
         unpack=unpack,
-        keep_zips=keep_zips,
+        keep_zips=not delete_zips,
         workers=workers,
         policy=policy,
         verify=verify,
-        progress=progress,
+        progress=on_terminal(not no_progress, err_console),
         limits=_limits(max_ratio),
         allow_links=allow_links,
     )
@@ -195,14 +208,12 @@ def enhance_cmd(
 @download_app.command("enhance-table")
 @handle_errors
 def enhance_table_cmd(
-    release: str = typer.Option("v2", "--release", help="v2 or v1."),
+    release: Release = typer.Option(Release.V2, "--release", help="ENHANCE.PET release."),
 ) -> None:
     """Print the built-in ENHANCE.PET file table as JSON (edit it, pass it with --table)."""
     from petcorpus.download import builtin_table
 
-    if release not in ("v1", "v2"):
-        raise typer.BadParameter("release must be v1 or v2", param_hint="--release")
-    console.print_json(json.dumps(builtin_table(release)))
+    console.print_json(json.dumps(builtin_table(release.value)))
 
 
 @download_app.command("autopet")
@@ -210,27 +221,43 @@ def enhance_table_cmd(
 def autopet_cmd(
     dest: Path = typer.Argument(..., help="Target folder for the TCIA-style DICOM tree."),
     series_list: Path | None = typer.Option(
-        None, "--series-list", help="Saved getSeries JSON instead of asking NBIA."
+        None, "--series-list", metavar="JSON", help="Saved getSeries JSON instead of NBIA's."
     ),
-    manifest: Path | None = typer.Option(None, "--manifest", help="A .tcia manifest file."),
-    subjects: list[str] = typer.Option([], "--subjects", help="Only these PatientIDs; repeat."),
+    manifest: Path | None = typer.Option(
+        None, "--manifest", metavar="FILE", help="A .tcia manifest file."
+    ),
+    subjects: list[str] = typer.Option(
+        [], "--subject", metavar="ID", help="Only this PatientID (repeatable)."
+    ),
+    subjects_old: list[str] = typer.Option([], "--subjects", hidden=True, help="Old --subject."),
+    collection: str = typer.Option(
+        "FDG-PET-CT-Lesions", "--collection", metavar="NAME", help="NBIA collection."
+    ),
     modality: list[str] = _MODALITY,
     source: Source = _SOURCE,
     idc_endpoint: str | None = _IDC_ENDPOINT,
     idc_index: Path | None = _IDC_INDEX,
-    collection: str = typer.Option("FDG-PET-CT-Lesions", "--collection", help="NBIA collection."),
     nbia_url: str | None = typer.Option(
-        None, "--nbia-url", envvar="PETCORPUS_NBIA_URL", help="NBIA REST API base URL."
+        None,
+        "--nbia-url",
+        envvar="PETCORPUS_NBIA_URL",
+        metavar="URL",
+        help="NBIA REST API base URL.",
     ),
     clinical_url: str | None = typer.Option(
         None,
         "--clinical-url",
         envvar="PETCORPUS_TCIA_CLINICAL_URL",
+        metavar="URL",
         help="URL of the clinical metadata CSV (default: TCIA's).",
     ),
-    clinical: bool = typer.Option(True, "--clinical/--no-clinical", help="Fetch the CSV."),
-    md5: bool = typer.Option(True, "--md5/--no-md5", help="Use getImageWithMD5Hash."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="First N series only."),
+    no_clinical: bool = typer.Option(False, "--no-clinical", help="Skip the clinical CSV."),
+    no_md5: bool = typer.Option(
+        False, "--no-md5", help="Use getImage, not getImageWithMD5Hash (no MD5 check)."
+    ),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, metavar="N", help="The first N series only."
+    ),
     keep_zips: bool = typer.Option(False, "--keep-zips", help="Keep series zips."),
     workers: int = _WORKERS,
     retries: int = _RETRIES,
@@ -238,7 +265,7 @@ def autopet_cmd(
     backoff: float = _BACKOFF,
     dry_run: bool = _DRY,
     verify: bool = _VERIFY,
-    progress: bool = _PROGRESS,
+    no_progress: bool = NO_PROGRESS,
     allow_links: bool = _ALLOW_LINKS,
     max_ratio: float | None = _MAX_RATIO,
 ) -> None:
@@ -257,7 +284,7 @@ def autopet_cmd(
         _idc_cmd(
             "autopet",
             dest,
-            subjects=subjects,
+            subjects=[*subjects, *subjects_old],
             modalities=modality,
             limit=limit,
             index=idc_index,
@@ -266,20 +293,20 @@ def autopet_cmd(
             policy=_policy(retries, timeout, backoff),
             dry_run=dry_run,
             verify=verify,
-            progress=progress,
+            progress=on_terminal(not no_progress, err_console),
         )
         return
-    url = (clinical_url or CLINICAL_CSV_URL) if clinical else None
+    url = None if no_clinical else (clinical_url or CLINICAL_CSV_URL)
     policy = _policy(retries, timeout, backoff)
     kwargs = {
         "series_list": series_list,
         "manifest": manifest,
-        "subjects": subjects,
+        "subjects": [*subjects, *subjects_old],
         "modalities": modality,
         "collection": collection,
         "nbia_url": nbia_url,
         "clinical_url": url,
-        "md5": md5,
+        "md5": not no_md5,
         "limit": limit,
         "policy": policy,
     }
@@ -300,7 +327,7 @@ def autopet_cmd(
         workers=workers,
         verify=verify,
         keep_zips=keep_zips,
-        progress=progress,
+        progress=on_terminal(not no_progress, err_console),
         limits=_limits(max_ratio),
         allow_links=allow_links,
         **kwargs,  # type: ignore[arg-type]
@@ -316,13 +343,21 @@ PSMA_COLLECTION = "PSMA-PET-CT-Lesions"
 def psma_cmd(
     dest: Path = typer.Argument(..., help="Target folder for the TCIA-style DICOM tree."),
     source: Source = _SOURCE,
-    subjects: list[str] = typer.Option([], "--subjects", help="Only these PatientIDs; repeat."),
+    subjects: list[str] = typer.Option(
+        [], "--subject", metavar="ID", help="Only this PatientID (repeatable)."
+    ),
     modality: list[str] = _MODALITY,
-    limit: int | None = typer.Option(None, "--limit", min=1, help="First N series only."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, metavar="N", help="The first N series only."
+    ),
     idc_endpoint: str | None = _IDC_ENDPOINT,
     idc_index: Path | None = _IDC_INDEX,
     nbia_url: str | None = typer.Option(
-        None, "--nbia-url", envvar="PETCORPUS_NBIA_URL", help="NBIA REST API base URL."
+        None,
+        "--nbia-url",
+        envvar="PETCORPUS_NBIA_URL",
+        metavar="URL",
+        help="NBIA REST API base URL.",
     ),
     workers: int = _WORKERS,
     retries: int = _RETRIES,
@@ -330,7 +365,7 @@ def psma_cmd(
     backoff: float = _BACKOFF,
     dry_run: bool = _DRY,
     verify: bool = _VERIFY,
-    progress: bool = _PROGRESS,
+    no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Download PSMA-PET-CT-Lesions (597 PSMA PET/CT studies) into a TCIA-style DICOM tree."""
     check_output_dir(dest, what="destination folder")
@@ -348,7 +383,7 @@ def psma_cmd(
             policy=policy,
             dry_run=dry_run,
             verify=verify,
-            progress=progress,
+            progress=on_terminal(not no_progress, err_console),
         )
         return
     from petcorpus.download import download_autopet, plan_autopet
@@ -381,7 +416,7 @@ def psma_cmd(
         workers=workers,
         policy=policy,
         verify=verify,
-        progress=progress,
+        progress=on_terminal(not no_progress, err_console),
     )
     _finish(report)
 

@@ -3,35 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import typer
 
 from petcorpus.cli._app import app, console, handle_errors
 from petcorpus.cli._outputs import check_output_dir
+from petcorpus.cli._params import Size, Vendor
 
 
 @app.command("phantom")
 @handle_errors
 def phantom_cmd(
     out: Path = typer.Argument(..., help="Folder for the TCIA-like DICOM tree."),
-    subjects: int = typer.Option(3, "--subjects", "-n", min=1, help="Number of studies."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same files)."),
-    size: str = typer.Option("small", "--size", help="small (fast) or full (scanner-size)."),
-    vendor: str = typer.Option("siemens", "--vendor", help="siemens, ge, philips or mixed."),
+    subjects: int = typer.Option(3, "--subjects", "-n", min=1, metavar="N", help="Studies."),
+    seed: int = typer.Option(
+        0, "--seed", metavar="N", help="Random seed (same seed, same files)."
+    ),
+    size: Size = typer.Option(Size.SMALL, "--size", help="small (fast) or full (scanner-size)."),
+    vendor: Vendor = typer.Option(Vendor.SIEMENS, "--vendor", help="Scanner vendor."),
 ) -> None:
     """Write synthetic whole-body FDG-PET/CT studies (CT, PET, SEG) and a clinical CSV."""
     from petcorpus.phantom import write_corpus
 
-    if size not in ("small", "full"):
-        raise typer.BadParameter("size must be 'small' or 'full'", param_hint="--size")
-    if vendor not in ("siemens", "ge", "philips", "mixed"):
-        raise typer.BadParameter(
-            "vendor must be siemens, ge, philips or mixed", param_hint="--vendor"
-        )
     check_output_dir(out)
-    sz: Literal["small", "full"] = "full" if size == "full" else "small"
-    studies = write_corpus(out, subjects=subjects, seed=seed, size=sz, vendor=vendor)  # type: ignore[arg-type]
+    studies = write_corpus(
+        out,
+        subjects=subjects,
+        seed=seed,
+        size=size.value,  # type: ignore[arg-type]
+        vendor=vendor.value,  # type: ignore[arg-type]
+    )
     for st in studies:
         console.print(
             f"{st.subject_id}  {st.vendor:8s} {st.truth.diagnosis:12s} "
