@@ -1,0 +1,166 @@
+"""Read-only views of the catalog: the tables and summaries that commands, reports and
+splits read (no SQL outside the catalog package)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from petcorpus.catalog.schema import CATALOG_NAME
+from petcorpus.errors import PetcorpusError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["CatalogReads"]
+
+
+class CatalogReads:
+    """The read methods of :class:`~petcorpus.catalog.Catalog` (a mixin over its connection
+    and folder)."""
+
+    _conn: sqlite3.Connection
+    out_dir: Path
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self.out_dir / CATALOG_NAME
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pd.DataFrame:
+        """Run one SQL statement and return its rows as a pandas DataFrame."""
+        import pandas as pd
+
+        try:
+            cur = self._conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise PetcorpusError(f"SQL error: {exc}", path=self.path) from exc
+        cols = [d[0] for d in cur.description or ()]
+        return pd.DataFrame([tuple(r) for r in cur.fetchall()], columns=cols)
+
+    def subject_attributes(self) -> pd.DataFrame:
+        """One row per subject with converted or catalogued studies: ``subject_id``,
+        ``n_studies``, ``diagnosis``, ``site``, ``tracer`` (the PET's Radiopharmaceutical);
+        a subject's differing values are joined with ``+`` in sorted order."""
+        return self.query(
+            """SELECT su.subject_id,
+                      count(DISTINCT st.study_uid) AS n_studies,
+                      coalesce(su.diagnosis, (SELECT group_concat(d, '+') FROM (
+                          SELECT DISTINCT s2.diagnosis AS d FROM studies s2
+                          WHERE s2.subject_id = su.subject_id AND s2.diagnosis IS NOT NULL
+                          ORDER BY d))) AS diagnosis,
+                      su.site,
+                      (SELECT group_concat(t, '+') FROM (
+                          SELECT DISTINCT p.value AS t FROM params p
+                          JOIN series se USING (series_uid)
+                          JOIN studies s3 USING (study_uid)
+                          WHERE s3.subject_id = su.subject_id AND se.modality = 'PT'
+                            AND p.name = 'Radiopharmaceutical' ORDER BY t)) AS tracer
+               FROM subjects su JOIN studies st USING (subject_id)
+               GROUP BY su.subject_id ORDER BY su.subject_id"""
+        )
+
+    def splits(self) -> pd.DataFrame:
+        """The stored split, one row per study: subject, study, source, fold, is_test
+        (empty for a catalog without one)."""
+        if self.schema_version < 2:
+            return self.query(
+                "SELECT NULL AS subject_id, NULL AS study_uid, NULL AS source, "
+                "NULL AS fold, NULL AS is_test WHERE 0"
+            )
+        return self.query(
+            """SELECT sp.subject_id, st.study_uid, st.source, sp.fold, sp.is_test
+               FROM splits sp JOIN studies st USING (subject_id)
+               ORDER BY sp.is_test, sp.fold, sp.subject_id, st.source"""
+        )
+
+    def failed_studies(self) -> pd.DataFrame:
+        """Each failed study's latest failure: study folder, stage, reason, file, message."""
+        return self.query(
+            """SELECT st.source AS study, f.stage, f.reason, f.path AS file, f.message
+               FROM failures f JOIN studies st USING (study_uid)
+               WHERE st.status = 'failed'
+                 AND f.failure_id = (SELECT max(failure_id) FROM failures g
+                                     WHERE g.study_uid = f.study_uid)
+               ORDER BY st.source"""
+        )
+
+    def skipped_files(self, run_id: int | None = None) -> pd.DataFrame:
+        """Files a build's scan skipped (default: the latest run), relative to its root."""
+        return self.query(
+            """SELECT path AS file, message FROM failures
+               WHERE study_uid IS NULL AND stage = 'scan'
+                 AND run_id = coalesce(?, (SELECT max(run_id) FROM runs))
+               ORDER BY path""",
+            (run_id,),
+        )
+
+    def _rows(self, sql: str) -> list[dict[str, Any]]:
+        """The rows of one read-only statement as plain dicts (values as SQLite stored
+        them: an age stays an int, a missing value is None)."""
+        try:
+            return [dict(r) for r in self._conn.execute(sql)]
+        except sqlite3.Error as exc:
+            raise PetcorpusError(f"cannot read the catalog: {exc}", path=self.path) from exc
+
+    def subjects_table(self) -> list[dict[str, Any]]:
+        """Every subject: ``subject_id``, ``sex``, ``age``, ``diagnosis``, ``site``."""
+        return self._rows(
+            "SELECT subject_id, sex, age, diagnosis, site FROM subjects ORDER BY subject_id"
+        )
+
+    def studies_table(self) -> list[dict[str, Any]]:
+        """Every study: ``study_uid``, ``subject_id``, ``diagnosis``, ``status`` and
+        ``vendor`` (the manufacturer of its PET series, else of its first series with one)."""
+        return self._rows(
+            """SELECT st.study_uid, st.subject_id, st.diagnosis, st.status,
+                      (SELECT se.manufacturer FROM series se
+                       WHERE se.study_uid = st.study_uid AND se.manufacturer IS NOT NULL
+                       ORDER BY coalesce(se.modality, 'PT') != 'PT', se.rowid
+                       LIMIT 1) AS vendor
+               FROM studies st ORDER BY st.study_uid"""
+        )
+
+    def failures_table(self) -> list[dict[str, Any]]:
+        """Every recorded failure, oldest first: ``study_uid`` (None for a skipped file),
+        ``stage``, ``error_class``, ``reason``, ``message``, ``path``."""
+        return self._rows(
+            "SELECT study_uid, stage, error_class, reason, message, path FROM failures "
+            "ORDER BY failure_id"
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for ``petcorpus catalog status``: subjects, studies by status, series by
+        modality, artifacts and their bytes, failures by reason, the last run."""
+        c = self._conn
+        last = c.execute("SELECT * FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+        return {
+            "schema_version": self.schema_version,
+            "subjects": c.execute("SELECT count(*) FROM subjects").fetchone()[0],
+            "studies": dict(
+                c.execute("SELECT status, count(*) FROM studies GROUP BY status ORDER BY status")
+            ),
+            "series": dict(
+                c.execute(
+                    "SELECT coalesce(modality, '?'), count(*) FROM series "
+                    "GROUP BY modality ORDER BY modality"
+                )
+            ),
+            "artifacts": c.execute("SELECT count(*) FROM artifacts").fetchone()[0],
+            "artifact_bytes": c.execute(
+                "SELECT coalesce(sum(bytes), 0) FROM artifacts"
+            ).fetchone()[0],
+            "failures": dict(
+                c.execute(
+                    "SELECT f.reason, count(*) FROM failures f JOIN studies s "
+                    "USING (study_uid) WHERE s.status = 'failed' GROUP BY f.reason"
+                )
+            ),
+            "last_run": None if last is None else dict(last),
+        }
