@@ -36,7 +36,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from petcorpus.errors import CorruptFileError, PetcorpusError, Reason, UnsupportedError
+from petcorpus.errors import (
+    CorruptFileError,
+    PetcorpusError,
+    Reason,
+    UnsupportedError,
+    printable,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -284,7 +290,7 @@ class FailureRecord:
             reason, path, msg = str(inner.reason), inner.path, inner.message
         else:
             reason, path = "UNEXPECTED", None
-            msg = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            msg = printable("".join(traceback.format_exception_only(type(exc), exc)).strip())
         return cls(
             study_uid=study_uid,
             stage=stage,

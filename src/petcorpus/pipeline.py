@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from petcorpus._memory import gc_paused, keep_freed_memory
 from petcorpus.catalog import ArtifactRecord, Catalog, FailureRecord, artifact_record
 from petcorpus.convert import ConversionOptions, write_converted
-from petcorpus.errors import PetcorpusError, Reason
+from petcorpus.errors import PetcorpusError, Reason, printable
 from petcorpus.naming import Naming, OutputName, name_studies
 
 if TYPE_CHECKING:
@@ -464,9 +464,9 @@ def skipped_summary(skipped: Sequence[tuple[Path, str]], root: Path, show: int =
 
 def _rel(path: Path, root: Path) -> str:
     try:
-        return str(path.relative_to(root)) or path.name
+        return printable(str(path.relative_to(root)) or path.name)
     except ValueError:
-        return str(path)
+        return printable(str(path))
 
 
 def _iso_date(value: str | None) -> str | None:

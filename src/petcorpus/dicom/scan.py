@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -185,9 +186,11 @@ class StudyInfo:
         for name, found in (("PT", pets), ("CT", cts)):
             if not found:
                 have = sorted({s.modality for s in self.series}) or ["nothing"]
+                files = [f for s in self.series for f in s.files]
                 raise PetcorpusError(
                     f"study {self.study_uid} has no {name} series (it has {', '.join(have)})",
-                    path=self.series[0].files[0].parent if self.series else None,
+                    # a study of one file (its UIDs damaged, say): that file
+                    path=(files[0] if len(files) == 1 else files[0].parent) if files else None,
                     reason=Reason.NO_SERIES,
                 )
         annotated = {s.params.get("ReferencedSeriesUID") for s in self.by_modality("SEG")}
@@ -268,6 +271,18 @@ class StudyInfo:
             if ct.series_uid != ct_series
             and (covers(s), same_for(s)) == (covers(ct), same_for(ct))
         ]
+        if not covers(ct):  # converted, but CTres is -1024 where the CT has no slice
+            warnings.append(
+                f"CT {ct.series_uid} does not cover the PET's z-extent (CT z "
+                f"{_extent(ct)} mm, PET z {_extent(pet)} mm): CTres is -1024 HU outside the CT"
+            )
+        if not same_for(ct):  # the grids are taken to share patient coordinates
+            warnings.append(
+                f"CT {ct.series_uid} and PET {pet.series_uid} differ in FrameOfReferenceUID "
+                f"({ct.frame_of_reference_uid or 'none'} vs "
+                f"{pet.frame_of_reference_uid or 'none'}): CTres assumes their patient "
+                "coordinates agree"
+            )
         if rivals:
             warnings.append(
                 f"{len(rivals) + 1} equally suitable CT series: chose {ct.series_uid} "
@@ -288,6 +303,11 @@ class StudyInfo:
             )
             reasons.append(f"SEG {s.series_uid}: references {what}")
         return Selection(ct=ct, pet=pet, segs=segs, reasons=reasons, warnings=warnings)
+
+
+def _extent(series: SeriesInfo) -> str:
+    z = series.z_extent
+    return "unknown" if z is None else f"{z[0]:.1f} to {z[1]:.1f}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,6 +372,7 @@ def _floats(value: Any, n: int) -> tuple[float, ...] | None:
 #: files that are not images (other files, DICOMDIR, FIFOs...)
 DAMAGED = ("zero bytes", "truncated", "unreadable", "cannot parse")
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+_DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
 
 
 def _read_header(path: Path) -> _FileKeys | str:
@@ -361,13 +382,29 @@ def _read_header(path: Path) -> _FileKeys | str:
         ds = _read_specific(path)
     except PetcorpusError as exc:
         return exc.message
-    if not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID"):
-        meta = getattr(ds, "file_meta", None)
-        sop_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
-        if sop_class == _DICOMDIR_SOP_CLASS or path.name.upper() == "DICOMDIR":
-            return "DICOMDIR (an index of the files, not an image)"
-        return "no StudyInstanceUID/SeriesInstanceUID"
-    return _FileKeys.from_dataset(path, ds)
+    try:
+        if not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID"):
+            meta = getattr(ds, "file_meta", None)
+            sop_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+            if sop_class == _DICOMDIR_SOP_CLASS or path.name.upper() == "DICOMDIR":
+                return "DICOMDIR (an index of the files, not an image)"
+            return "no StudyInstanceUID/SeriesInstanceUID"
+        return _FileKeys.from_dataset(path, ds)
+    except Exception as exc:  # pydicom converts elements when read: a damaged header
+        return _cannot_parse(exc)
+
+
+def _cannot_parse(exc: Exception) -> str:
+    return f"cannot parse as DICOM ({type(exc).__name__}: {' '.join(str(exc).split())})"
+
+
+def _get(ds: Dataset, keyword: str) -> Any:
+    """``ds.get(keyword)``, or None when pydicom cannot convert the element (a damaged
+    header: the series summary leaves the value out; loading the series names the file)."""
+    try:
+        return ds.get(keyword)
+    except Exception:
+        return None
 
 
 def _read_specific(path: Path) -> Dataset:
@@ -399,13 +436,14 @@ def _read_specific(path: Path) -> Dataset:
     except OSError as exc:
         raise CorruptFileError(f"unreadable: {os_error(exc)}", path=path) from exc
     except Exception as exc:
-        raise CorruptFileError(
-            f"cannot parse as DICOM ({type(exc).__name__}: {exc})", path=path
-        ) from exc
-    if end >= size:
-        meta = getattr(ds, "file_meta", None)
+        raise CorruptFileError(_cannot_parse(exc), path=path) from exc
+    meta = getattr(ds, "file_meta", None)
+    # A deflated dataset is inflated whole before it is parsed: the file is read to its end
+    # (a deflated file cut short fails to inflate instead).
+    deflated = meta is not None and meta.get("TransferSyntaxUID") == _DEFLATED
+    if end >= size and not deflated:
         dicomdir = meta is not None and meta.get("MediaStorageSOPClassUID") == _DICOMDIR_SOP_CLASS
-        no_uids = not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID")
+        no_uids = not _get(ds, "SeriesInstanceUID") or not _get(ds, "StudyInstanceUID")
         if not dicomdir and ("Rows" in ds or no_uids):
             what = "the pixel data" if not no_uids else "its StudyInstanceUID/SeriesInstanceUID"
             raise CorruptFileError(
@@ -423,6 +461,11 @@ def _f(v: Any) -> float | None:
         return None
 
 
+def _int(v: Any) -> int | None:
+    f = _f(v)
+    return int(f) if f is not None and math.isfinite(f) else None
+
+
 def _s(v: Any) -> str | None:
     if v is None or v == "":
         return None
@@ -430,8 +473,8 @@ def _s(v: Any) -> str | None:
 
 
 def _params(modality: str, first: Dataset, earliest: Dataset) -> dict[str, Any]:
-    def get(kw: str) -> Any:
-        v = first.get(kw)
+    def value(kw: str) -> Any:
+        v = _get(first, kw)
         if v is None or v == "":
             return None
         if kw in ("PixelSpacing", "CorrectedImage", "ImageType"):
@@ -451,6 +494,12 @@ def _params(modality: str, first: Dataset, earliest: Dataset) -> dict[str, Any]:
         ):
             return _f(v)
         return _s(v) if not isinstance(v, (list, tuple)) else "\\".join(map(str, v))
+
+    def get(kw: str) -> Any:
+        try:
+            return value(kw)
+        except (TypeError, ValueError):  # a damaged value: left out of the summary
+            return None
 
     p: dict[str, Any] = {}
     common = ["Rows", "Columns", "PixelSpacing", "SliceThickness", "ConvolutionKernel"]
@@ -473,24 +522,25 @@ def _params(modality: str, first: Dataset, earliest: Dataset) -> dict[str, Any]:
             p[kw] = get(kw)
         m = _ITER_RE.search(p.get("ReconstructionMethod") or "")
         p["Iterations"], p["Subsets"] = (int(m.group(1)), int(m.group(2))) if m else (None, None)
-        seq = first.get("RadiopharmaceuticalInformationSequence")
+        seq = _get(first, "RadiopharmaceuticalInformationSequence")
         rp = seq[0] if seq else None
-        p["RadionuclideTotalDose"] = _f(rp.get("RadionuclideTotalDose")) if rp else None
-        p["Radiopharmaceutical"] = _s(rp.get("Radiopharmaceutical")) if rp else None
+        p["RadionuclideTotalDose"] = _f(_get(rp, "RadionuclideTotalDose")) if rp else None
+        p["Radiopharmaceutical"] = _s(_get(rp, "Radiopharmaceutical")) if rp else None
         from petcorpus.dicom.suv import SuvInputs, _scan_datetime
 
-        inp = SuvInputs.from_datasets([first, earliest])
-        inj = inp.injection_datetime.value if inp.injection_datetime else None
+        inj = scan_dt = None
         try:
+            inp = SuvInputs.from_datasets([first, earliest])
+            inj = inp.injection_datetime.value if inp.injection_datetime else None
             scan_dt = _scan_datetime(inp).value
-        except PetcorpusError:
-            scan_dt = None
+        except Exception:  # summary only: computing the SUV says what is wrong, and where
+            pass
         p["InjectionDateTime"] = inj.isoformat() if inj else None
         p["ScanDateTime"] = scan_dt.isoformat() if scan_dt else None
         p["UptakeTimeS"] = (scan_dt - inj).total_seconds() if inj and scan_dt else None
     elif modality == "SEG":
-        ref = first.get("ReferencedSeriesSequence")
-        p["ReferencedSeriesUID"] = _s(ref[0].get("SeriesInstanceUID")) if ref else None
+        ref = _get(first, "ReferencedSeriesSequence")
+        p["ReferencedSeriesUID"] = _s(_get(ref[0], "SeriesInstanceUID")) if ref else None
     else:
         for kw in common:
             p[kw] = get(kw)
@@ -652,7 +702,7 @@ def _scan(
         # acquisition; only these two headers are read again, here.
         first_keys = members[0]
         first = _read_specific(first_keys.path)
-        modality = _s(first.get("Modality")) or "OT"
+        modality = _s(_get(first, "Modality")) or "OT"
         iop = first_keys.orientation
         normal = None if iop is None else np.cross(iop[:3], iop[3:])
         members.sort(key=functools.partial(_slice_key, normal=normal))
@@ -664,11 +714,11 @@ def _scan(
             study_uid=study_uid,
             modality=modality,
             files=tuple(m.path for m in members),
-            manufacturer=_s(first.get("Manufacturer")),
-            model=_s(first.get("ManufacturerModelName")),
-            frame_of_reference_uid=_s(first.get("FrameOfReferenceUID")),
-            description=_s(first.get("SeriesDescription")),
-            series_number=int(first.SeriesNumber) if first.get("SeriesNumber") else None,
+            manufacturer=_s(_get(first, "Manufacturer")),
+            model=_s(_get(first, "ManufacturerModelName")),
+            frame_of_reference_uid=_s(_get(first, "FrameOfReferenceUID")),
+            description=_s(_get(first, "SeriesDescription")),
+            series_number=_int(_get(first, "SeriesNumber")),
             z_extent=(min(zs), max(zs)) if zs else None,
             params=_params(modality, first, earliest),
             unreadable=tuple(
@@ -698,8 +748,8 @@ def _scan(
         out.append(
             StudyInfo(
                 uid,
-                _s(meta.get("PatientID")),
-                _s(meta.get("StudyDate")),
+                _s(_get(meta, "PatientID")),
+                _s(_get(meta, "StudyDate")),
                 series,
                 unreadable=tuple(beside),
             )
