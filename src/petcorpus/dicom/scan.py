@@ -15,7 +15,8 @@ PET
 CT
     Among the CT series, those whose z-extent covers the chosen PET's (± half a slice)
     first, then those sharing the PET's FrameOfReferenceUID, then the most slices, then the
-    lowest UID; equally suitable CTs are reported (``--ct-series UID`` picks another).
+    lowest UID; equally suitable CTs are reported (``--ct-series UID`` picks another), and
+    so is a chosen CT that does not cover the PET or has another FrameOfReferenceUID.
 SEG
     Every SEG series of the study, those referencing the chosen PET first.
 """
@@ -277,11 +278,15 @@ class StudyInfo:
                 f"{_extent(ct)} mm, PET z {_extent(pet)} mm): CTres is -1024 HU outside the CT"
             )
         if not same_for(ct):  # the grids are taken to share patient coordinates
+            ct_for, pet_for = ct.frame_of_reference_uid, pet.frame_of_reference_uid
+            what = (
+                f"differ in FrameOfReferenceUID ({ct_for or 'none'} vs {pet_for or 'none'})"
+                if ct_for or pet_for
+                else "have no FrameOfReferenceUID"
+            )
             warnings.append(
-                f"CT {ct.series_uid} and PET {pet.series_uid} differ in FrameOfReferenceUID "
-                f"({ct.frame_of_reference_uid or 'none'} vs "
-                f"{pet.frame_of_reference_uid or 'none'}): CTres assumes their patient "
-                "coordinates agree"
+                f"CT {ct.series_uid} and PET {pet.series_uid} {what}: CTres assumes their "
+                "patient coordinates agree"
             )
         if rivals:
             warnings.append(
