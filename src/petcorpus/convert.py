@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from petcorpus.errors import CorruptFileError, PetcorpusError, Reason
+from petcorpus.errors import CorruptFileError, PetcorpusError, Reason, printable
 from petcorpus.layouts.autopet import AutopetStudy
 from petcorpus.naming import OutputName, name_studies
 from petcorpus.volume import Volume, VolumeStream
@@ -351,12 +351,14 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, Path):
-        return value.name  # a file name, never a full path that may hold identifiers
+        return printable(value.name)  # a file name, never a full path that may hold identifiers
     if isinstance(value, np.generic):
         return value.item()
-    if value is None or isinstance(value, str | int | float | bool):
+    if isinstance(value, str):
+        return printable(value)  # a file name that is not UTF-8 cannot be written as JSON
+    if value is None or isinstance(value, int | float | bool):
         return value
-    return str(value)
+    return printable(str(value))
 
 
 def _strip_paths(value: Any) -> Any:

@@ -24,7 +24,24 @@ __all__ = [
     "SliceGapError",
     "UnsafeArchiveError",
     "UnsupportedError",
+    "printable",
 ]
+
+
+def printable(text: str) -> str:
+    """``text`` with the undecodable bytes of file names shown as ``\\xNN``.
+
+    Python decodes a file name that is not UTF-8 with surrogate escapes, which cannot be
+    printed to a UTF-8 terminal, stored in SQLite or written as JSON; errors, the catalog and
+    sidecars name such a file this way instead (``caf\\xe9.dcm`` for Latin-1 ``café.dcm``).
+    """
+    if text.isascii():
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decoded to
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 class Reason(enum.StrEnum):
@@ -74,10 +91,10 @@ class PetcorpusError(Exception):
         path: str | PathLike[str] | None = None,
         reason: Reason | None = None,
     ) -> None:
-        self.message = message
-        self.path = None if path is None else str(path)
+        self.message = printable(message)
+        self.path = None if path is None else printable(str(path))
         self.reason = Reason(reason) if reason is not None else self.default_reason
-        super().__init__(f"{self.path}: {message}" if self.path else message)
+        super().__init__(f"{self.path}: {self.message}" if self.path else self.message)
 
     def __reduce__(self) -> tuple[type[PetcorpusError], tuple[str, str | None, Reason]]:
         # Exception pickles ``args`` (the joined text): rebuild from the parts instead, so

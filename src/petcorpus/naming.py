@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from petcorpus.errors import PetcorpusError, Reason
+from petcorpus.errors import PetcorpusError, Reason, printable
 
 if TYPE_CHECKING:
     from petcorpus.dicom.scan import StudyInfo
@@ -108,7 +108,8 @@ def _tcia_study_folder(study: StudyInfo) -> str | None:
         found = None
         for ancestor in (folder, *folder.parents):
             m = _TCIA_STUDY.match(ancestor.name)
-            if m and f"{m[3]}-{m[1]}-{m[2]}" == iso:
+            # (a name that is not UTF-8 cannot be a catalog entry: the DICOM rule names it)
+            if m and f"{m[3]}-{m[1]}-{m[2]}" == iso and printable(ancestor.name) == ancestor.name:
                 found = ancestor.name
                 break
         if found is None:
@@ -137,7 +138,7 @@ def _folder_name(study: StudyInfo) -> OutputName:
                 path=folder,
                 reason=Reason.OUTPUT_COLLISION,
             )
-        names.add(OutputName(parents[1].name, parents[0].name))
+        names.add(OutputName(printable(parents[1].name), printable(parents[0].name)))
     if len(names) != 1:
         listed = ", ".join(sorted(map(str, names)))
         raise PetcorpusError(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
-from petcorpus.errors import CorruptFileError, PetcorpusError
+from petcorpus.errors import CorruptFileError, PetcorpusError, printable
 
 __all__ = [
     "ArtifactRecord",
@@ -165,7 +165,7 @@ class FailureRecord:
             reason, path, msg = str(inner.reason), inner.path, inner.message
         else:
             reason, path = "UNEXPECTED", None
-            msg = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            msg = printable("".join(traceback.format_exception_only(type(exc), exc)).strip())
         return cls(
             study_uid=study_uid,
             stage=stage,

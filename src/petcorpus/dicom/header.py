@@ -13,14 +13,13 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
-from petcorpus.dicom.io import read_header
+from petcorpus.dicom.io import get_value, read_header
 from petcorpus.dicom.values import (
     GE_SCAN_DATETIME,
     PHILIPS_BQML_SCALE,
     PHILIPS_SUV_SCALE,
     recon_iterations_subsets,
 )
-from petcorpus.errors import PetcorpusError
 
 __all__ = ["SCAN_TAGS", "as_float", "as_text", "read_scan_header", "series_params"]
 
@@ -97,8 +96,8 @@ def series_params(modality: str, first: Dataset, earliest: Dataset) -> dict[str,
     """What the catalog records of a series (its ``params``), from its first header and the
     header of its earliest acquisition; PT timing by :mod:`petcorpus.dicom.suv`'s rule."""
 
-    def get(kw: str) -> Any:
-        v = first.get(kw)
+    def value(kw: str) -> Any:
+        v = get_value(first, kw)
         if v is None or v == "":
             return None
         if kw in ("PixelSpacing", "CorrectedImage", "ImageType"):
@@ -118,6 +117,12 @@ def series_params(modality: str, first: Dataset, earliest: Dataset) -> dict[str,
         ):
             return as_float(v)
         return as_text(v) if not isinstance(v, (list, tuple)) else "\\".join(map(str, v))
+
+    def get(kw: str) -> Any:
+        try:
+            return value(kw)
+        except (TypeError, ValueError):  # a damaged value: left out of the summary
+            return None
 
     p: dict[str, Any] = {}
     common = ["Rows", "Columns", "PixelSpacing", "SliceThickness", "ConvolutionKernel"]
@@ -139,24 +144,25 @@ def series_params(modality: str, first: Dataset, earliest: Dataset) -> dict[str,
         ]:
             p[kw] = get(kw)
         p["Iterations"], p["Subsets"] = recon_iterations_subsets(p.get("ReconstructionMethod"))
-        seq = first.get("RadiopharmaceuticalInformationSequence")
+        seq = get_value(first, "RadiopharmaceuticalInformationSequence")
         rp = seq[0] if seq else None
-        p["RadionuclideTotalDose"] = as_float(rp.get("RadionuclideTotalDose")) if rp else None
-        p["Radiopharmaceutical"] = as_text(rp.get("Radiopharmaceutical")) if rp else None
+        p["RadionuclideTotalDose"] = as_float(get_value(rp, "RadionuclideTotalDose"))
+        p["Radiopharmaceutical"] = as_text(get_value(rp, "Radiopharmaceutical"))
         from petcorpus.dicom.suv import SuvInputs, _scan_datetime
 
-        inp = SuvInputs.from_datasets([first, earliest])
-        inj = inp.injection_datetime.value if inp.injection_datetime else None
+        inj = scan_dt = None
         try:
+            inp = SuvInputs.from_datasets([first, earliest])
+            inj = inp.injection_datetime.value if inp.injection_datetime else None
             scan_dt = _scan_datetime(inp).value
-        except PetcorpusError:
-            scan_dt = None
+        except Exception:  # summary only: computing the SUV says what is wrong, and where
+            pass
         p["InjectionDateTime"] = inj.isoformat() if inj else None
         p["ScanDateTime"] = scan_dt.isoformat() if scan_dt else None
         p["UptakeTimeS"] = (scan_dt - inj).total_seconds() if inj and scan_dt else None
     elif modality == "SEG":
-        ref = first.get("ReferencedSeriesSequence")
-        p["ReferencedSeriesUID"] = as_text(ref[0].get("SeriesInstanceUID")) if ref else None
+        ref = get_value(first, "ReferencedSeriesSequence")
+        p["ReferencedSeriesUID"] = as_text(get_value(ref[0], "SeriesInstanceUID")) if ref else None
     else:
         for kw in common:
             p[kw] = get(kw)

@@ -11,6 +11,7 @@ import stat
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -19,11 +20,36 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from petcorpus.errors import CorruptFileError
 
-__all__ = ["DICOMDIR_SOP_CLASS", "check_file", "os_error", "read_dataset", "read_header"]
+__all__ = [
+    "DICOMDIR_SOP_CLASS",
+    "cannot_parse",
+    "check_file",
+    "get_value",
+    "os_error",
+    "read_dataset",
+    "read_header",
+]
 
 _NOT_DICOM = "not a DICOM file (no DICM marker and no DICOM header)"
 #: Media Storage Directory Storage: a DICOMDIR (an index of the files, not an image)
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+_DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+
+
+def cannot_parse(exc: Exception) -> str:
+    """The skip/failure reason of a file pydicom cannot parse (one line)."""
+    return f"cannot parse as DICOM ({type(exc).__name__}: {' '.join(str(exc).split())})"
+
+
+def get_value(ds: Dataset | None, keyword: str) -> Any:
+    """``ds.get(keyword)``, or None when pydicom cannot convert the element (a damaged
+    header: an index leaves the value out; loading the series names the file)."""
+    if ds is None:
+        return None
+    try:
+        return ds.get(keyword)
+    except Exception:
+        return None
 
 
 def read_dataset(path: str | PathLike[str], *, stop_before_pixels: bool = False) -> Dataset:
@@ -45,7 +71,15 @@ def read_dataset(path: str | PathLike[str], *, stop_before_pixels: bool = False)
             # with a little-endian element of group 0002..0008 (checked before forcing pydicom,
             # which would otherwise "parse" any file).
             with open(p, "rb") as fh:
-                head = fh.read(8)
+                head = fh.read(136)
+            if head[132:134] == b"\x02\x00" and head[128:132] != b"DICM":
+                # a file meta element right after the preamble: a DICOM file whose marker
+                # is damaged (not some other file, which the scan would pass over)
+                marker = head[128:132]
+                raise CorruptFileError(
+                    f"cannot parse as DICOM (its DICM marker at byte 128 reads {marker!r})",
+                    path=p,
+                ) from None
             group = int.from_bytes(head[:2], "little") if len(head) >= 8 else -1
             if not 0x0002 <= group <= 0x0008:
                 raise CorruptFileError(_NOT_DICOM, path=p) from None
@@ -57,9 +91,7 @@ def read_dataset(path: str | PathLike[str], *, stop_before_pixels: bool = False)
     except OSError as exc:
         raise CorruptFileError(f"unreadable: {os_error(exc)}", path=p) from exc
     except Exception as exc:  # pydicom raises many types on truncated/garbled input
-        raise CorruptFileError(
-            f"cannot parse as DICOM ({type(exc).__name__}: {exc})", path=p
-        ) from exc
+        raise CorruptFileError(cannot_parse(exc), path=p) from exc
     _ensure_transfer_syntax(ds)
     return ds
 
@@ -139,13 +171,14 @@ def read_header(path: Path, specific_tags: Sequence[int]) -> Dataset:
     except OSError as exc:
         raise CorruptFileError(f"unreadable: {os_error(exc)}", path=path) from exc
     except Exception as exc:
-        raise CorruptFileError(
-            f"cannot parse as DICOM ({type(exc).__name__}: {exc})", path=path
-        ) from exc
-    if end >= size:
-        meta = getattr(ds, "file_meta", None)
+        raise CorruptFileError(cannot_parse(exc), path=path) from exc
+    meta = getattr(ds, "file_meta", None)
+    # A deflated dataset is inflated whole before it is parsed: the file is read to its end
+    # (a deflated file cut short fails to inflate instead).
+    deflated = meta is not None and meta.get("TransferSyntaxUID") == _DEFLATED
+    if end >= size and not deflated:
         dicomdir = meta is not None and meta.get("MediaStorageSOPClassUID") == DICOMDIR_SOP_CLASS
-        no_uids = not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID")
+        no_uids = not get_value(ds, "SeriesInstanceUID") or not get_value(ds, "StudyInstanceUID")
         if not dicomdir and ("Rows" in ds or no_uids):
             what = "the pixel data" if not no_uids else "its StudyInstanceUID/SeriesInstanceUID"
             raise CorruptFileError(

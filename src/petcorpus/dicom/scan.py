@@ -15,7 +15,8 @@ PET
 CT
     Among the CT series, those whose z-extent covers the chosen PET's (± half a slice)
     first, then those sharing the PET's FrameOfReferenceUID, then the most slices, then the
-    lowest UID; equally suitable CTs are reported (``--ct-series UID`` picks another).
+    lowest UID; equally suitable CTs are reported (``--ct-series UID`` picks another), and
+    so is a chosen CT that does not cover the PET or has another FrameOfReferenceUID.
 SEG
     Every SEG series of the study, those referencing the chosen PET first.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -37,7 +39,7 @@ from pydicom.dataset import Dataset
 
 from petcorpus._memory import gc_paused
 from petcorpus.dicom.header import as_float, as_text, read_scan_header, series_params
-from petcorpus.dicom.io import DICOMDIR_SOP_CLASS
+from petcorpus.dicom.io import DICOMDIR_SOP_CLASS, cannot_parse, get_value
 from petcorpus.errors import PetcorpusError, Reason
 
 __all__ = ["ScanResult", "Selection", "SeriesInfo", "StudyInfo", "scan"]
@@ -129,9 +131,11 @@ class StudyInfo:
         for name, found in (("PT", pets), ("CT", cts)):
             if not found:
                 have = sorted({s.modality for s in self.series}) or ["nothing"]
+                files = [f for s in self.series for f in s.files]
                 raise PetcorpusError(
                     f"study {self.study_uid} has no {name} series (it has {', '.join(have)})",
-                    path=self.series[0].files[0].parent if self.series else None,
+                    # a study of one file (its UIDs damaged, say): that file
+                    path=(files[0] if len(files) == 1 else files[0].parent) if files else None,
                     reason=Reason.NO_SERIES,
                 )
         annotated = {s.params.get("ReferencedSeriesUID") for s in self.by_modality("SEG")}
@@ -212,6 +216,22 @@ class StudyInfo:
             if ct.series_uid != ct_series
             and (covers(s), same_for(s)) == (covers(ct), same_for(ct))
         ]
+        if not covers(ct):  # converted, but CTres is -1024 where the CT has no slice
+            warnings.append(
+                f"CT {ct.series_uid} does not cover the PET's z-extent (CT z "
+                f"{_extent(ct)} mm, PET z {_extent(pet)} mm): CTres is -1024 HU outside the CT"
+            )
+        if not same_for(ct):  # the grids are taken to share patient coordinates
+            ct_for, pet_for = ct.frame_of_reference_uid, pet.frame_of_reference_uid
+            what = (
+                f"differ in FrameOfReferenceUID ({ct_for or 'none'} vs {pet_for or 'none'})"
+                if ct_for or pet_for
+                else "have no FrameOfReferenceUID"
+            )
+            warnings.append(
+                f"CT {ct.series_uid} and PET {pet.series_uid} {what}: CTres assumes their "
+                "patient coordinates agree"
+            )
         if rivals:
             warnings.append(
                 f"{len(rivals) + 1} equally suitable CT series: chose {ct.series_uid} "
@@ -232,6 +252,11 @@ class StudyInfo:
             )
             reasons.append(f"SEG {s.series_uid}: references {what}")
         return Selection(ct=ct, pet=pet, segs=segs, reasons=reasons, warnings=warnings)
+
+
+def _extent(series: SeriesInfo) -> str:
+    z = series.z_extent
+    return "unknown" if z is None else f"{z[0]:.1f} to {z[1]:.1f}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,13 +329,21 @@ def _read_header(path: Path) -> _FileKeys | str:
         ds = read_scan_header(path)
     except PetcorpusError as exc:
         return exc.message
-    if not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID"):
-        meta = getattr(ds, "file_meta", None)
-        sop_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
-        if sop_class == DICOMDIR_SOP_CLASS or path.name.upper() == "DICOMDIR":
-            return "DICOMDIR (an index of the files, not an image)"
-        return "no StudyInstanceUID/SeriesInstanceUID"
-    return _FileKeys.from_dataset(path, ds)
+    try:
+        if not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID"):
+            meta = getattr(ds, "file_meta", None)
+            sop_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+            if sop_class == DICOMDIR_SOP_CLASS or path.name.upper() == "DICOMDIR":
+                return "DICOMDIR (an index of the files, not an image)"
+            return "no StudyInstanceUID/SeriesInstanceUID"
+        return _FileKeys.from_dataset(path, ds)
+    except Exception as exc:  # pydicom converts elements when read: a damaged header
+        return cannot_parse(exc)
+
+
+def _int(v: Any) -> int | None:
+    f = as_float(v)
+    return int(f) if f is not None and math.isfinite(f) else None
 
 
 def _slice_key(keys: _FileKeys, normal: np.ndarray | None) -> tuple[int, float, str]:
@@ -468,7 +501,7 @@ def _scan(
         # acquisition; only these two headers are read again, here.
         first_keys = members[0]
         first = read_scan_header(first_keys.path)
-        modality = as_text(first.get("Modality")) or "OT"
+        modality = as_text(get_value(first, "Modality")) or "OT"
         iop = first_keys.orientation
         normal = None if iop is None else np.cross(iop[:3], iop[3:])
         members.sort(key=functools.partial(_slice_key, normal=normal))
@@ -480,11 +513,11 @@ def _scan(
             study_uid=study_uid,
             modality=modality,
             files=tuple(m.path for m in members),
-            manufacturer=as_text(first.get("Manufacturer")),
-            model=as_text(first.get("ManufacturerModelName")),
-            frame_of_reference_uid=as_text(first.get("FrameOfReferenceUID")),
-            description=as_text(first.get("SeriesDescription")),
-            series_number=int(first.SeriesNumber) if first.get("SeriesNumber") else None,
+            manufacturer=as_text(get_value(first, "Manufacturer")),
+            model=as_text(get_value(first, "ManufacturerModelName")),
+            frame_of_reference_uid=as_text(get_value(first, "FrameOfReferenceUID")),
+            description=as_text(get_value(first, "SeriesDescription")),
+            series_number=_int(get_value(first, "SeriesNumber")),
             z_extent=(min(zs), max(zs)) if zs else None,
             params=series_params(modality, first, earliest),
             unreadable=tuple(
@@ -514,8 +547,8 @@ def _scan(
         out.append(
             StudyInfo(
                 uid,
-                as_text(meta.get("PatientID")),
-                as_text(meta.get("StudyDate")),
+                as_text(get_value(meta, "PatientID")),
+                as_text(get_value(meta, "StudyDate")),
                 series,
                 unreadable=tuple(beside),
             )

@@ -155,17 +155,32 @@ def _float_list(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
         raise GeometryMismatchError(f"{keyword} = {v!r} is not numeric", path=path) from exc
     if arr.size != n:
         raise GeometryMismatchError(f"{keyword} has {arr.size} values, {n} expected", path=path)
+    if not np.isfinite(arr).all():  # NaN compares false: it would pass every check below
+        raise GeometryMismatchError(
+            f"{keyword} = {arr.tolist()} is not a finite number",
+            path=path,
+            reason=Reason.INVALID_VALUE,
+        )
     return arr
 
 
-def _float1(ds: Dataset, keyword: str, default: float) -> float:
+def _float1(ds: Dataset, keyword: str, default: float, path: Path) -> float:
+    """A single DS value as a finite float (``default`` when absent or empty)."""
     elem = ds.get_item(keyword)
     if elem is None or elem.value in (None, b"", ""):
         return default
     v = elem.value
-    if isinstance(v, bytes):
-        return float(v.split(b"\\")[0].strip(b" \x00"))
-    return float(ds[keyword].value)
+    try:
+        value = (
+            float(v.split(b"\\")[0].strip(b" \x00"))
+            if isinstance(v, bytes)
+            else float(ds[keyword].value)
+        )
+    except (TypeError, ValueError) as exc:
+        raise PetcorpusError(f"{keyword} = {v!r} is not a number", path=path) from exc
+    if not math.isfinite(value):
+        raise PetcorpusError(f"{keyword} = {value} is not a finite number", path=path)
+    return value
 
 
 def affine_lps(
@@ -197,8 +212,27 @@ def affine_lps(
     return aff
 
 
-def _rescale(ds: Dataset) -> tuple[float, float]:
-    return _float1(ds, "RescaleSlope", 1.0) or 1.0, _float1(ds, "RescaleIntercept", 0.0)
+def _rescale(ds: Dataset, path: Path) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept) of one slice, checked (reason INVALID_VALUE).
+
+    Each PET slice carries its own slope: a PET slice without one is refused (MISSING_TAG),
+    as is a PET slope below zero (negative activity); other modalities default to the
+    identity. A zero slope, or a value that is not a finite number, is refused.
+    """
+    pet = str(ds.get("Modality", "") or "") == "PT"
+    if pet and ds.get("RescaleSlope") in (None, ""):
+        raise MissingTagError(
+            "(0028,1053) RescaleSlope is missing or empty; each PET slice needs its own",
+            path=path,
+        )
+    slope = _float1(ds, "RescaleSlope", 1.0, path)
+    if slope == 0.0 or (pet and slope < 0.0):
+        raise PetcorpusError(
+            f"(0028,1053) RescaleSlope = {slope:g}: "
+            + ("a PET slope must be positive" if pet else "a slope cannot be zero"),
+            path=path,
+        )
+    return slope, _float1(ds, "RescaleIntercept", 0.0, path)
 
 
 def _decode_into(out: np.ndarray, ds: Dataset, path: Path) -> bool:
@@ -208,7 +242,7 @@ def _decode_into(out: np.ndarray, ds: Dataset, path: Path) -> bool:
     exact integer arithmetic when slope is 1 and the intercept integral, else rounded;
     values outside int16 are clipped. Returns whether any was.
     """
-    slope, inter = _rescale(ds)
+    slope, inter = _rescale(ds, path)
     px = _pixels(ds, path)
     del ds.PixelData  # peak memory: the encoded bytes are not needed any more
     if out.dtype != np.int16:
@@ -490,7 +524,7 @@ def load_series(
         # Other modalities: int16 when every slice's rescale is integral, else float32 —
         # known only now, so the slices are decoded in a second pass.
         # Integral values are decoded exactly (int32) and kept as int16 when they fit.
-        rescale = [_rescale(ds) for ds in dss]
+        rescale = [_rescale(ds, p) for ds, p in zip(dss, files, strict=True)]
         integral = all(s == 1.0 and float(b).is_integer() for s, b in rescale)
         block = np.empty((n, rows, cols), dtype=np.int32 if integral else np.float32)
         for k in range(n):

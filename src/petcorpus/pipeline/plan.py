@@ -18,7 +18,7 @@ from pathlib import Path
 from petcorpus.catalog import Catalog
 from petcorpus.convert import ConversionOptions
 from petcorpus.dicom.scan import ScanResult, StudyInfo, scan
-from petcorpus.errors import PetcorpusError, Reason
+from petcorpus.errors import PetcorpusError, Reason, printable
 from petcorpus.naming import Naming, OutputName, name_studies
 from petcorpus.pipeline.tasks import STUDY_KINDS, StudyTask
 
@@ -162,9 +162,9 @@ def skipped_summary(skipped: Sequence[tuple[Path, str]], root: Path, show: int =
 
 def _rel(path: Path, root: Path) -> str:
     try:
-        return str(path.relative_to(root)) or path.name
+        return printable(str(path.relative_to(root)) or path.name)
     except ValueError:
-        return str(path)
+        return printable(str(path))
 
 
 def _iso_date(value: str | None) -> str | None:
