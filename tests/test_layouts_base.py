@@ -15,12 +15,13 @@ from petcorpus.layouts.enhance import EnhanceCorpus
 from petcorpus.layouts.flat import FlatCorpus, find_prediction, mask_cases, mask_name
 from petcorpus.layouts.hdf5 import H5Corpus, H5Options, H5Study, write_hdf5
 from petcorpus.phantom.enhance import write_enhance_corpus
+from petcorpus.resample import resample_to
 from tests.conftest import phantom
 
 
 def _study() -> AutopetStudy:
     t = phantom(seed=11, size="small", vendor="siemens", diagnosis="LYMPHOMA").truth
-    ctres = t.ct_hu.resample_to(t.pet_bqml, interpolation="linear", fill=-1024.0)
+    ctres = resample_to(t.ct_hu, t.pet_bqml, interpolation="linear", fill=-1024.0)
     return AutopetStudy(
         ct=t.ct_hu, pet=t.pet_bqml, suv=t.suv, ctres=ctres, seg=t.lesion_mask,
         sidecar={"suv": {"factor": t.suv_factors["bw"]}, "study_instance_uid": "1.2.3"},

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from petcorpus.dicom.suv import SuvKind  # a field type of ConversionOptions, resolved at run time
 from petcorpus.errors import CorruptFileError, PetcorpusError, Reason, printable
 from petcorpus.layouts.autopet import AutopetStudy
 from petcorpus.naming import OutputName, name_studies
@@ -25,7 +26,7 @@ from petcorpus.volume import Volume, VolumeStream
 if TYPE_CHECKING:
     from petcorpus.dicom.scan import ScanResult, Selection, SeriesInfo, StudyInfo
     from petcorpus.dicom.series import LoadedSeries
-    from petcorpus.dicom.suv import SuvKind, SuvResult
+    from petcorpus.dicom.suv import SuvResult
 
 __all__ = [
     "ConversionOptions",
