@@ -25,6 +25,7 @@ _COMMAND_MODULES = [
     "petcorpus.cli.enhance",
     "petcorpus.cli.catalog",
     "petcorpus.cli.split",
+    "petcorpus.cli.export",
 ]
 
 for _name in _COMMAND_MODULES:

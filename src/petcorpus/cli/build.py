@@ -68,7 +68,13 @@ def build_cmd(
     licence: str = typer.Option(None, "--licence", help="Licence recorded on every subject."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     source: str = typer.Option(
-        "dicom", "--from", help="dicom (convert a DICOM tree) or enhance (catalogue in place)."
+        "dicom",
+        "--from",
+        help="dicom (convert a DICOM tree), enhance (catalogue in place) or nnunet-release "
+        "(an autoPET challenge release, linked into the autoPET layout).",
+    ),
+    copy: bool = typer.Option(
+        False, "--copy", help="--from nnunet-release: copy the files instead of linking them."
     ),
     pet_series: str = typer.Option(
         None, "--pet-series", metavar="UID", help="Convert this PT series (not the rule's)."
@@ -103,8 +109,16 @@ def build_cmd(
         for case in imported.incomplete:
             console.print(f"[yellow]incomplete[/yellow] case {case} (see `petcorpus status`)")
         return
+    if source == "nnunet-release":
+        from petcorpus.cli.export import report_release_import
+
+        check_output_dir(out)
+        report_release_import(dicom_root, out, copy=copy, site=site, licence=licence)
+        return
     if source != "dicom":
-        raise typer.BadParameter("--from must be dicom or enhance", param_hint="--from")
+        raise typer.BadParameter(
+            "--from must be dicom, enhance or nnunet-release", param_hint="--from"
+        )
     if hdf5_layout not in ("chunked", "contiguous"):
         raise typer.BadParameter(
             "--hdf5-layout must be chunked or contiguous", param_hint="--hdf5-layout"

@@ -33,6 +33,11 @@ def evaluate_cmd(
     workers: int = typer.Option(
         None, "--workers", min=1, help="Threads for organ metrics (default: all cores)."
     ),
+    only_predicted: bool = typer.Option(
+        False,
+        "--only-predicted",
+        help="Score only the cases that have a prediction (an nnU-Net fold or test set).",
+    ),
 ) -> None:
     """Score predicted masks against ground truth: the official autoPET metrics and/or
     per-label organ metrics (Dice, IoU, ASSD, HD, HD95, NSD)."""
@@ -51,6 +56,7 @@ def evaluate_cmd(
         resample=resample,
         tolerance_mm=tolerance,
         workers=workers,
+        only_predicted=only_predicted,
     )
     written = write_evaluation(result, out)
     if not result.autopet.empty:
