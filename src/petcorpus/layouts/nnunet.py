@@ -489,6 +489,10 @@ def _match_rows(
             for s, d in zip(df["Subject ID"], df.get("Study Date", [""] * len(df)), strict=True)
         ]
     full = case_id
+    if tracer == "FDG" and not case_id.startswith("fdg_"):  # nnU-Net's PETCT_<hex>_<study>
+        canonical = f"fdg_{rid.subject.removeprefix('PETCT_')}_{rid.study}"
+        rows = [_row(df, i) for i, x in enumerate(ids) if x == canonical]
+        return rows, case_id, notes if rows else [*notes, f"not in {METADATA_CSVS[tracer]}"]
     hits = [i for i, x in enumerate(ids) if x == case_id]
     if not hits:
         prefixed = sorted({x for x in ids if x and x.startswith(case_id)})
@@ -503,8 +507,11 @@ def _match_rows(
             )
     if not hits and not notes:
         notes.append(f"not in {METADATA_CSVS[tracer]}")
-    rows = [{str(k): str(v) for k, v in df.iloc[i].items()} for i in hits]
-    return rows, full, notes
+    return [_row(df, i) for i in hits], full, notes
+
+
+def _row(df: pd.DataFrame, i: int) -> dict[str, str]:
+    return {str(k): str(v) for k, v in df.iloc[i].items()}
 
 
 # -- writing ----------------------------------------------------------------------------------
