@@ -396,3 +396,18 @@ def test_output_path_error_is_an_os_error() -> None:
     exc = OutputPathError("the output folder exists and is a file", path="/x")
     assert isinstance(exc, OSError)
     assert str(exc) == "/x: the output folder exists and is a file"
+
+
+def test_build_from_enhance_refuses_the_options_it_would_ignore(tmp_path):
+    """`--from enhance` uses none of the conversion options: given ones are refused."""
+    from typer.testing import CliRunner
+
+    from petcorpus.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["build", str(tmp_path), str(tmp_path / "o"), "--from", "enhance", "--suv", "lbm"],
+    )
+    assert result.exit_code == 2
+    assert "--suv" in result.output and "--from enhance" in result.output
+    assert not (tmp_path / "o").exists()

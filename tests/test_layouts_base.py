@@ -163,14 +163,14 @@ def test_flat_masks_and_mask_cases(tmp_path, autopet_root):
 
 
 def test_open_corpus_refuses_what_it_cannot_read(tmp_path):
-    assert list(LAYOUTS) == ["hdf5", "enhance", "autopet", "flat"]
+    assert list(LAYOUTS) == ["hdf5", "enhance", "nnunet", "autopet", "flat"]
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(PetcorpusError, match="not a corpus") as err:
         open_corpus(tmp_path)
     assert err.value.reason == Reason.NO_SERIES
     with pytest.raises(PetcorpusError, match="no such file"):
         open_corpus(tmp_path / "missing")
-    with pytest.raises(PetcorpusError, match="unknown layout 'nnunet'"):
-        open_corpus(tmp_path, layout="nnunet")
+    with pytest.raises(PetcorpusError, match="unknown layout 'monai'"):
+        open_corpus(tmp_path, layout="monai")
     with pytest.raises(PetcorpusError, match="not a folder"):
         open_corpus(tmp_path / "notes.txt", layout="autopet")

@@ -31,6 +31,7 @@ _COMMAND_MODULES = [
     "petcorpus.cli.labels",
     "petcorpus.cli.organs",
     "petcorpus.cli.split",
+    "petcorpus.cli.export",
 ]
 
 for _name in _COMMAND_MODULES:

@@ -42,10 +42,12 @@ class CompatFlavor(enum.StrEnum):
 
 
 class Source(enum.StrEnum):
-    """What ``build`` reads: a DICOM tree, or an ENHANCE.PET corpus catalogued in place."""
+    """What ``build`` reads: a DICOM tree; an ENHANCE.PET corpus catalogued in place; or an
+    autoPET challenge release (nnU-Net format) linked into the autoPET layout."""
 
     DICOM = "dicom"
     ENHANCE = "enhance"
+    NNUNET_RELEASE = "nnunet"
 
 
 class Hdf5Layout(enum.StrEnum):

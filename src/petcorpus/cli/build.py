@@ -36,9 +36,36 @@ def _connect(scheduler: str, timeout: float) -> Any:
         ) from exc
 
 
+#: Options each --from source uses besides DICOM/OUT; any other given is refused, not ignored.
+_USED_BY = {
+    Source.DICOM: None,  # all except --copy
+    Source.ENHANCE: frozenset(),
+    Source.NNUNET_RELEASE: frozenset({"copy", "site", "licence"}),
+}
+_ALWAYS = frozenset({"dicom_root", "out", "source", "no_progress"})
+
+
+def _refuse_unused(ctx: typer.Context, source: Source) -> None:
+    """A usage error naming the options ``--from SOURCE`` would ignore (none is ignored
+    silently)."""
+    used = _USED_BY[source]
+    # Compared by name: typer may bring its own copy of click's ParameterSource.
+    given = [
+        p
+        for p in ctx.command.params
+        if p.name not in _ALWAYS
+        and getattr(ctx.get_parameter_source(p.name or ""), "name", "DEFAULT") != "DEFAULT"
+    ]
+    unused = [p for p in given if (p.name == "copy" if used is None else p.name not in used)]
+    if unused:
+        flags = ", ".join(p.opts[0] for p in unused if p.param_type_name == "option")
+        raise typer.BadParameter(f"{flags}: not used with --from {source.value}")
+
+
 @app.command("build")
 @handle_errors
 def build_cmd(
+    ctx: typer.Context,
     dicom_root: Path = typer.Argument(
         ...,
         exists=True,
@@ -77,7 +104,7 @@ def build_cmd(
     source: Source = typer.Option(
         Source.DICOM,
         "--from",
-        help="dicom (convert a DICOM tree) or enhance (catalogue in place).",
+        help="What DICOM holds (see above).",
     ),
     pet_series: str = typer.Option(
         None, "--pet-series", metavar="UID", help="Convert this PT series (not the rule's)."
@@ -94,12 +121,18 @@ def build_cmd(
         help="Name outputs <subject>/<study> after the two folders above each series "
         "(default: from DICOM; folder names may hold patient names).",
     ),
+    copy: bool = typer.Option(
+        False, "--copy", help="--from nnunet: copy the files instead of linking them."
+    ),
 ) -> None:
-    """Convert every study under DICOM_ROOT into OUT, with a catalog; re-runs resume.
+    """Convert every study under DICOM into OUT, with a catalog; re-runs resume.
 
-    With --from enhance, an ENHANCE.PET corpus (either release, folders or zips) is
-    catalogued in place: cases, sites, licences and the xlsx metadata.
+    DICOM is a DICOM tree (--from dicom, the default). With --from enhance, an
+    ENHANCE.PET corpus (either release, folders or zips) is catalogued in place: cases,
+    sites, licences and the xlsx metadata. With --from nnunet, an autoPET challenge
+    release (nnU-Net format) is linked into the autoPET layout.
     """
+    _refuse_unused(ctx, source)
     if source is Source.ENHANCE:
         from petcorpus.pipeline import import_enhance
 
@@ -113,6 +146,12 @@ def build_cmd(
             console.print(
                 f"[yellow]incomplete[/yellow] case {case} (see `petcorpus catalog status`)"
             )
+        return
+    if source is Source.NNUNET_RELEASE:
+        from petcorpus.cli.export import report_release_import
+
+        check_output_dir(out)
+        report_release_import(dicom_root, out, copy=copy, site=site, licence=licence)
         return
     if hdf5_layout is Hdf5Layout.CONTIGUOUS and compat is Compat.AUTOPET:
         raise typer.BadParameter(

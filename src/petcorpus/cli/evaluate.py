@@ -31,6 +31,11 @@ def evaluate_cmd(
     workers: int = typer.Option(
         None, "--workers", "-j", min=1, metavar="N", help="Threads for organ metrics."
     ),
+    only_predicted: bool = typer.Option(
+        False,
+        "--only-predicted",
+        help="Score only the cases that have a prediction (an nnU-Net fold or test set).",
+    ),
 ) -> None:
     """Score predicted masks against ground truth: the official autoPET metrics and/or
     per-label organ metrics (Dice, IoU, ASSD, HD, HD95, NSD)."""
@@ -45,6 +50,7 @@ def evaluate_cmd(
         resample=resample,
         tolerance_mm=tolerance,
         workers=workers,
+        only_predicted=only_predicted,
     )
     written = write_evaluation(result, out)
     if not result.autopet.empty:

@@ -42,6 +42,7 @@ __all__ = ["LAYOUTS", "Case", "Corpus", "corpus_class", "open_corpus"]
 LAYOUTS: Mapping[str, str] = {
     "hdf5": "petcorpus.layouts.hdf5:H5Corpus",
     "enhance": "petcorpus.layouts.enhance:EnhanceCorpus",
+    "nnunet": "petcorpus.layouts.nnunet:NnunetDataset",
     "autopet": "petcorpus.layouts.autopet:AutopetCorpus",
     "flat": "petcorpus.layouts.flat:FlatCorpus",
 }
@@ -168,7 +169,8 @@ def corpus_class(layout: str) -> type[Corpus]:
 
 def open_corpus(path: str | os.PathLike[str], layout: str | None = None) -> Corpus:
     """Open a corpus, its layout named or found by :meth:`Corpus.sniff` (in :data:`LAYOUTS`
-    order: an HDF5 file, an ENHANCE.PET root, autoPET study folders, a flat folder).
+    order: an HDF5 file, an ENHANCE.PET root, an nnU-Net raw dataset, autoPET study
+    folders, a flat folder).
 
     Raises
     ------

@@ -9,7 +9,7 @@ volume, named ``SEG`` (the case's mask); its key is the file name without the ex
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,21 +122,29 @@ def mask_cases(folder: str | os.PathLike[str]) -> dict[str, Case]:
 
 
 def find_prediction(
-    folder: str | os.PathLike[str], subject: str, study: str
+    folder: str | os.PathLike[str],
+    subject: str,
+    study: str,
+    *,
+    aliases: Sequence[str] = (),
 ) -> tuple[Case, str] | None:
     """The predicted mask of one study in a prediction folder, as ``(case, volume name)``.
 
     Tried in order: ``<folder>/<subject>/<study>/`` holding a ``PRED``, then a ``SEG``
-    (autoPET layout), then the flat files ``<subject>_<study>``, ``<study>``, ``<subject>``
-    (``.nii.gz``). None when there is none.
+    (autoPET layout), then the flat files ``<subject>_<study>`` (the case id of an nnU-Net
+    export, :func:`petcorpus.pipeline.export_nnunet`, and of nnU-Net's own autoPET
+    conversion), the ``aliases`` (the case ids of the challenge release the study was
+    imported from: :func:`petcorpus.layouts.nnunet.release_case_ids`), ``<study>``,
+    ``<subject>`` (``.nii.gz``, then ``.nii``). None when there is none.
     """
     root = Path(folder)
     study_case = AutopetCase(root / subject / study)
     for name in ("PRED", "SEG"):
         if study_case.has(name):
             return study_case, name
-    for stem in (f"{subject}_{study}", study, subject):
-        path = root / f"{stem}{_SUFFIXES[0]}"
-        if path.is_file():
-            return FlatCase(path), MASK
+    for stem in dict.fromkeys((f"{subject}_{study}", *aliases, study, subject)):
+        for suffix in _SUFFIXES:
+            path = root / f"{stem}{suffix}"
+            if path.is_file():
+                return FlatCase(path), MASK
     return None

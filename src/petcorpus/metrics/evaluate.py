@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 
 from petcorpus.errors import GeometryMismatchError, PetcorpusError, Reason
-from petcorpus.layouts.autopet import AutopetCorpus
+from petcorpus.layouts.autopet import AutopetCase, AutopetCorpus
 from petcorpus.layouts.base import Case
-from petcorpus.layouts.flat import FlatCase, mask_cases, mask_name
+from petcorpus.layouts.flat import FlatCase, find_prediction, mask_cases, mask_name
+from petcorpus.layouts.nnunet import release_case_ids
 from petcorpus.metrics.autopet import (
     AutopetMetrics,
     Edition,
@@ -50,11 +51,13 @@ log = logging.getLogger(__name__)
 MetricSet = Literal["autopet", "organs", "all"]
 
 
-def _paired(gt_case: Case, pred_case: Case, resample: bool) -> tuple[Volume, Volume, float, float]:
+def _paired(
+    gt_case: Case, pred_case: Case, resample: bool, p_name: str | None = None
+) -> tuple[Volume, Volume, float, float]:
     """Both masks, the prediction on the ground truth's grid, and the voxel volume each file
     states (:meth:`~petcorpus.layouts.base.Case.voxel_ml`; the prediction's is the ground
     truth's once resampled)."""
-    g_name, p_name = mask_name(gt_case), mask_name(pred_case)
+    g_name, p_name = mask_name(gt_case), p_name or mask_name(pred_case)
     gt, g_ml = gt_case.volume(g_name), gt_case.voxel_ml(g_name)
     pred, p_ml = pred_case.volume(p_name), pred_case.voxel_ml(p_name)
     if not gt.same_grid(pred):
@@ -109,8 +112,15 @@ def evaluate_folders(
     tolerance_mm: float = 2.0,
     progress: Callable[[str], None] | None = None,
     workers: int | None = None,
+    only_predicted: bool = False,
 ) -> EvaluationResult:
     """Evaluate every ground-truth case against the prediction of the same id.
+
+    A study of the autoPET layout is paired with its prediction by
+    :func:`~petcorpus.layouts.flat.find_prediction` when no prediction has its key: an
+    nnU-Net prediction folder (``<case>.nii.gz``) is read with the case ids of a
+    ``petcorpus export-nnunet`` export (``<subject>_<study>``) or of the challenge release
+    the study was imported from (its sidecar says which).
 
     Parameters
     ----------
@@ -128,6 +138,10 @@ def evaluate_folders(
         Tolerance of the normalised surface Dice.
     workers : int
         Threads for the per-label surface metrics (results do not depend on it).
+    only_predicted : bool
+        Score only the ground-truth cases that have a prediction (an nnU-Net fold's
+        validation folder, the test set), as nnU-Net's ``-chill``; default: a missing
+        prediction is an error.
 
     Raises
     ------
@@ -139,15 +153,36 @@ def evaluate_folders(
         raise ValueError(f"metrics must be autopet, organs or all, got {metrics!r}")
     gt_cases = mask_cases(gt_dir)
     pred_cases = mask_cases(pred_dir)
-    missing = sorted(set(gt_cases) - set(pred_cases))
-    if missing:
+    pairs: dict[str, tuple[Case, str]] = {}
+    for key, gt_case in gt_cases.items():
+        if key in pred_cases:
+            pairs[key] = (pred_cases[key], mask_name(pred_cases[key]))
+        elif isinstance(gt_case, AutopetCase):
+            found = find_prediction(
+                pred_dir,
+                gt_case.subject,
+                gt_case.study,
+                aliases=release_case_ids(gt_case.metadata),
+            )
+            if found is not None:
+                pairs[key] = found
+    missing = sorted(set(gt_cases) - set(pairs))
+    if only_predicted:
+        gt_cases = {k: v for k, v in gt_cases.items() if k in pairs}
+        if not gt_cases:
+            raise PetcorpusError(
+                "no prediction matches a ground-truth case", path=pred_dir,
+                reason=Reason.NO_SERIES,
+            )  # fmt: skip
+    elif missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise PetcorpusError(
             f"{len(missing)} ground-truth case(s) have no prediction: {shown}",
             path=pred_dir,
             reason=Reason.NO_SERIES,
         )
-    extra = sorted(set(pred_cases) - set(gt_cases))
+    used = {c.source(n) for c, n in pairs.values()}
+    extra = sorted(k for k, c in pred_cases.items() if c.source(mask_name(c)) not in used)
     if extra:
         log.warning("%d prediction(s) without ground truth ignored: %s", len(extra), extra[:5])
     ap_rows: list[dict[str, object]] = []
@@ -155,7 +190,7 @@ def evaluate_folders(
     for case, gt_case in gt_cases.items():
         if progress is not None:
             progress(case)
-        gt, pred, g_ml, p_ml = _paired(gt_case, pred_cases[case], resample)
+        gt, pred, g_ml, p_ml = _paired(gt_case, pairs[case][0], resample, pairs[case][1])
         if metrics in ("autopet", "all"):
             ml = g_ml if voxel_volume_source(edition) == "gt" else p_ml
             m = autopet_metrics(gt.array, pred.array, ml, edition=edition)
