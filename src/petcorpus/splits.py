@@ -31,7 +31,7 @@ import numpy as np
 
 from petcorpus.errors import PetcorpusError, Reason
 
-__all__ = ["SPLITS_NAME", "STRATIFY_KEYS", "Split", "make_split", "split_corpus"]
+__all__ = ["SPLITS_NAME", "STRATIFY_KEYS", "Split", "make_split", "read_split", "split_corpus"]
 
 SPLITS_NAME = "splits.json"
 #: Subject attributes a split can be stratified by (columns of
@@ -192,3 +192,37 @@ def split_corpus(
     with atomic_write(path) as fh:
         fh.write(json.dumps(split.as_json(studies), indent=2).encode() + b"\n")
     return split, path
+
+
+def read_split(path: str | os.PathLike[str]) -> Split:
+    """Read a ``splits.json`` back (``path`` is the file or the corpus folder holding it).
+
+    Raises
+    ------
+    PetcorpusError
+        No such file (reason ``NO_SERIES``: run ``petcorpus split`` first), or it is not a
+        split this version wrote (``CorruptFileError``).
+    """
+    from petcorpus.errors import CorruptFileError
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / SPLITS_NAME
+    if not path.is_file():
+        raise PetcorpusError(
+            "no split: run `petcorpus split` on the corpus first", path=path,
+            reason=Reason.NO_SERIES,
+        )  # fmt: skip
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("version") != 1:
+            raise ValueError(f"unknown version {data.get('version')!r}")
+        return Split(
+            folds=tuple(tuple(str(s) for s in fold) for fold in data["folds"]),
+            test=tuple(str(s) for s in data["test"]),
+            seed=int(data["seed"]),
+            stratify=tuple(data["stratify"]),
+            test_fraction=float(data["test_fraction"]),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptFileError(f"not a petcorpus split: {exc}", path=path) from exc
