@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,27 @@ def test_torchio_subjects_of_a_fold(corpus):
     assert isinstance(subject["label"], tio.LabelMap)
     assert subject["suv"].shape == (1, 6, 5, 4) and subject["fold"] == 1
     assert "label" not in test[0]
+
+
+@pytest.mark.parametrize(
+    ("module", "call", "hint"),
+    [
+        ("torch", "petcorpus.torch", "pip install 'petcorpus[torch]'"),
+        ("torchio", "torchio_subjects", "pip install 'petcorpus[torchio]'"),
+    ],
+)
+def test_a_missing_extra_says_how_to_install_it(corpus, monkeypatch, module, call, hint):
+    import importlib
+    import sys
+
+    from petcorpus.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    monkeypatch.delitem(sys.modules, "petcorpus.torch", raising=False)
+    def use() -> object:
+        if call == "petcorpus.torch":
+            return importlib.import_module(call)
+        return torchio_subjects(corpus)
+
+    with pytest.raises(MissingDependencyError, match=re.escape(hint)):
+        use()
