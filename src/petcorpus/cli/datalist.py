@@ -21,7 +21,7 @@ def datalist_cmd(
         help="Corpus folder (with splits.json).",
     ),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="Datalist file (default: CORPUS/datalist.json)."
+        None, "--out", "-o", metavar="FILE", help="Datalist (default: CORPUS/datalist.json)."
     ),
     absolute: bool = typer.Option(
         False, "--absolute", help="Absolute paths (default: relative to CORPUS)."
