@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
+from petcorpus.errors import printable
+
 __all__ = [
     "TEMP_PREFIX",
     "atomic_dir",
@@ -302,5 +304,5 @@ def remove_stale_temps(root: str | os.PathLike[str]) -> list[Path]:
                     (here / name).unlink()
                 removed.append(here / name)
     for p in removed:
-        log.info("removed stale temporary %s", p)
+        log.info("removed stale temporary %s", printable(str(p)))
     return sorted(removed)

@@ -40,6 +40,7 @@ from petcorpus.errors import (
     Reason,
     SliceGapError,
     UnsupportedError,
+    printable,
 )
 from petcorpus.volume import Volume, lps_to_ras
 
@@ -513,10 +514,11 @@ def load_series(
         log.warning(
             "%s: %d unreadable file(s) beside series %s (%s); the series has no gap, so they "
             "are taken not to be its slices",
-            _series_path(files),
+            printable(str(_series_path(files))),
             len(unreadable),
             series_uid,
-            ", ".join(f"{q.name}: {r}" for q, r in unreadable[:3]),
+            # names that are not UTF-8 as \xNN: a log record must encode (also for pytest-xdist)
+            ", ".join(f"{printable(q.name)}: {r}" for q, r in unreadable[:3]),
         )
     aff = affine_lps(iop0, ps0, ipps[0], step)
 
