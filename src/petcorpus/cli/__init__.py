@@ -31,6 +31,8 @@ _COMMAND_MODULES = [
     "petcorpus.cli.labels",
     "petcorpus.cli.organs",
     "petcorpus.cli.split",
+    "petcorpus.cli.deidentify",
+    "petcorpus.cli.phi",
 ]
 
 for _name in _COMMAND_MODULES:

@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
 from petcorpus.atomic import TEMP_PREFIX, atomic_write, remove_stale_temps
 from petcorpus.deid.dataset import METHOD_CODES, PRIVATE_KEEP, DeidContext, deidentify_dataset
 from petcorpus.deid.dates import auto_shift_days
@@ -48,6 +50,7 @@ __all__ = [
     "read_id_map",
 ]
 
+NATIVE_SYNTAXES = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)
 LEDGER_NAME = ".petcorpus-deid.json"
 REPORT_NAME = "deid-report.json"
 #: ImageType values that mark a screen capture (annotations drawn into the pixels)
@@ -174,13 +177,41 @@ def _out_path(ds: Any, patient: str) -> Path:
     return Path(name.subject, name.study, f"{modality}-{number}-{series}", f"{instance:05d}-{sop}.dcm")
 
 
+_PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def _check_complete(ds: Any, path: Path) -> None:
+    """An image whose pixel data are missing or short was cut short (never written out)."""
+    from petcorpus.errors import CorruptFileError
+
+    if "Rows" not in ds:
+        return
+    pixels = next((ds[k] for k in _PIXEL_TAGS if k in ds), None)
+    if pixels is None:
+        raise CorruptFileError("truncated: the file ends before its pixel data", path=path)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID", "") in NATIVE_SYNTAXES:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+        expected = int(ds.Rows) * int(ds.Columns) * frames * spp * bits // 8
+        if len(pixels.value or b"") < expected:
+            raise CorruptFileError(
+                f"truncated: {len(pixels.value or b'')} bytes of pixel data, {expected} expected",
+                path=path,
+            )
+
+
 def _one_file(task: _Task) -> FileOutcome:
     from pydicom.filewriter import dcmwrite
 
+    from petcorpus.dicom.header import read_scan_header
     from petcorpus.dicom.io import read_dataset
     from petcorpus.dicom.scan import DAMAGED
 
     try:
+        # the build's reading of a header first: the same files are damaged or not DICOM
+        read_scan_header(task.src)
         ds = read_dataset(task.src)
     except PetcorpusError as exc:
         if exc.message.startswith(DAMAGED):
@@ -189,6 +220,7 @@ def _one_file(task: _Task) -> FileOutcome:
     try:
         if not ds.get("StudyInstanceUID") or not ds.get("SeriesInstanceUID"):
             return FileOutcome(task.rel, skipped="no StudyInstanceUID/SeriesInstanceUID")
+        _check_complete(ds, task.src)
         s = task.settings
         old_pid = str(ds.get("PatientID") or "").strip()
         new_pid = s.new_patient_id(old_pid)
