@@ -176,9 +176,10 @@ def test_build_of_out_equals_build_of_in(trees, tmp_path):
     ca, cb = open_corpus(a), open_corpus(b)
     assert len(ca.keys()) == len(cb.keys()) == len(VENDORS)
     new_subject = {pseudonym(KEY, _patient_id(i)): _patient_id(i) for i in range(len(VENDORS))}
-    by_subject = {k.split("/")[0]: k for k in ca.keys()}
+    keys_a, keys_b = ca.keys(), cb.keys()
+    by_subject = {k.split("/")[0]: k for k in keys_a}
     n_seg = 0
-    for key in cb.keys():
+    for key in keys_b:
         case_b = cb.case(key)
         case_a = ca.case(by_subject[new_subject[key.split("/")[0]]])
         for name in ("CT", "PET", "SUV", "CTres", "SEG"):

@@ -34,7 +34,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.tag import BaseTag, Tag
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from petcorpus.deid.dates import shift_da, shift_dt
 from petcorpus.deid.profile import Action, action_for
@@ -197,7 +197,7 @@ def _private_kept(ds: Dataset) -> set[BaseTag]:
     keep: set[BaseTag] = set()
     for p in PRIVATE_KEEP:
         for slot in range(0x10, 0x100):
-            creator = ds.get(Tag(p.group, slot))
+            creator: DataElement | None = ds.get(Tag(p.group, slot))
             if creator is None:
                 continue
             name = _text(creator.value).strip("\0 ")
@@ -270,8 +270,8 @@ def deidentify_dataset(ds: Dataset, ctx: DeidContext) -> Dataset:
     ds.DeidentificationMethodCodeSequence = Sequence(items)
     ds.LongitudinalTemporalInformationModified = "MODIFIED"
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = str(ds.get("SOPInstanceUID", ""))
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(str(ds.get("SOPInstanceUID", "")))
     syntax = old_meta.get("TransferSyntaxUID") if old_meta is not None else None
     if syntax:
         meta.TransferSyntaxUID = syntax

@@ -4,7 +4,8 @@ Each input file is read, de-identified by :func:`petcorpus.deid.dataset.deidenti
 and written atomically to a path made only of de-identified values (never an input folder
 name, which may hold a name)::
 
-    OUT/<new PatientID>/<shifted StudyDate>-<8 hex>/<Modality>-<SeriesNumber>-<8 hex>/<n>-<8 hex>.dcm
+    OUT/<new PatientID>/<shifted StudyDate>-<8 hex>/<Modality>-<SeriesNumber>-<8 hex>/
+        <instance>-<8 hex>.dcm
 
 The study folder follows :mod:`petcorpus.naming`'s rule for the new identity, so a build of
 OUT names its studies the same way. Everything a file needs (new UIDs, new PatientID, the
@@ -36,8 +37,8 @@ from petcorpus.atomic import TEMP_PREFIX, atomic_write, remove_stale_temps
 from petcorpus.deid.dataset import METHOD_CODES, PRIVATE_KEEP, DeidContext, deidentify_dataset
 from petcorpus.deid.dates import auto_shift_days
 from petcorpus.deid.phi import Matcher, identifiers_of
-from petcorpus.deid.uids import keyed_digest, new_uid, pseudonym
-from petcorpus.errors import PetcorpusError, Reason, printable
+from petcorpus.deid.uids import keyed_digest, pseudonym
+from petcorpus.errors import PetcorpusError, Reason
 
 __all__ = [
     "LEDGER_NAME",
@@ -174,7 +175,9 @@ def _out_path(ds: Any, patient: str) -> Path:
         instance = int(ds.get("InstanceNumber") or 0)
     except (TypeError, ValueError):
         instance = 0
-    return Path(name.subject, name.study, f"{modality}-{number}-{series}", f"{instance:05d}-{sop}.dcm")
+    return Path(
+        name.subject, name.study, f"{modality}-{number}-{series}", f"{instance:05d}-{sop}.dcm"
+    )
 
 
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -422,5 +425,3 @@ def write_id_map(path: str | os.PathLike[str], id_map: Mapping[str, str]) -> Non
         w.writerow([old, new])
     with atomic_write(path, "w") as fh:
         fh.write(buf.getvalue())
-
-

@@ -146,7 +146,9 @@ class Matcher:
                         continue
         self._bytes_kinds = raw
         patterns = sorted(raw, key=len, reverse=True)
-        self._bytes = re.compile(b"|".join(map(re.escape, patterns)), re.IGNORECASE) if raw else None
+        self._bytes = (
+            re.compile(b"|".join(map(re.escape, patterns)), re.IGNORECASE) if raw else None
+        )
 
     def __bool__(self) -> bool:
         return self._text is not None
@@ -155,7 +157,9 @@ class Matcher:
         """The kinds of the identifiers in ``text``."""
         if self._text is None or not text:
             return []
-        return [self._kinds.get(m.group(0).casefold(), "identifier") for m in self._text.finditer(text)]
+        return [
+            self._kinds.get(m.group(0).casefold(), "identifier") for m in self._text.finditer(text)
+        ]
 
     def find_bytes(self, data: bytes) -> list[str]:
         """The kinds of the identifiers in ``data`` (any of the encodings)."""
