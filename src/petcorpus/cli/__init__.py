@@ -33,6 +33,8 @@ _COMMAND_MODULES = [
     "petcorpus.cli.split",
     "petcorpus.cli.export",
     "petcorpus.cli.datalist",
+    "petcorpus.cli.deidentify",
+    "petcorpus.cli.phi",
 ]
 
 for _name in _COMMAND_MODULES:
