@@ -20,14 +20,18 @@ from pydicom.uid import generate_uid
 from scipy import ndimage
 
 from petcorpus.phantom.anatomy import (
+    LESION_HU,
+    LESION_HU_CONTRAST,
+    LESION_HU_SD,
     TISSUES,
     Body,
     Lesion,
+    Shape,
     Tissue,
     make_body,
-    make_lesions,
     paint_lesions,
 )
+from petcorpus.phantom.placement import make_lesions
 from petcorpus.phantom.slices import (
     F18_HALF_LIFE_S,
     SeriesIds,
@@ -222,16 +226,27 @@ def make_study(
         diagnosis,
         min_radius=1.2 * max(geo.pet_pixel_mm, geo.slice_mm),
         gap=1.5 * max(geo.pet_pixel_mm, geo.slice_mm),
+        # the lesion as drawn in CT (one CT pixel wider) and 3 mm more stay in its tissue
+        margin=geo.ct_pixel_mm + 3.0,
+        placement_rng=np.random.default_rng([seed, 22]),
     )
 
-    # CT: HU from the tissue table plus noise, stored as the vendor's integer type.
+    # CT: HU from the tissue table plus noise, stored as the vendor's integer type. Lesions
+    # are soft tissue, drawn one CT pixel wider than in PET so that every PET lesion voxel
+    # reads soft tissue however the CT is resampled to the PET grid.
     ct_labels = body.labels_on_grid(ct_x, ct_y, zs)
     lut_hu = np.array([TISSUES[t].hu_contrast if contrast else TISSUES[t].hu for t in Tissue])
     lut_sd = np.array([TISSUES[t].hu_sd for t in Tissue])
-    hu = (
-        lut_hu[ct_labels]
-        + rng.standard_normal(ct_labels.shape, dtype=np.float32) * lut_sd[ct_labels]
-    )
+    hu_mean, hu_sd = lut_hu[ct_labels], lut_sd[ct_labels]
+    if lesions:
+        grown = [
+            Lesion(Shape(les.shape.center, tuple(r + geo.ct_pixel_mm for r in les.shape.radii)), 0.0, "")  # type: ignore[arg-type]
+            for les in lesions
+        ]
+        in_lesion = paint_lesions(grown, ct_x, ct_y, zs).astype(bool)
+        hu_mean[in_lesion] = LESION_HU_CONTRAST if contrast else LESION_HU
+        hu_sd[in_lesion] = LESION_HU_SD
+    hu = hu_mean + rng.standard_normal(ct_labels.shape, dtype=np.float32) * hu_sd
     hu = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
 
     # PET: SUV map with lesions, blurred to scanner resolution, with noise.
