@@ -19,8 +19,11 @@ def phantom_cmd(
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same files)."),
     size: str = typer.Option("small", "--size", help="small (fast) or full (scanner-size)."),
     vendor: str = typer.Option("siemens", "--vendor", help="siemens, ge, philips or mixed."),
+    tracer: str = typer.Option(
+        "fdg", "--tracer", help="fdg, psma-ga68, psma-f18 or mixed (FDG and PSMA in turn)."
+    ),
 ) -> None:
-    """Write synthetic whole-body FDG-PET/CT studies (CT, PET, SEG) and a clinical CSV."""
+    """Write synthetic whole-body FDG or PSMA PET/CT studies (CT, PET, SEG) and a clinical CSV."""
     from petcorpus.phantom import write_corpus
 
     if size not in ("small", "full"):
@@ -29,12 +32,25 @@ def phantom_cmd(
         raise typer.BadParameter(
             "vendor must be siemens, ge, philips or mixed", param_hint="--vendor"
         )
+    tracers = {"fdg": "FDG", "psma-ga68": "PSMA-Ga68", "psma-f18": "PSMA-F18", "mixed": "mixed"}
+    if tracer.lower() not in tracers:
+        raise typer.BadParameter(
+            "tracer must be fdg, psma-ga68, psma-f18 or mixed", param_hint="--tracer"
+        )
     check_output_dir(out)
     sz: Literal["small", "full"] = "full" if size == "full" else "small"
-    studies = write_corpus(out, subjects=subjects, seed=seed, size=sz, vendor=vendor)  # type: ignore[arg-type]
+    studies = write_corpus(
+        out,
+        subjects=subjects,
+        seed=seed,
+        size=sz,
+        vendor=vendor,  # type: ignore[arg-type]
+        tracer=tracers[tracer.lower()],  # type: ignore[arg-type]
+    )
     for st in studies:
         console.print(
             f"{st.subject_id}  {st.vendor:8s} {st.truth.diagnosis:12s} "
             f"{len(st.truth.lesions)} lesions"
+            + ("" if st.truth.tracer == "FDG" else f"  {st.truth.tracer}")
         )
     console.print(f"wrote {len(studies)} studies to {out}", markup=False)

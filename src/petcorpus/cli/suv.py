@@ -156,6 +156,7 @@ def suv_cmd(
             "scan_datetime_source": res.scan_datetime_source,
             "n_files": len(dss),
             "errors": res.errors,
+            "warnings": list(res.warnings),
             "inputs": res.inputs,
         }
         if res.per_slice:
@@ -186,3 +187,5 @@ def suv_cmd(
             f"{val:.9g}" if val is not None else f"[yellow]n/a[/yellow] {escape(res.errors[key])}"
         )
         console.print(f"  {key:8s} {label:16s} {text}")
+    for w in res.warnings:
+        console.print(f"[yellow]warning[/yellow] {escape(w)}")

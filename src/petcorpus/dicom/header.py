@@ -19,6 +19,7 @@ from petcorpus.dicom.values import (
     PHILIPS_BQML_SCALE,
     PHILIPS_SUV_SCALE,
     recon_iterations_subsets,
+    tracer_info,
 )
 from petcorpus.errors import PetcorpusError
 
@@ -143,6 +144,8 @@ def series_params(modality: str, first: Dataset, earliest: Dataset) -> dict[str,
         rp = seq[0] if seq else None
         p["RadionuclideTotalDose"] = as_float(rp.get("RadionuclideTotalDose")) if rp else None
         p["Radiopharmaceutical"] = as_text(rp.get("Radiopharmaceutical")) if rp else None
+        info = tracer_info(rp)  # normalised: "FDG"/"PSMA", "F-18"/"Ga-68" (None: unknown)
+        p["Tracer"], p["Radionuclide"] = info.tracer, info.radionuclide
         from petcorpus.dicom.suv import SuvInputs, _scan_datetime
 
         inp = SuvInputs.from_datasets([first, earliest])
