@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 
 import numpy as np
 
@@ -144,12 +145,26 @@ class Body:
     landmarks: dict[str, Shape] = dataclasses.field(default_factory=dict)
     width_scale: float = 1.0
 
+    @functools.cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        tissues = np.array([0, *(t for t, _ in self.shapes)], dtype=np.uint8)
+        centers = np.array([s.center for _, s in self.shapes], dtype=np.float64)
+        radii = np.array([s.radii for _, s in self.shapes], dtype=np.float64)
+        cyl = np.array([s.kind == "cylinder" for _, s in self.shapes])
+        return tissues, centers, radii, cyl
+
     def labels_at(self, points: np.ndarray) -> np.ndarray:
-        """Tissue labels (uint8) at points (..., 3) in LPS mm."""
-        out = np.zeros(points.shape[:-1], dtype=np.uint8)
-        for tissue, shape in self.shapes:
-            out[shape.contains(points)] = tissue
-        return out
+        """Tissue labels (uint8) at points (..., 3) in LPS mm (as :meth:`labels_on_grid`
+        paints them: the last shape holding a point wins)."""
+        tissues, centers, radii, cyl = self._arrays
+        p = np.asarray(points, dtype=np.float64).reshape(-1, 1, 3)
+        d = (p - centers) / radii  # (n, shapes, 3)
+        d2 = d[..., 0] ** 2 + d[..., 1] ** 2
+        inside = np.where(cyl, (d2 <= 1.0) & (np.abs(d[..., 2]) <= 1.0), d2 + d[..., 2] ** 2 <= 1.0)
+        # index of the last shape holding each point (0: none)
+        n = inside.shape[1]
+        last = np.where(inside.any(axis=1), n - np.argmax(inside[:, ::-1], axis=1), 0)
+        return tissues[last].reshape(np.shape(points)[:-1])
 
     def labels_on_grid(self, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray) -> np.ndarray:
         """Tissue label map (uint8) at voxel centres ``xs`` x ``ys`` x ``zs`` (LPS mm)."""
