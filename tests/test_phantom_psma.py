@@ -65,8 +65,7 @@ def _hand_suv_bw(pet_dir: Path) -> float:
     inj = dt.datetime.strptime(str(rp.RadiopharmaceuticalStartDateTime), "%Y%m%d%H%M%S.%f")
     series = dt.datetime.strptime(ds.SeriesDate + ds.SeriesTime, "%Y%m%d%H%M%S.%f")
     first_acq = min(
-        dt.datetime.strptime(d.AcquisitionDate + d.AcquisitionTime, "%Y%m%d%H%M%S.%f")
-        for d in dss
+        dt.datetime.strptime(d.AcquisitionDate + d.AcquisitionTime, "%Y%m%d%H%M%S.%f") for d in dss
     )
     assert series > first_acq  # GE: the private scan start applies
     ge = ds[0x0009, 0x100D].value

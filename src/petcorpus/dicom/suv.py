@@ -455,7 +455,7 @@ def compute_suv(
         scan_src = inp.autopet_acquisition_time.tag + " (time of day, first file)"
     conflict = inp.half_life_conflict()
     blocking = _half_life_error(inp) if time_reference == "qiba" else None
-    warnings = ()
+    warnings: tuple[str, ...] = ()
     if conflict is not None:
         warnings = (
             f"{conflict}; the factors above decay with the header's half-life"

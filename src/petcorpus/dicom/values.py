@@ -38,9 +38,9 @@ from pydicom.valuerep import DA, DT, TM
 __all__ = [
     "GE_SCAN_DATETIME",
     "HALF_LIFE_TOLERANCE",
-    "RADIONUCLIDES",
     "PHILIPS_BQML_SCALE",
     "PHILIPS_SUV_SCALE",
+    "RADIONUCLIDES",
     "PrivateTag",
     "ScanTime",
     "TracerInfo",
@@ -248,14 +248,30 @@ class Radionuclide:
 RADIONUCLIDES: dict[str, Radionuclide] = {
     r.name: r
     for r in (
-        Radionuclide("F-18", 6586.2, ("C-111A1", "77004003"), r"\b(?:f\W?18|18\W{0,2}f)\b|fluorine"),
-        Radionuclide("Ga-68", 4062.6, ("C-131A3", "35337001"), r"\b(?:ga\W?68|68\W{0,2}ga)|gallium"),
-        Radionuclide("C-11", 1221.84, ("C-105A1", "40565003"), r"\b(?:c\W?11|11\W{0,2}c)\b|carbon"),
-        Radionuclide("N-13", 597.9, ("C-107A1", "21576001"), r"\b(?:n\W?13|13\W{0,2}n)\b|nitrogen"),
-        Radionuclide("O-15", 122.24, ("C-B1038", "129504001"), r"\b(?:o\W?15|15\W{0,2}o)\b|oxygen"),
-        Radionuclide("Rb-82", 75.45, ("C-159A2", "79197006"), r"\b(?:rb\W?82|82\W{0,2}rb)|rubidium"),
-        Radionuclide("Cu-64", 45721.1, ("C-127A2", "3932008"), r"\b(?:cu\W?64|64\W{0,2}cu)|copper"),
-        Radionuclide("Zr-89", 282276.0, ("C-168A4", "63360001"), r"\b(?:zr\W?89|89\W{0,2}zr)|zirconium"),
+        Radionuclide(
+            "F-18", 6586.2, ("C-111A1", "77004003"), r"\b(?:f\W?18|18\W{0,2}f)\b|fluorine"
+        ),
+        Radionuclide(
+            "Ga-68", 4062.6, ("C-131A3", "35337001"), r"\b(?:ga\W?68|68\W{0,2}ga)|gallium"
+        ),
+        Radionuclide(
+            "C-11", 1221.84, ("C-105A1", "40565003"), r"\b(?:c\W?11|11\W{0,2}c)\b|carbon"
+        ),
+        Radionuclide(
+            "N-13", 597.9, ("C-107A1", "21576001"), r"\b(?:n\W?13|13\W{0,2}n)\b|nitrogen"
+        ),
+        Radionuclide(
+            "O-15", 122.24, ("C-B1038", "129504001"), r"\b(?:o\W?15|15\W{0,2}o)\b|oxygen"
+        ),
+        Radionuclide(
+            "Rb-82", 75.45, ("C-159A2", "79197006"), r"\b(?:rb\W?82|82\W{0,2}rb)|rubidium"
+        ),
+        Radionuclide(
+            "Cu-64", 45721.1, ("C-127A2", "3932008"), r"\b(?:cu\W?64|64\W{0,2}cu)|copper"
+        ),
+        Radionuclide(
+            "Zr-89", 282276.0, ("C-168A4", "63360001"), r"\b(?:zr\W?89|89\W{0,2}zr)|zirconium"
+        ),
     )
 }
 #: relative difference between RadionuclideHalfLife and the named radionuclide's half-life
@@ -267,8 +283,11 @@ _TRACERS = (
 )
 #: the radionuclide a tracer's name implies (FDG is always F-18; PSMA-11 Ga-68; ...)
 _IMPLIED = (
-    ("F-18", r"\bfdg\b|fluorodeoxyglucose|fludeoxyglucose|psma\W?1007|pyl\b|piflufolastat"
-     r"|flotufolastat"),
+    (
+        "F-18",
+        r"\bfdg\b|fluorodeoxyglucose|fludeoxyglucose|psma\W?1007|pyl\b|piflufolastat"
+        r"|flotufolastat",
+    ),
     ("Ga-68", r"psma\W?11\b|psma\W?hbed|gozetotide"),
 )
 
@@ -347,7 +366,9 @@ def half_life_conflict(info: TracerInfo, half_life_s: float | None) -> str | Non
     if info.radionuclide_from_code:
         named.append((info.radionuclide_from_code, "RadionuclideCodeSequence"))
     if info.radionuclide_from_text and info.radionuclide_from_text != info.radionuclide_from_code:
-        named.append((info.radionuclide_from_text, f"Radiopharmaceutical {info.radiopharmaceutical!r}"))
+        named.append(
+            (info.radionuclide_from_text, f"Radiopharmaceutical {info.radiopharmaceutical!r}")
+        )
     for name, where in named:
         ref = RADIONUCLIDES[name].half_life_s
         if abs(half_life_s - ref) / ref > HALF_LIFE_TOLERANCE:
@@ -364,8 +385,10 @@ def half_life_conflict(info: TracerInfo, half_life_s: float | None) -> str | Non
                 f"(0018,1075) RadionuclideHalfLife = {half_life_s:g} s contradicts the "
                 f"radionuclide {name} named by {where} (half-life {ref:g} s{hint})"
             )
-    if info.radionuclide_from_code and info.radionuclide_from_text and (
-        info.radionuclide_from_code != info.radionuclide_from_text
+    if (
+        info.radionuclide_from_code
+        and info.radionuclide_from_text
+        and (info.radionuclide_from_code != info.radionuclide_from_text)
     ):
         return (
             f"RadionuclideCodeSequence names {info.radionuclide_from_code} but "

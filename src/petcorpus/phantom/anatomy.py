@@ -160,7 +160,9 @@ class Body:
         p = np.asarray(points, dtype=np.float64).reshape(-1, 1, 3)
         d = (p - centers) / radii  # (n, shapes, 3)
         d2 = d[..., 0] ** 2 + d[..., 1] ** 2
-        inside = np.where(cyl, (d2 <= 1.0) & (np.abs(d[..., 2]) <= 1.0), d2 + d[..., 2] ** 2 <= 1.0)
+        inside = np.where(
+            cyl, (d2 <= 1.0) & (np.abs(d[..., 2]) <= 1.0), d2 + d[..., 2] ** 2 <= 1.0
+        )
         # index of the last shape holding each point (0: none)
         n = inside.shape[1]
         last = np.where(inside.any(axis=1), n - np.argmax(inside[:, ::-1], axis=1), 0)
@@ -230,8 +232,14 @@ def make_body(
         (Tissue.BONE, _cylinder((-85 * w, 5, z(930)), (14, 14, 58))),
         (Tissue.BONE, _cylinder((85 * w, 5, z(930)), (14, 14, 58))),
         # Thorax
-        (Tissue.LUNG, _ellipsoid(((-80 + jitter()) * s, 5, z(410 + jitter())), (62 * s, 80 * s, 125))),
-        (Tissue.LUNG, _ellipsoid(((80 + jitter()) * s, 5, z(410 + jitter())), (58 * s, 80 * s, 120))),
+        (
+            Tissue.LUNG,
+            _ellipsoid(((-80 + jitter()) * s, 5, z(410 + jitter())), (62 * s, 80 * s, 125)),
+        ),
+        (
+            Tissue.LUNG,
+            _ellipsoid(((80 + jitter()) * s, 5, z(410 + jitter())), (58 * s, 80 * s, 120)),
+        ),
         (Tissue.HEART, _ellipsoid((22 + jitter(), -25, z(450 + jitter())), (55, 48, 58))),
         (Tissue.AORTA, _cylinder((18, 45, z(580)), (12, 12, 170))),
         # Abdomen

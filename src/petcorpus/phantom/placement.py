@@ -293,9 +293,9 @@ def make_lesions(
                             out.append(Lesion(shape, v, site, planned))
                         placed = True
                 elif len(draws) == 1:
-                    shape = _place_one(body, site, _radii(site, rs[0]), margin, others, place)
-                    if shape is not None:
-                        out.append(Lesion(shape, draws[0][1], site, planned))
+                    one = _place_one(body, site, _radii(site, rs[0]), margin, others, place)
+                    if one is not None:
+                        out.append(Lesion(one, draws[0][1], site, planned))
                         placed = True
                 if placed:
                     break

@@ -23,8 +23,8 @@ __all__ = [
     "CT_IMAGE_STORAGE",
     "F18_HALF_LIFE_S",
     "PET_IMAGE_STORAGE",
-    "VENDOR_TAGS",
     "TRACERS",
+    "VENDOR_TAGS",
     "PhantomTracer",
     "SeriesIds",
     "common_dataset",
@@ -56,7 +56,7 @@ class PhantomTracer:
 
     @property
     def code(self) -> tuple[str, str]:
-        """RadionuclideCodeSequence (SRT code value, meaning), as the scanners of the time wrote."""
+        """RadionuclideCodeSequence (SRT value, meaning) as the scanners of the time wrote it."""
         return {"F-18": ("C-111A1", "^18^Fluorine"), "Ga-68": ("C-131A3", "^68^Gallium")}[
             self.radionuclide
         ]

@@ -44,10 +44,10 @@ from petcorpus.volume import Volume, lps_to_ras
 
 __all__ = [
     "DIAGNOSES",
+    "TRACER_NAMES",
     "PhantomGeometry",
     "PhantomStudy",
     "PhantomTruth",
-    "TRACER_NAMES",
     "Tracer",
     "Vendor",
     "make_study",
@@ -275,9 +275,11 @@ def make_study(
     lut_sd = np.array([TISSUES[t].hu_sd for t in Tissue])
     hu_mean, hu_sd = lut_hu[ct_labels], lut_sd[ct_labels]
     if lesions:
+        d = geo.ct_pixel_mm
         grown = [
-            Lesion(Shape(les.shape.center, tuple(r + geo.ct_pixel_mm for r in les.shape.radii)), 0.0, "")  # type: ignore[arg-type]
+            Lesion(Shape(les.shape.center, (rx + d, ry + d, rz + d)), 0.0, "")
             for les in lesions
+            for rx, ry, rz in [les.shape.radii]
         ]
         in_lesion = paint_lesions(grown, ct_x, ct_y, zs).astype(bool)
         hu_mean[in_lesion] = LESION_HU_CONTRAST if contrast else LESION_HU
@@ -287,9 +289,7 @@ def make_study(
 
     # PET: SUV map with lesions, blurred to scanner resolution, with noise.
     pet_labels = body.labels_on_grid(pet_x, pet_y, zs)
-    lut_suv = np.array(
-        [PSMA_SUV[t] if psma else TISSUES[t].suv for t in Tissue], dtype=np.float64
-    )
+    lut_suv = np.array([PSMA_SUV[t] if psma else TISSUES[t].suv for t in Tissue], dtype=np.float64)
     suv_ideal = lut_suv[pet_labels]
     lesion_mask = paint_lesions(lesions, pet_x, pet_y, zs, suv_ideal)
     sigma_mm = PET_FWHM_MM / (2.0 * math.sqrt(2.0 * math.log(2.0)))
