@@ -361,3 +361,69 @@ def test_cli_suv_error_is_one_line(tmp_path):
     assert obj["suv_bw"] is None and obj["bqml"] is None and "7053,1009" in obj["errors"]["bqml"]
     out = CliRunner().invoke(app, ["suv", str(tmp_path / "nothing.dcm")])
     assert out.exit_code == 1
+
+
+# -- tracer and half-life ------------------------------------------------------------------
+def test_psma_ga68_uses_the_header_half_life():
+    dss = _pet("ge", tracer="PSMA-Ga68")
+    rp = dss[0].RadiopharmaceuticalInformationSequence[0]
+    assert float(rp.RadionuclideHalfLife) == 4062.6  # Ga-68, 67.71 min
+    ge = pydicom.valuerep.DT(str(dss[0][0x0009, 0x100D].value))
+    scan = dt.datetime.combine(ge.date(), ge.time())
+    res = compute_suv(dss)
+    assert _rel(res.suv_bw, _hand_bw(dss[0], scan)) < REL
+    assert res.warnings == () and res.inputs["radionuclide"]["value"] == "Ga-68"
+    assert res.inputs["tracer"]["value"] == "PSMA"
+
+
+def _contradicted() -> list[pydicom.Dataset]:
+    """A Ga-68 PSMA header whose half-life is F-18's."""
+    dss = _pet("siemens", tracer="PSMA-Ga68")
+    for ds in dss:
+        ds.RadiopharmaceuticalInformationSequence[0].RadionuclideHalfLife = "6586.2"
+    return dss
+
+
+def test_radionuclide_half_life_contradiction_is_flagged():
+    dss = _contradicted()
+    res = compute_suv(dss)
+    # the factors shown decay with the header's half-life, and say why they are not trusted
+    scan = _dt(dss[0].SeriesDate, dss[0].SeriesTime)
+    assert _rel(res.suv_bw, _hand_bw(dss[0], scan)) < REL
+    (warning,) = res.warnings
+    assert "Ga-68" in warning and "6586.2" in warning and "F-18" in warning
+    with pytest.raises(PetcorpusError) as err:  # what convert/build call
+        res.factor("suv_bw")
+    assert err.value.reason == Reason.INVALID_VALUE and "RadionuclideHalfLife" in str(err.value)
+    assert res.factor("bqml") == 1.0  # Bq/ml does not decay
+    with pytest.raises(PetcorpusError):
+        suv_factor(SuvInputs.from_datasets(dss))
+    # the published recipe is reproduced as it is (it checks nothing), with the warning
+    auto = compute_suv(dss, "autopet")
+    assert auto.warnings and auto.factor("suv_bw") == auto.suv_bw
+    # the code's and the text's radionuclides are both checked
+    for ds in dss:
+        del ds.RadiopharmaceuticalInformationSequence[0].RadionuclideCodeSequence
+    assert compute_suv(dss).warnings
+
+
+def test_cli_suv_shows_the_contradiction(tmp_path):
+    for i, ds in enumerate(_contradicted()[:3]):
+        ds.save_as(tmp_path / f"{i}.dcm", enforce_file_format=True)
+    out = CliRunner().invoke(app, ["suv", str(tmp_path)])
+    assert out.exit_code == 0 and "warning" in out.stdout and "contradicts" in out.stdout
+    obj = json.loads(CliRunner().invoke(app, ["suv", str(tmp_path), "--json"]).stdout)
+    assert obj["warnings"] and obj["suv_bw"] is not None
+
+
+def test_contradicted_study_fails_to_convert(tmp_path):
+    from petcorpus.phantom import make_study, write_study
+    from petcorpus.pipeline import build
+
+    study = make_study(seed=5, vendor="ge", diagnosis="NEGATIVE", tracer="PSMA-Ga68")
+    for ds in study.pet:
+        ds.RadiopharmaceuticalInformationSequence[0].RadionuclideHalfLife = "6586.2"
+    write_study(study, tmp_path / "dicom")
+    report = build(tmp_path / "dicom", tmp_path / "out", workers=1)
+    (failed,) = report.failed
+    assert "INVALID_VALUE" in str(failed) and "contradicts" in str(failed)

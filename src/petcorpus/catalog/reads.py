@@ -46,8 +46,9 @@ class CatalogReads:
 
     def subject_attributes(self) -> pd.DataFrame:
         """One row per subject with converted or catalogued studies: ``subject_id``,
-        ``n_studies``, ``diagnosis``, ``site``, ``tracer`` (the PET's Radiopharmaceutical);
-        a subject's differing values are joined with ``+`` in sorted order."""
+        ``n_studies``, ``diagnosis``, ``site``, ``tracer`` (the PET's normalised ``Tracer``,
+        e.g. FDG or PSMA, else its Radiopharmaceutical); a subject's differing values are
+        joined with ``+`` in sorted order."""
         return self.query(
             """SELECT su.subject_id,
                       count(DISTINCT st.study_uid) AS n_studies,
@@ -57,11 +58,14 @@ class CatalogReads:
                           ORDER BY d))) AS diagnosis,
                       su.site,
                       (SELECT group_concat(t, '+') FROM (
-                          SELECT DISTINCT p.value AS t FROM params p
-                          JOIN series se USING (series_uid)
-                          JOIN studies s3 USING (study_uid)
+                          SELECT DISTINCT coalesce(
+                              (SELECT p.value FROM params p WHERE p.series_uid = se.series_uid
+                               AND p.name = 'Tracer'),
+                              (SELECT p.value FROM params p WHERE p.series_uid = se.series_uid
+                               AND p.name = 'Radiopharmaceutical')) AS t
+                          FROM series se JOIN studies s3 USING (study_uid)
                           WHERE s3.subject_id = su.subject_id AND se.modality = 'PT'
-                            AND p.name = 'Radiopharmaceutical' ORDER BY t)) AS tracer
+                            AND t IS NOT NULL ORDER BY t)) AS tracer
                FROM subjects su JOIN studies st USING (subject_id)
                GROUP BY su.subject_id ORDER BY su.subject_id"""
         )

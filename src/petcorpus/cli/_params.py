@@ -143,6 +143,15 @@ class Vendor(enum.StrEnum):
     MIXED = "mixed"
 
 
+class Tracer(enum.StrEnum):
+    """Phantom radiopharmaceutical (mixed: FDG and PSMA in turn)."""
+
+    FDG = "fdg"
+    PSMA_GA68 = "psma-ga68"
+    PSMA_F18 = "psma-f18"
+    MIXED = "mixed"
+
+
 def value(choice: enum.StrEnum | None) -> str | None:
     """The library's string for an Enum choice (None stays None)."""
     return None if choice is None else choice.value

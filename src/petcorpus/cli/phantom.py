@@ -8,7 +8,15 @@ import typer
 
 from petcorpus.cli._app import app, console, handle_errors
 from petcorpus.cli._outputs import check_output_dir
-from petcorpus.cli._params import Size, Vendor
+from petcorpus.cli._params import Size, Tracer, Vendor
+
+#: CLI choice → the phantom's ``tracer`` value.
+_TRACERS = {
+    Tracer.FDG: "FDG",
+    Tracer.PSMA_GA68: "PSMA-Ga68",
+    Tracer.PSMA_F18: "PSMA-F18",
+    Tracer.MIXED: "mixed",
+}
 
 
 @app.command("phantom")
@@ -21,8 +29,11 @@ def phantom_cmd(
     ),
     size: Size = typer.Option(Size.SMALL, "--size", help="small (fast) or full (scanner-size)."),
     vendor: Vendor = typer.Option(Vendor.SIEMENS, "--vendor", help="Scanner vendor."),
+    tracer: Tracer = typer.Option(
+        Tracer.FDG, "--tracer", help="Radiopharmaceutical (mixed: FDG and PSMA in turn)."
+    ),
 ) -> None:
-    """Write synthetic whole-body FDG-PET/CT studies (CT, PET, SEG) and a clinical CSV."""
+    """Write synthetic whole-body FDG or PSMA PET/CT studies (CT, PET, SEG) and a clinical CSV."""
     from petcorpus.phantom import write_corpus
 
     check_output_dir(out)
@@ -32,10 +43,12 @@ def phantom_cmd(
         seed=seed,
         size=size.value,  # type: ignore[arg-type]
         vendor=vendor.value,  # type: ignore[arg-type]
+        tracer=_TRACERS[tracer],  # type: ignore[arg-type]
     )
     for st in studies:
         console.print(
             f"{st.subject_id}  {st.vendor:8s} {st.truth.diagnosis:12s} "
             f"{len(st.truth.lesions)} lesions"
+            + ("" if st.truth.tracer == "FDG" else f"  {st.truth.tracer}")
         )
     console.print(f"wrote {len(studies)} studies to {out}", markup=False)

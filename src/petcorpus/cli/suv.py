@@ -85,6 +85,7 @@ def suv_cmd(
             "scan_datetime_source": res.scan_datetime_source,
             "n_files": len(dss),
             "errors": res.errors,
+            "warnings": list(res.warnings),
             "inputs": res.inputs,
         }
         if res.per_slice:
@@ -116,3 +117,5 @@ def suv_cmd(
         rows.append([key, label, text])
     title = "factors (multiply a rescaled pixel value)"
     console.print(table("factor", "unit", "value", rows=rows, title=title))
+    for w in res.warnings:
+        console.print(f"[yellow]warning[/yellow] {escape(w)}")

@@ -19,6 +19,7 @@ from petcorpus.dicom.values import (
     PHILIPS_BQML_SCALE,
     PHILIPS_SUV_SCALE,
     recon_iterations_subsets,
+    tracer_info,
 )
 
 __all__ = ["SCAN_TAGS", "as_float", "as_text", "read_scan_header", "series_params"]
@@ -148,6 +149,8 @@ def series_params(modality: str, first: Dataset, earliest: Dataset) -> dict[str,
         rp = seq[0] if seq else None
         p["RadionuclideTotalDose"] = as_float(get_value(rp, "RadionuclideTotalDose"))
         p["Radiopharmaceutical"] = as_text(get_value(rp, "Radiopharmaceutical"))
+        info = tracer_info(rp)  # normalised: "FDG"/"PSMA", "F-18"/"Ga-68" (None: unknown)
+        p["Tracer"], p["Radionuclide"] = info.tracer, info.radionuclide
         from petcorpus.dicom.suv import SuvInputs, _scan_datetime
 
         inj = scan_dt = None

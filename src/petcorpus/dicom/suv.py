@@ -74,16 +74,20 @@ class SuvResult:
     per_slice: dict[str, tuple[float, ...]] | None = None
     scan_datetime: str | None = None
     scan_datetime_source: str | None = None
+    #: what the user must know although factors exist (a radionuclide/half-life contradiction)
+    warnings: tuple[str, ...] = ()
     #: the error behind each entry of ``errors`` (not part of :meth:`as_dict`)
     failures: dict[str, PetcorpusError] = dataclasses.field(
         default_factory=dict, repr=False, compare=False
     )
+    #: raised by :meth:`factor` although the factors exist (a contradicted half-life, qiba)
+    blocking: PetcorpusError | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             f.name: copy.deepcopy(getattr(self, f.name))
             for f in dataclasses.fields(self)
-            if f.name != "failures"
+            if f.name not in ("failures", "blocking")
         }
 
     def factor(self, key: str) -> float:
@@ -92,8 +96,12 @@ class SuvResult:
         Raises
         ------
         PetcorpusError
-            The error that made it impossible, with its reason, tag and file.
+            The error that made it impossible, with its reason, tag and file; for the QIBA
+            rule, also ``INVALID_VALUE`` when the header's radionuclide contradicts its
+            half-life (the factor shown by ``petcorpus suv`` is not trusted for conversion).
         """
+        if self.blocking is not None and key != "bqml":
+            raise self.blocking
         value = getattr(self, key)
         if value is None:
             raise self.failures[key]
@@ -308,6 +316,26 @@ def _autopet_factor(inp: SuvInputs, kind: str) -> float:
     return _mass(inp, kind, float(weight)) / act_dose
 
 
+def _half_life_error(inp: SuvInputs) -> PetcorpusError | None:
+    """The contradiction between the header's radionuclide and half-life as an error, where
+    the QIBA factor decays with that half-life (DecayCorrection START or NONE)."""
+    why = inp.half_life_conflict()
+    if why is None:
+        return None
+    units = str(inp.units.value).upper() if inp.units else ""
+    mode = str(inp.decay_correction.value).upper() if inp.decay_correction else ""
+    if units == "GML" or mode not in ("START", "NONE"):
+        return None
+    if units == "CNTS" and not (inp.philips_bqml_scale and inp.philips_bqml_scale.value):
+        return None
+    return PetcorpusError(
+        f"{why}: the SUV would decay the dose with a half-life the header itself contradicts; "
+        "correct the header (`petcorpus suv` shows the factors from the header's half-life)",
+        path=inp.path,
+        reason=Reason.INVALID_VALUE,
+    )
+
+
 def suv_factor(
     inputs: SuvInputs,
     kind: SuvKind = "bw",
@@ -326,8 +354,15 @@ def suv_factor(
     ------
     MissingTagError, UnsupportedError, PetcorpusError
         Naming the tag and the file: missing weight/dose/height, dose ≤ 0, uptake < 0 or
-        > 24 h, unknown Units or DecayCorrection, CNTS without a Philips scale factor, …
+        > 24 h, unknown Units or DecayCorrection, CNTS without a Philips scale factor, a
+        radionuclide that contradicts RadionuclideHalfLife (``"qiba"``, INVALID_VALUE), …
     """
+    if time_reference == "qiba" and (err := _half_life_error(inputs)) is not None:
+        raise err
+    return _suv_factor(inputs, kind, time_reference)
+
+
+def _suv_factor(inputs: SuvInputs, kind: SuvKind, time_reference: TimeReference) -> float:
     if kind not in ("bw", "lbm", "bsa"):
         raise ValueError(f"kind must be 'bw', 'lbm' or 'bsa', got {kind!r}")
     if time_reference == "autopet":
@@ -396,7 +431,7 @@ def compute_suv(
     for kind in ("bw", "lbm", "bsa"):
         key = f"suv_{kind}"
         try:
-            values[key] = suv_factor(inp, kind, time_reference)  # type: ignore[arg-type]
+            values[key] = _suv_factor(inp, kind, time_reference)  # type: ignore[arg-type]
         except PetcorpusError as exc:
             values[key] = None
             errors[key] = f"[{exc.reason}] {exc}"
@@ -418,6 +453,14 @@ def compute_suv(
     elif inp.autopet_acquisition_time is not None:
         scan_dt = str(inp.autopet_acquisition_time.value)
         scan_src = inp.autopet_acquisition_time.tag + " (time of day, first file)"
+    conflict = inp.half_life_conflict()
+    blocking = _half_life_error(inp) if time_reference == "qiba" else None
+    warnings: tuple[str, ...] = ()
+    if conflict is not None:
+        warnings = (
+            f"{conflict}; the factors above decay with the header's half-life"
+            + (", and convert/build refuse this series (INVALID_VALUE)" if blocking else ""),
+        )
     return SuvResult(
         bqml=values["bqml"],
         suv_bw=values["suv_bw"],
@@ -429,7 +472,9 @@ def compute_suv(
         per_slice=per_slice or None,
         scan_datetime=scan_dt,
         scan_datetime_source=scan_src,
+        warnings=warnings,
         failures=failures,
+        blocking=blocking,
     )
 
 

@@ -20,10 +20,13 @@ from petcorpus.dicom.values import (
     GE_SCAN_DATETIME,
     PHILIPS_BQML_SCALE,
     PHILIPS_SUV_SCALE,
+    TracerInfo,
+    half_life_conflict,
     injection_datetime,
     parse_date_time,
     parse_datetime,
     private_value,
+    tracer_info,
 )
 from petcorpus.errors import MissingTagError, PetcorpusError, Reason
 
@@ -112,7 +115,19 @@ class SuvInputs:
     autopet_weight: Sourced | None = None
     autopet_total_dose: Sourced | None = None
     autopet_half_life: Sourced | None = None
+    #: what the header says was injected (Radiopharmaceutical, the radionuclide's name)
+    radiopharmaceutical: Sourced | None = None
+    radionuclide: Sourced | None = None
+    tracer: Sourced | None = None
+    tracer_info: TracerInfo | None = None
     path: str | None = None
+
+    def half_life_conflict(self) -> str | None:
+        """Why RadionuclideHalfLife contradicts the named radionuclide, or None
+        (:func:`petcorpus.dicom.values.half_life_conflict`)."""
+        if self.tracer_info is None or self.half_life_s is None:
+            return None
+        return half_life_conflict(self.tracer_info, self.half_life_s.value)
 
     @classmethod
     def from_datasets(
@@ -213,6 +228,12 @@ class SuvInputs:
             except (TypeError, ValueError):
                 return None
 
+        info = tracer_info(rp)
+        nuclide_tag = (
+            f"{rp_tag} > (0054,0300) RadionuclideCodeSequence"
+            if info.radionuclide_from_code
+            else f"{rp_tag} > (0018,0031) Radiopharmaceutical"
+        )
         ci = first.get("CorrectedImage")
         ci_val = None
         if ci not in (None, ""):
@@ -258,6 +279,12 @@ class SuvInputs:
                 f"{rp_tag} > (0018,1075) RadionuclideHalfLife",
                 ap_file,
             ),
+            radiopharmaceutical=src(
+                info.radiopharmaceutical, f"{rp_tag} > (0018,0031) Radiopharmaceutical"
+            ),
+            radionuclide=src(info.radionuclide, nuclide_tag),
+            tracer=src(info.tracer, f"{rp_tag} > (0018,0031) Radiopharmaceutical"),
+            tracer_info=info,
             path=folder,
         )
 

@@ -17,6 +17,12 @@ The injection rule (:func:`injection_datetime`)
     RadiopharmaceuticalStartDateTime, else SeriesDate + RadiopharmaceuticalStartTime, one day
     earlier if that lands after the series time (injected before midnight, scanned after).
 Uptake time = scan start − injection.
+The tracer rule (:func:`tracer_info`)
+    the radionuclide from RadionuclideCodeSequence (SNOMED, old SRT or new SCT codes), else
+    from the words of its CodeMeaning or of Radiopharmaceutical; the tracer (``FDG``,
+    ``PSMA``) from Radiopharmaceutical. :func:`half_life_conflict` compares what they name
+    with RadionuclideHalfLife: SUV always decays with the header's half-life, and a header
+    whose radionuclide and half-life disagree is flagged, never silently "fixed".
 """
 
 from __future__ import annotations
@@ -31,16 +37,21 @@ from pydicom.valuerep import DA, DT, TM
 
 __all__ = [
     "GE_SCAN_DATETIME",
+    "HALF_LIFE_TOLERANCE",
     "PHILIPS_BQML_SCALE",
     "PHILIPS_SUV_SCALE",
+    "RADIONUCLIDES",
     "PrivateTag",
     "ScanTime",
+    "TracerInfo",
+    "half_life_conflict",
     "injection_datetime",
     "parse_date_time",
     "parse_datetime",
     "private_value",
     "recon_iterations_subsets",
     "scan_start",
+    "tracer_info",
 ]
 
 
@@ -218,3 +229,169 @@ def recon_iterations_subsets(method: Any) -> tuple[int | None, int | None]:
     if m is None:
         return None, None
     return int(m.group(1)), int(m.group(2))
+
+
+# -- tracer and radionuclide -------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Radionuclide:
+    """A PET radionuclide: its name, half-life (s) and SNOMED codes (SRT, SCT)."""
+
+    name: str
+    half_life_s: float
+    codes: tuple[str, ...]
+    #: words that name it in free text (lower case, matched as a regular expression)
+    pattern: str
+
+
+#: Half-lives from NNDC/ENSDF (F-18 109.77 min, Ga-68 67.71 min, C-11 20.364 min, ...);
+#: codes as in DICOM CID 4020 (pydicom ``codes.SCT``) and their old SRT values
+RADIONUCLIDES: dict[str, Radionuclide] = {
+    r.name: r
+    for r in (
+        Radionuclide(
+            "F-18", 6586.2, ("C-111A1", "77004003"), r"\b(?:f\W?18|18\W{0,2}f)\b|fluorine"
+        ),
+        Radionuclide(
+            "Ga-68", 4062.6, ("C-131A3", "35337001"), r"\b(?:ga\W?68|68\W{0,2}ga)|gallium"
+        ),
+        Radionuclide(
+            "C-11", 1221.84, ("C-105A1", "40565003"), r"\b(?:c\W?11|11\W{0,2}c)\b|carbon"
+        ),
+        Radionuclide(
+            "N-13", 597.9, ("C-107A1", "21576001"), r"\b(?:n\W?13|13\W{0,2}n)\b|nitrogen"
+        ),
+        Radionuclide(
+            "O-15", 122.24, ("C-B1038", "129504001"), r"\b(?:o\W?15|15\W{0,2}o)\b|oxygen"
+        ),
+        Radionuclide(
+            "Rb-82", 75.45, ("C-159A2", "79197006"), r"\b(?:rb\W?82|82\W{0,2}rb)|rubidium"
+        ),
+        Radionuclide(
+            "Cu-64", 45721.1, ("C-127A2", "3932008"), r"\b(?:cu\W?64|64\W{0,2}cu)|copper"
+        ),
+        Radionuclide(
+            "Zr-89", 282276.0, ("C-168A4", "63360001"), r"\b(?:zr\W?89|89\W{0,2}zr)|zirconium"
+        ),
+    )
+}
+#: relative difference between RadionuclideHalfLife and the named radionuclide's half-life
+#: that counts as a contradiction (headers round; F-18 and Ga-68 differ by 38 %)
+HALF_LIFE_TOLERANCE = 0.05
+_TRACERS = (
+    ("FDG", r"\bfdg\b|fluorodeoxyglucose|fludeoxyglucose|deoxy\W?glucose"),
+    ("PSMA", r"psma|pyl\b|piflufolastat|gozetotide|flotufolastat"),
+)
+#: the radionuclide a tracer's name implies (FDG is always F-18; PSMA-11 Ga-68; ...)
+_IMPLIED = (
+    (
+        "F-18",
+        r"\bfdg\b|fluorodeoxyglucose|fludeoxyglucose|psma\W?1007|pyl\b|piflufolastat"
+        r"|flotufolastat",
+    ),
+    ("Ga-68", r"psma\W?11\b|psma\W?hbed|gozetotide"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TracerInfo:
+    """What a PET header says it was: the tracer family and the radionuclide, with where
+    each reading came from (None where the header does not say)."""
+
+    tracer: str | None
+    radionuclide: str | None
+    #: the radionuclide named by RadionuclideCodeSequence, and by the free text
+    radionuclide_from_code: str | None
+    radionuclide_from_text: str | None
+    radiopharmaceutical: str | None
+
+
+def _nuclide_in_text(text: str | None) -> str | None:
+    if not text:
+        return None
+    t = text.lower()
+    for r in RADIONUCLIDES.values():
+        if re.search(r.pattern, t):
+            return r.name
+    for name, pattern in _IMPLIED:
+        if re.search(pattern, t):
+            return name
+    return None
+
+
+def tracer_info(rp: Dataset | None) -> TracerInfo:
+    """The tracer and radionuclide of the first item of RadiopharmaceuticalInformationSequence.
+
+    >>> from pydicom import Dataset
+    >>> rp = Dataset(); rp.Radiopharmaceutical = "PSMA-11"
+    >>> code = Dataset(); code.CodeValue = "C-131A3"; code.CodeMeaning = "^68^Gallium"
+    >>> rp.RadionuclideCodeSequence = [code]
+    >>> i = tracer_info(rp); (i.tracer, i.radionuclide)
+    ('PSMA', 'Ga-68')
+    >>> rp.Radiopharmaceutical = "Fluorodeoxyglucose"; del rp.RadionuclideCodeSequence
+    >>> i = tracer_info(rp); (i.tracer, i.radionuclide)
+    ('FDG', 'F-18')
+    """
+    if rp is None:
+        return TracerInfo(None, None, None, None, None)
+    text = str(rp.get("Radiopharmaceutical", "") or "").strip() or None
+    from_code = None
+    seq = rp.get("RadionuclideCodeSequence")
+    if seq:
+        item = seq[0]
+        value = str(item.get("CodeValue", "") or "").strip()
+        from_code = next((r.name for r in RADIONUCLIDES.values() if value in r.codes), None)
+        if from_code is None:
+            from_code = _nuclide_in_text(str(item.get("CodeMeaning", "") or ""))
+    from_text = _nuclide_in_text(text)
+    tracer = None
+    if text:
+        low = text.lower()
+        tracer = next((name for name, pat in _TRACERS if re.search(pat, low)), None)
+    return TracerInfo(tracer, from_code or from_text, from_code, from_text, text)
+
+
+def half_life_conflict(info: TracerInfo, half_life_s: float | None) -> str | None:
+    """Why the header's RadionuclideHalfLife contradicts its radionuclide, or None.
+
+    >>> info = TracerInfo("PSMA", "Ga-68", "Ga-68", "Ga-68", "PSMA-11")
+    >>> half_life_conflict(info, 4062.6) is None
+    True
+    >>> print(half_life_conflict(info, 6586.2))  # doctest: +NORMALIZE_WHITESPACE
+    (0018,1075) RadionuclideHalfLife = 6586.2 s contradicts the radionuclide Ga-68 named by
+    RadionuclideCodeSequence (half-life 4062.6 s; it is that of F-18)
+    """
+    if half_life_s is None or not half_life_s > 0:
+        return None
+    named = []
+    if info.radionuclide_from_code:
+        named.append((info.radionuclide_from_code, "RadionuclideCodeSequence"))
+    if info.radionuclide_from_text and info.radionuclide_from_text != info.radionuclide_from_code:
+        named.append(
+            (info.radionuclide_from_text, f"Radiopharmaceutical {info.radiopharmaceutical!r}")
+        )
+    for name, where in named:
+        ref = RADIONUCLIDES[name].half_life_s
+        if abs(half_life_s - ref) / ref > HALF_LIFE_TOLERANCE:
+            match = next(
+                (
+                    r.name
+                    for r in RADIONUCLIDES.values()
+                    if abs(half_life_s - r.half_life_s) / r.half_life_s <= HALF_LIFE_TOLERANCE
+                ),
+                None,
+            )
+            hint = f"; it is that of {match}" if match else ""
+            return (
+                f"(0018,1075) RadionuclideHalfLife = {half_life_s:g} s contradicts the "
+                f"radionuclide {name} named by {where} (half-life {ref:g} s{hint})"
+            )
+    if (
+        info.radionuclide_from_code
+        and info.radionuclide_from_text
+        and (info.radionuclide_from_code != info.radionuclide_from_text)
+    ):
+        return (
+            f"RadionuclideCodeSequence names {info.radionuclide_from_code} but "
+            f"Radiopharmaceutical {info.radiopharmaceutical!r} names {info.radionuclide_from_text}"
+        )
+    return None

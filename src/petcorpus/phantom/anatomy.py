@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 
 import numpy as np
 
@@ -20,7 +21,6 @@ __all__ = [
     "Shape",
     "Tissue",
     "make_body",
-    "make_lesions",
     "paint_lesions",
 ]
 
@@ -41,6 +41,7 @@ class Tissue(enum.IntEnum):
     BRAIN = 10
     AORTA = 11
     SPLEEN = 12
+    SALIVARY = 13
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +67,11 @@ TISSUES: dict[Tissue, TissueProps] = {
     Tissue.BRAIN: TissueProps(35, 6, 38, 7.0),
     Tissue.AORTA: TissueProps(45, 10, 200, 1.6),
     Tissue.SPLEEN: TissueProps(50, 10, 110, 1.8),
+    Tissue.SALIVARY: TissueProps(25, 10, 60, 1.6),
 }
+
+#: CT of a lesion: soft tissue (mean HU plain, contrast-enhanced; noise SD)
+LESION_HU, LESION_HU_CONTRAST, LESION_HU_SD = 40.0, 75.0, 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,19 +109,64 @@ class Shape:
 
 @dataclasses.dataclass(frozen=True)
 class Lesion:
-    """A lesion of known uptake: a shape, its SUVbw, and where it sits."""
+    """A lesion of known uptake: a shape, its SUVbw, and where it sits.
+
+    ``site`` is where it was placed; ``planned_site`` the site its diagnosis asked for (they
+    differ when that site had no room in this subject, see :mod:`petcorpus.phantom.placement`).
+    """
 
     shape: Shape
     suv: float
     site: str
+    planned_site: str = ""
+
+    @property
+    def center_mm(self) -> tuple[float, float, float]:
+        """Centre in LPS+ mm."""
+        return self.shape.center
+
+    @property
+    def volume_ml(self) -> float:
+        """Volume of the ellipsoid in ml."""
+        rx, ry, rz = self.shape.radii
+        return 4.0 / 3.0 * np.pi * rx * ry * rz / 1000.0
 
 
 @dataclasses.dataclass(frozen=True)
 class Body:
-    """The patient: tissue shapes painted in order (later shapes win)."""
+    """The patient: tissue shapes painted in order (later shapes win).
+
+    ``landmarks`` names the shapes lesion placement starts from (``"lung_right"``,
+    ``"liver"``, ``"trunk_fat"``, ``"neck"``...); ``width_scale`` is the trunk's widening.
+    """
 
     shapes: tuple[tuple[Tissue, Shape], ...]
     z_top: float
+    landmarks: dict[str, Shape] = dataclasses.field(default_factory=dict)
+    width_scale: float = 1.0
+
+    @functools.cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        tissues = np.array([0, *(t for t, _ in self.shapes)], dtype=np.uint8)
+        centers = np.array([s.center for _, s in self.shapes], dtype=np.float64)
+        radii = np.array([s.radii for _, s in self.shapes], dtype=np.float64)
+        cyl = np.array([s.kind == "cylinder" for _, s in self.shapes])
+        return tissues, centers, radii, cyl
+
+    def labels_at(self, points: np.ndarray) -> np.ndarray:
+        """Tissue labels (uint8) at points (..., 3) in LPS mm (as :meth:`labels_on_grid`
+        paints them: the last shape holding a point wins)."""
+        tissues, centers, radii, cyl = self._arrays
+        p = np.asarray(points, dtype=np.float64).reshape(-1, 1, 3)
+        d = (p - centers) / radii  # (n, shapes, 3)
+        d2 = d[..., 0] ** 2 + d[..., 1] ** 2
+        inside = np.where(
+            cyl, (d2 <= 1.0) & (np.abs(d[..., 2]) <= 1.0), d2 + d[..., 2] ** 2 <= 1.0
+        )
+        # index of the last shape holding each point (0: none)
+        n = inside.shape[1]
+        last = np.where(inside.any(axis=1), n - np.argmax(inside[:, ::-1], axis=1), 0)
+        return tissues[last].reshape(np.shape(points)[:-1])
 
     def labels_on_grid(self, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray) -> np.ndarray:
         """Tissue label map (uint8) at voxel centres ``xs`` x ``ys`` x ``zs`` (LPS mm)."""
@@ -140,11 +190,16 @@ def _cylinder(c: tuple[float, float, float], r: tuple[float, float, float]) -> S
     return Shape(c, r, "cylinder")
 
 
-def make_body(rng: np.random.Generator, z_top: float, width_scale: float = 1.0) -> Body:
+def make_body(
+    rng: np.random.Generator, z_top: float, width_scale: float = 1.0, salivary: bool = False
+) -> Body:
     """A whole-body patient from the top of the head (``z_top``) down ~980 mm.
 
     LPS+: x grows to the patient's left, y to the back, z to the head. Organ positions
-    vary a few mm with ``rng``; ``width_scale`` widens the trunk (heavier patients).
+    vary a few mm with ``rng``; ``width_scale`` widens the trunk (heavier patients) and, below
+    1, narrows the lungs and the liver with it so they stay inside the chest wall.
+    ``salivary`` adds parotid and submandibular glands (drawn for PSMA studies, where they
+    take up the tracer; FDG studies keep the earlier anatomy).
     """
 
     def z(depth: float) -> float:  # depth below the top of the head, in mm
@@ -154,6 +209,7 @@ def make_body(rng: np.random.Generator, z_top: float, width_scale: float = 1.0) 
         return float(rng.uniform(-s, s))
 
     w = width_scale
+    s = min(0.9 * w, 1.0)  # lungs and liver narrow with a thin chest (never widen)
     trunk_a, trunk_b = 165.0 * w, 115.0 * w
     shapes: list[tuple[Tissue, Shape]] = [
         # Head and neck
@@ -176,12 +232,18 @@ def make_body(rng: np.random.Generator, z_top: float, width_scale: float = 1.0) 
         (Tissue.BONE, _cylinder((-85 * w, 5, z(930)), (14, 14, 58))),
         (Tissue.BONE, _cylinder((85 * w, 5, z(930)), (14, 14, 58))),
         # Thorax
-        (Tissue.LUNG, _ellipsoid((-80 + jitter(), 5, z(410 + jitter())), (62, 80, 125))),
-        (Tissue.LUNG, _ellipsoid((80 + jitter(), 5, z(410 + jitter())), (58, 80, 120))),
+        (
+            Tissue.LUNG,
+            _ellipsoid(((-80 + jitter()) * s, 5, z(410 + jitter())), (62 * s, 80 * s, 125)),
+        ),
+        (
+            Tissue.LUNG,
+            _ellipsoid(((80 + jitter()) * s, 5, z(410 + jitter())), (58 * s, 80 * s, 120)),
+        ),
         (Tissue.HEART, _ellipsoid((22 + jitter(), -25, z(450 + jitter())), (55, 48, 58))),
         (Tissue.AORTA, _cylinder((18, 45, z(580)), (12, 12, 170))),
         # Abdomen
-        (Tissue.LIVER, _ellipsoid((-68 + jitter(), 0, z(548 + jitter())), (88, 78, 72))),
+        (Tissue.LIVER, _ellipsoid(((-68 + jitter()) * s, 0, z(548 + jitter())), (88 * s, 78, 72))),
         (Tissue.SPLEEN, _ellipsoid((88 + jitter(), 35, z(545 + jitter())), (32, 40, 45))),
         (Tissue.KIDNEY, _ellipsoid((-72, 55, z(615 + jitter())), (28, 24, 52))),
         (Tissue.KIDNEY, _ellipsoid((72, 55, z(605 + jitter())), (28, 24, 52))),
@@ -191,71 +253,30 @@ def make_body(rng: np.random.Generator, z_top: float, width_scale: float = 1.0) 
         (Tissue.BONE, _ellipsoid((-90 * w, 30, z(800)), (25, 45, 55))),
         (Tissue.BONE, _ellipsoid((90 * w, 30, z(800)), (25, 45, 55))),
     ]
-    return Body(tuple(shapes), z_top)
-
-
-#: Lesion sites per diagnosis: (site, offset from an organ centre in mm, radius range mm).
-_SITES = {
-    "LUNG_CANCER": ["lung_right", "lung_left", "mediastinum_pair", "liver"],
-    "MELANOMA": ["subcutaneous", "liver", "lung_left", "axilla_pair"],
-    "LYMPHOMA": ["cervical", "axilla_pair", "mediastinum_pair", "abdominal", "spleen"],
-}
-
-
-def make_lesions(
-    rng: np.random.Generator, body: Body, diagnosis: str, min_radius: float, gap: float
-) -> list[Lesion]:
-    """Lesions of known SUV for a diagnosis (none for ``NEGATIVE``).
-
-    ``min_radius`` keeps lesions resolvable on the PET grid; "pair" sites place two lesions
-    whose surfaces are ``gap`` mm apart (near each other, yet separate components).
-    """
-    if diagnosis == "NEGATIVE":
-        return []
-    zt = body.z_top
-    r_lo = max(min_radius, 7.0)
-
-    def radius() -> float:
-        return float(rng.uniform(r_lo, r_lo * 1.8))
-
-    def suv() -> float:
-        return float(np.round(rng.uniform(5.0, 18.0), 2))
-
-    out: list[Lesion] = []
-    for site in _SITES[diagnosis]:
-        r = radius()
-        if site == "lung_right":
-            c = (-85.0, 0.0, zt - 380.0)
-            out.append(Lesion(_ellipsoid(c, (r, r * 0.85, r * 1.2)), suv(), site))
-        elif site == "lung_left":
-            c = (82.0, 10.0, zt - 420.0)
-            out.append(Lesion(_ellipsoid(c, (r, r, r)), suv(), site))
-        elif site == "liver":
-            c = (-80.0, -10.0, zt - 545.0)
-            out.append(Lesion(_ellipsoid(c, (r * 1.2, r, r)), suv(), site))
-        elif site == "spleen":
-            c = (88.0, 35.0, zt - 545.0)
-            out.append(Lesion(_ellipsoid(c, (r, r, r)), suv(), site))
-        elif site == "subcutaneous":
-            c = (60.0, -100.0, zt - 600.0)
-            out.append(Lesion(_ellipsoid(c, (r, r * 0.7, r)), suv(), site))
-        elif site == "cervical":
-            c = (-35.0, 0.0, zt - 240.0)
-            out.append(Lesion(_ellipsoid(c, (r, r, r * 1.3)), suv(), site))
-        elif site == "abdominal":
-            c = (-20.0, 20.0, zt - 680.0)
-            out.append(Lesion(_ellipsoid(c, (r, r, r)), suv(), site))
-        else:  # two nodes side by side along x, surfaces `gap` mm apart
-            base = {
-                "mediastinum_pair": (5.0, 10.0, zt - 360.0),
-                "axilla_pair": (-125.0, 20.0, zt - 330.0),
-            }[site]
-            r2 = radius()
-            x1 = base[0] - (r + gap / 2)
-            x2 = base[0] + (r2 + gap / 2)
-            out.append(Lesion(_ellipsoid((x1, base[1], base[2]), (r, r, r)), suv(), site))
-            out.append(Lesion(_ellipsoid((x2, base[1], base[2]), (r2, r2, r2)), suv(), site))
-    return out
+    if salivary:  # parotids in front of the ears, submandibular glands under the jaw
+        for side in (-1, 1):
+            shapes.append((Tissue.SALIVARY, _ellipsoid((side * 38, 12, z(212)), (12, 16, 16))))
+            shapes.append((Tissue.SALIVARY, _ellipsoid((side * 24, -28, z(235)), (10, 10, 9))))
+    names = {
+        "neck": 4,
+        "trunk_skin": 5,
+        "trunk_fat": 6,
+        "trunk_muscle": 7,
+        "lung_right": 16,
+        "lung_left": 17,
+        "heart": 18,
+        "aorta": 19,
+        "liver": 20,
+        "spleen": 21,
+        "kidney_right": 22,
+        "kidney_left": 23,
+        "bladder": 24,
+        "spine": 25,
+        "pelvis_right": 26,
+        "pelvis_left": 27,
+    }
+    landmarks = {name: shapes[i][1] for name, i in names.items()}
+    return Body(tuple(shapes), z_top, landmarks, w)
 
 
 def paint_lesions(

@@ -7,12 +7,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from petcorpus.phantom.study import DIAGNOSES, PhantomStudy, Vendor, make_study, write_study
+from petcorpus.phantom.study import (
+    DIAGNOSES,
+    PhantomStudy,
+    Tracer,
+    Vendor,
+    make_study,
+    write_study,
+)
 
-__all__ = ["CLINICAL_CSV_NAME", "write_clinical_csv", "write_corpus"]
+__all__ = ["CLINICAL_CSV_NAME", "MIXED_TRACERS", "write_clinical_csv", "write_corpus"]
 
 CLINICAL_CSV_NAME = "Clinical Metadata FDG PET_CT Lesions.csv"
 _VENDORS: tuple[Vendor, ...] = ("siemens", "ge", "philips")
+#: ``tracer="mixed"`` cycles these (FDG every other study, PSMA Ga-68 and F-18 in turn)
+MIXED_TRACERS: tuple[Tracer, ...] = ("FDG", "PSMA-Ga68", "FDG", "PSMA-F18")
 
 
 def write_corpus(
@@ -21,12 +30,16 @@ def write_corpus(
     seed: int = 0,
     size: Literal["small", "full"] = "small",
     vendor: Literal["siemens", "ge", "philips", "mixed"] = "siemens",
+    tracer: Literal["FDG", "PSMA-Ga68", "PSMA-F18", "mixed"] = "FDG",
 ) -> list[PhantomStudy]:
     """Write ``subjects`` studies under ``out`` and the TCIA-style clinical CSV.
 
     Diagnoses cycle through LYMPHOMA, MELANOMA, LUNG_CANCER, NEGATIVE so every corpus of
-    four or more holds each kind; ``vendor="mixed"`` cycles Siemens, GE, Philips.
+    four or more holds each kind; ``vendor="mixed"`` cycles Siemens, GE, Philips;
+    ``tracer="mixed"`` cycles FDG, PSMA-Ga68, FDG, PSMA-F18 (:data:`MIXED_TRACERS`).
     """
+    if tracer != "mixed" and tracer not in MIXED_TRACERS:
+        raise ValueError(f"tracer must be FDG, PSMA-Ga68, PSMA-F18 or mixed, got {tracer!r}")
     if subjects < 1:
         raise ValueError(f"subjects must be >= 1, got {subjects}")
     out = Path(out)
@@ -40,6 +53,7 @@ def write_corpus(
             vendor=v,
             diagnosis=DIAGNOSES[i % len(DIAGNOSES)],
             index=i + 1,
+            tracer=MIXED_TRACERS[i % len(MIXED_TRACERS)] if tracer == "mixed" else tracer,
         )
         write_study(study, out)
         studies.append(study)

@@ -14,6 +14,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pydicom.valuerep import format_number_as_ds
 
+from petcorpus.dicom.values import RADIONUCLIDES
+
 if TYPE_CHECKING:
     from petcorpus.phantom.study import PhantomGeometry
 
@@ -21,7 +23,9 @@ __all__ = [
     "CT_IMAGE_STORAGE",
     "F18_HALF_LIFE_S",
     "PET_IMAGE_STORAGE",
+    "TRACERS",
     "VENDOR_TAGS",
+    "PhantomTracer",
     "SeriesIds",
     "common_dataset",
     "ct_datasets",
@@ -30,7 +34,51 @@ __all__ = [
     "pet_datasets",
 ]
 
-F18_HALF_LIFE_S = 6586.2
+F18_HALF_LIFE_S = RADIONUCLIDES["F-18"].half_life_s
+
+
+@dataclasses.dataclass(frozen=True)
+class PhantomTracer:
+    """A tracer the phantom injects: what the header calls it and the usual dose and wait."""
+
+    name: str
+    radiopharmaceutical: str
+    radionuclide: str  # a key of petcorpus.dicom.values.RADIONUCLIDES
+    positron_fraction: str
+    dose_mbq: tuple[float, float]
+    uptake_min: tuple[int, int]
+    #: ManufacturerModelName per vendor where it differs from the FDG scanners
+    models: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def half_life_s(self) -> float:
+        return RADIONUCLIDES[self.radionuclide].half_life_s
+
+    @property
+    def code(self) -> tuple[str, str]:
+        """RadionuclideCodeSequence (SRT value, meaning) as the scanners of the time wrote it."""
+        return {"F-18": ("C-111A1", "^18^Fluorine"), "Ga-68": ("C-131A3", "^68^Gallium")}[
+            self.radionuclide
+        ]
+
+
+# The PSMA cohort's scanners (TCIA PSMA-PET-CT-Lesions: Siemens Biograph mCT Flow 20 and
+# Biograph 64-4R TruePoint, GE Discovery 690); doses and waits as the EANM/SNMMI guidelines.
+_PSMA_MODELS = {
+    "siemens": ("Biograph mCT Flow 20", "Biograph64"),
+    "ge": ("Discovery 690",),
+}
+TRACERS: dict[str, PhantomTracer] = {
+    "FDG": PhantomTracer("FDG", "Fluorodeoxyglucose", "F-18", "0.9673", (300, 350), (55, 76)),
+    # Ga-68 PSMA-11 (gozetotide): 1.8-2.2 MBq/kg, about 150 MBq, 60 min p.i.
+    "PSMA-Ga68": PhantomTracer(
+        "PSMA-Ga68", "Ga-68 PSMA-11", "Ga-68", "0.8891", (120, 200), (55, 76), _PSMA_MODELS
+    ),
+    # F-18 PSMA-1007: about 4 MBq/kg, 250-350 MBq, 90-120 min p.i.
+    "PSMA-F18": PhantomTracer(
+        "PSMA-F18", "F-18 PSMA-1007", "F-18", "0.9673", (250, 350), (90, 121), _PSMA_MODELS
+    ),
+}
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 
@@ -124,10 +172,11 @@ def _imagecommon_dataset(
     z: float,
     pixel: float,
     slice_mm: float,
+    model: str | None = None,
 ) -> None:
     ds.update(common)
     ds.Manufacturer = VENDOR_TAGS[vendor]["Manufacturer"]
-    ds.ManufacturerModelName = VENDOR_TAGS[vendor]["ManufacturerModelName"]
+    ds.ManufacturerModelName = model or VENDOR_TAGS[vendor]["ManufacturerModelName"]
     ds.DeviceSerialNumber = "PHANTOM"
     ds.SoftwareVersions = "petcorpus-phantom"
     ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
@@ -194,6 +243,7 @@ def ct_datasets(
     ids: SeriesIds,
     uid,
     rng: np.random.Generator,
+    model: str | None = None,
 ) -> list[Dataset]:
     tags = VENDOR_TAGS[vendor]
     signed = bool(tags["ct_signed"])
@@ -214,7 +264,9 @@ def ct_datasets(
             (date, time),
             n - k,
         )
-        _imagecommon_dataset(ds, common, vendor, xs, ys, float(z), geo.ct_pixel_mm, geo.slice_mm)
+        _imagecommon_dataset(
+            ds, common, vendor, xs, ys, float(z), geo.ct_pixel_mm, geo.slice_mm, model
+        )
         ds.AcquisitionNumber = 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.PixelRepresentation = 1 if signed else 0
@@ -254,6 +306,8 @@ def pet_datasets(
     dose_bq: float,
     suv_bw: float,
     bqml_factor: float,
+    tracer: PhantomTracer = TRACERS["FDG"],
+    model: str | None = None,
 ) -> tuple[list[Dataset], np.ndarray]:
     """PET slices with a per-slice RescaleSlope; returns them and the Bq/ml a reader gets."""
     tags = VENDOR_TAGS[vendor]
@@ -286,7 +340,9 @@ def pet_datasets(
             (a_date, a_time),
             n - k,
         )
-        _imagecommon_dataset(ds, common, vendor, xs, ys, float(z), geo.pet_pixel_mm, geo.slice_mm)
+        _imagecommon_dataset(
+            ds, common, vendor, xs, ys, float(z), geo.pet_pixel_mm, geo.slice_mm, model
+        )
         ds.ImageIndex = n - k
         ds.ImageType = ["ORIGINAL", "PRIMARY"]
         ds.PixelRepresentation = 1
@@ -307,22 +363,21 @@ def pet_datasets(
         # (per-bed values make dcm2niix split the series into time frames).
         ds.FrameReferenceTime = "0"
         ds.ActualFrameDuration = int(bed_s * 1000)
-        ds.DecayFactor = ds_text(2.0 ** ((acq - scan_start).total_seconds() / F18_HALF_LIFE_S))
+        ds.DecayFactor = ds_text(2.0 ** ((acq - scan_start).total_seconds() / tracer.half_life_s))
         ds.DoseCalibrationFactor = "1"
         ds.SliceSensitivityFactor = "1"
         ds.PatientGantryRelationshipCodeSequence = []
         rp = Dataset()
-        rp.Radiopharmaceutical = "Fluorodeoxyglucose"
+        rp.Radiopharmaceutical = tracer.radiopharmaceutical
         rp.RadiopharmaceuticalVolume = "0"
         rp.RadiopharmaceuticalStartTime = i_time
         rp.RadiopharmaceuticalStartDateTime = i_date + i_time
         rp.RadionuclideTotalDose = ds_text(dose_bq)
-        rp.RadionuclideHalfLife = ds_text(F18_HALF_LIFE_S)
-        rp.RadionuclidePositronFraction = "0.9673"
+        rp.RadionuclideHalfLife = ds_text(tracer.half_life_s)
+        rp.RadionuclidePositronFraction = tracer.positron_fraction
         code = Dataset()
-        code.CodeValue = "C-111A1"
+        code.CodeValue, code.CodeMeaning = tracer.code
         code.CodingSchemeDesignator = "SRT"
-        code.CodeMeaning = "^18^Fluorine"
         rp.RadionuclideCodeSequence = [code]
         ds.RadiopharmaceuticalInformationSequence = [rp]
         if vendor == "ge":

@@ -20,16 +20,20 @@ from pydicom.uid import generate_uid
 from scipy import ndimage
 
 from petcorpus.phantom.anatomy import (
+    LESION_HU,
+    LESION_HU_CONTRAST,
+    LESION_HU_SD,
     TISSUES,
     Body,
     Lesion,
+    Shape,
     Tissue,
     make_body,
-    make_lesions,
     paint_lesions,
 )
+from petcorpus.phantom.placement import make_lesions
 from petcorpus.phantom.slices import (
-    F18_HALF_LIFE_S,
+    TRACERS,
     SeriesIds,
     common_dataset,
     ct_datasets,
@@ -40,17 +44,39 @@ from petcorpus.volume import Volume, lps_to_ras
 
 __all__ = [
     "DIAGNOSES",
+    "TRACER_NAMES",
     "PhantomGeometry",
     "PhantomStudy",
     "PhantomTruth",
+    "Tracer",
     "Vendor",
     "make_study",
     "write_study",
 ]
 
 Vendor = Literal["siemens", "ge", "philips"]
+Tracer = Literal["FDG", "PSMA-Ga68", "PSMA-F18"]
+TRACER_NAMES: tuple[str, ...] = tuple(TRACERS)
 DIAGNOSES = ("LYMPHOMA", "MELANOMA", "LUNG_CANCER", "NEGATIVE")
 PET_FWHM_MM = 6.0
+#: PSMA uptake (SUVbw, typical of Ga-68 PSMA-11 and F-18 PSMA-1007): kidneys and salivary
+#: glands very high, bladder high (urinary excretion), liver and spleen moderate, brain low
+PSMA_SUV: dict[Tissue, float] = {
+    Tissue.AIR: 0.0,
+    Tissue.FAT: 0.2,
+    Tissue.MUSCLE: 0.6,
+    Tissue.SKIN: 0.4,
+    Tissue.LUNG: 0.4,
+    Tissue.BONE: 0.9,
+    Tissue.LIVER: 5.5,
+    Tissue.HEART: 1.5,
+    Tissue.KIDNEY: 30.0,
+    Tissue.BLADDER: 25.0,
+    Tissue.BRAIN: 0.3,
+    Tissue.AORTA: 1.4,
+    Tissue.SPLEEN: 5.0,
+    Tissue.SALIVARY: 14.0,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +122,8 @@ class PhantomTruth:
     injection_time: dt.datetime
     scan_start: dt.datetime
     diagnosis: str
+    tracer: str = "FDG"
+    half_life_s: float = TRACERS["FDG"].half_life_s
 
 
 @dataclasses.dataclass
@@ -153,6 +181,7 @@ def make_study(
     seg_all_frames: bool = False,
     midnight: bool = False,
     index: int = 0,
+    tracer: Tracer = "FDG",
 ) -> PhantomStudy:
     """Build one synthetic PET/CT study.
 
@@ -179,7 +208,16 @@ def make_study(
         Inject before and scan after midnight (dates differ).
     index : int
         Number of the subject within a corpus (only used in the synthetic patient name).
+    tracer : {"FDG", "PSMA-Ga68", "PSMA-F18"}
+        FDG (default), Ga-68 PSMA-11 or F-18 PSMA-1007: the radionuclide's half-life, a
+        typical dose and uptake time, the header's Radiopharmaceutical and
+        RadionuclideCodeSequence, PSMA uptake (salivary glands, kidneys, bladder, liver high,
+        brain low) and, for Siemens and GE, the PSMA cohort's scanner models.
     """
+    if tracer not in TRACERS:
+        raise ValueError(f"tracer must be one of {tuple(TRACERS)}, got {tracer!r}")
+    tr = TRACERS[tracer]
+    psma = tracer != "FDG"
     rng = np.random.default_rng(seed)
     geo = PhantomGeometry.preset(size)
     if diagnosis is None:
@@ -191,7 +229,7 @@ def make_study(
     age = int(rng.integers(25, 86))
     height_m = round(float(rng.uniform(1.62, 1.95) if sex == "M" else rng.uniform(1.52, 1.80)), 2)
     weight_kg = round(float(rng.uniform(52, 115)), 1)
-    dose_bq = round(float(rng.uniform(300e6, 350e6)), -3)
+    dose_bq = round(float(rng.uniform(tr.dose_mbq[0] * 1e6, tr.dose_mbq[1] * 1e6)), -3)
     study_day = dt.datetime(2003, 1, 6) + dt.timedelta(days=int(rng.integers(0, 3650)))
     if midnight:
         injection = study_day.replace(hour=23, minute=12, second=int(rng.integers(0, 60)))
@@ -201,7 +239,7 @@ def make_study(
             minutes=int(rng.integers(0, 60)),
             seconds=int(rng.integers(0, 60)),
         )
-    uptake_s = int(rng.integers(55 * 60, 76 * 60))
+    uptake_s = int(rng.integers(tr.uptake_min[0] * 60, tr.uptake_min[1] * 60))
     scan_start = injection + dt.timedelta(seconds=uptake_s)
     ct_time = scan_start - dt.timedelta(minutes=4, seconds=int(rng.integers(0, 60)))
 
@@ -215,28 +253,43 @@ def make_study(
     pet_x = _axis(geo.pet_matrix, geo.pet_pixel_mm, 0.7)
     pet_y = _axis(geo.pet_matrix, geo.pet_pixel_mm, -1.3)
 
-    body: Body = make_body(rng, z_top, width_scale=float(np.clip(weight_kg / 80.0, 0.85, 1.2)))
+    body: Body = make_body(
+        rng, z_top, width_scale=float(np.clip(weight_kg / 80.0, 0.85, 1.2)), salivary=psma
+    )
     lesions = make_lesions(
         rng,
         body,
         diagnosis,
         min_radius=1.2 * max(geo.pet_pixel_mm, geo.slice_mm),
         gap=1.5 * max(geo.pet_pixel_mm, geo.slice_mm),
+        # the lesion as drawn in CT (one CT pixel wider) and 3 mm more stay in its tissue
+        margin=geo.ct_pixel_mm + 3.0,
+        placement_rng=np.random.default_rng([seed, 22]),
     )
 
-    # CT: HU from the tissue table plus noise, stored as the vendor's integer type.
+    # CT: HU from the tissue table plus noise, stored as the vendor's integer type. Lesions
+    # are soft tissue, drawn one CT pixel wider than in PET so that every PET lesion voxel
+    # reads soft tissue however the CT is resampled to the PET grid.
     ct_labels = body.labels_on_grid(ct_x, ct_y, zs)
     lut_hu = np.array([TISSUES[t].hu_contrast if contrast else TISSUES[t].hu for t in Tissue])
     lut_sd = np.array([TISSUES[t].hu_sd for t in Tissue])
-    hu = (
-        lut_hu[ct_labels]
-        + rng.standard_normal(ct_labels.shape, dtype=np.float32) * lut_sd[ct_labels]
-    )
+    hu_mean, hu_sd = lut_hu[ct_labels], lut_sd[ct_labels]
+    if lesions:
+        d = geo.ct_pixel_mm
+        grown = [
+            Lesion(Shape(les.shape.center, (rx + d, ry + d, rz + d)), 0.0, "")
+            for les in lesions
+            for rx, ry, rz in [les.shape.radii]
+        ]
+        in_lesion = paint_lesions(grown, ct_x, ct_y, zs).astype(bool)
+        hu_mean[in_lesion] = LESION_HU_CONTRAST if contrast else LESION_HU
+        hu_sd[in_lesion] = LESION_HU_SD
+    hu = hu_mean + rng.standard_normal(ct_labels.shape, dtype=np.float32) * hu_sd
     hu = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
 
     # PET: SUV map with lesions, blurred to scanner resolution, with noise.
     pet_labels = body.labels_on_grid(pet_x, pet_y, zs)
-    lut_suv = np.array([TISSUES[t].suv for t in Tissue], dtype=np.float64)
+    lut_suv = np.array([PSMA_SUV[t] if psma else TISSUES[t].suv for t in Tissue], dtype=np.float64)
     suv_ideal = lut_suv[pet_labels]
     lesion_mask = paint_lesions(lesions, pet_x, pet_y, zs, suv_ideal)
     sigma_mm = PET_FWHM_MM / (2.0 * math.sqrt(2.0 * math.log(2.0)))
@@ -247,7 +300,8 @@ def make_study(
         suv_blur + rng.standard_normal(suv_blur.shape) * 0.08 * np.sqrt(suv_blur), 0.0, None
     )
 
-    decayed_dose = dose_bq * 0.5 ** ((scan_start - injection).total_seconds() / F18_HALF_LIFE_S)
+    half_life = tr.half_life_s
+    decayed_dose = dose_bq * 0.5 ** ((scan_start - injection).total_seconds() / half_life)
     factors = {
         "bw": weight_kg * 1000.0 / decayed_dose,
         "lbm": _lbm_kg(weight_kg, height_m, sex) * 1000.0 / decayed_dose,
@@ -273,7 +327,11 @@ def make_study(
     common = common_dataset(
         subject_id, index, sex, age, weight_kg, height_m, study_day, ct_time, ids
     )
-    ct = ct_datasets(hu, ct_x, ct_y, zs, geo, vendor, contrast, ct_time, common, ids, uid, rng)
+    models = tr.models.get(vendor)
+    model = models[seed % len(models)] if models else None
+    ct = ct_datasets(
+        hu, ct_x, ct_y, zs, geo, vendor, contrast, ct_time, common, ids, uid, rng, model
+    )
     pet, stored_bqml = pet_datasets(
         activity / bqml_factor,
         pet_x,
@@ -289,6 +347,8 @@ def make_study(
         dose_bq,
         factors["bw"],
         bqml_factor,
+        tr,
+        model,
     )
     truth = PhantomTruth(
         ct_hu=Volume(hu, ct_affine),
@@ -310,6 +370,8 @@ def make_study(
         injection_time=injection,
         scan_start=scan_start,
         diagnosis=diagnosis,
+        tracer=tracer,
+        half_life_s=half_life,
     )
     from petcorpus.phantom.seg import make_seg  # highdicom: imported when needed
 
