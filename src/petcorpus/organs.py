@@ -327,13 +327,18 @@ def _group_on_ct(labels: Volume, pet: Volume) -> tuple[np.ndarray, np.ndarray] |
 
 
 def _label_counts(arr: np.ndarray) -> dict[int, int]:
-    """Voxels per non-zero value of a label image (bincount for small non-negative ints)."""
+    """Voxels per non-zero value of a label image: one pass to find the labelled voxels,
+    then a bincount of those only (small non-negative ints) or ``np.unique``."""
     a = np.asarray(arr)
-    if a.dtype.kind in "ui" and a.size and int(a.min()) >= 0 and int(a.max()) < 1 << 16:
-        counts = np.bincount(a.reshape(-1, order="A"))
-        return {int(v): int(counts[v]) for v in np.flatnonzero(counts) if v != 0}
-    values, counts = np.unique(a[a != 0], return_counts=True)
-    return {int(v): int(n) for v, n in zip(values, counts, strict=True)}
+    flat = a.reshape(-1, order="A")  # no copy for C- or Fortran-ordered arrays
+    nz = flat[flat != 0]
+    if nz.size == 0:
+        return {}
+    if nz.dtype.kind in "ui" and int(nz.min()) > 0 and int(nz.max()) < 1 << 16:
+        counts = np.bincount(nz)
+        return {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
+    values, n = np.unique(nz, return_counts=True)
+    return {int(v): int(k) for v, k in zip(values, n, strict=True)}
 
 
 def _global_id(table: LabelTable, group: str, local_id: int) -> int | None:
