@@ -234,3 +234,33 @@ def test_flat_layout_and_unpadded_names(corpora, tmp_path):
     assert c.by_id["0003"].ct.path.name == "3.nii.gz"
     assert set(c.by_id["0001"].masks) == {"Organs"}  # folder name matched case-insensitively
     assert c.incomplete()["0001"] == [g for g in GROUPS if g != "Organs"]
+
+
+def test_zips_only_reads_the_plain_metadata_downloads(corpora, tmp_path):
+    root, cases = corpora["zip"]
+    c = open_enhance(root, zips="only")
+    # the release's labels.json and details spreadsheets are plain downloads beside the zips
+    assert c.labels_ref == FileRef(root / "labels.json")
+    assert c.pt_details == FileRef(root / "PT-details.xlsx")
+    assert c.ct_details == FileRef(root / "CT-details.xlsx")
+    assert c.problems == [] and c.labels.n_regions == 130  # not the built-in 131
+    assert all(case.ct.member is not None for case in c.by_id.values())  # images: zips only
+    t = enhance_cases_table(c)
+    assert list(t["site"]) == [case.site for case in cases]
+    assert t["licence"].notna().all()
+    r = CliRunner().invoke(app, ["labels", "check", str(root), "--zips", "only"])
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert f"labels from {root / 'labels.json'}" in out and "130 regions declared" in out
+    assert f"PT-details from {root / 'PT-details.xlsx'}" in out
+    assert "no labels.json" not in out and "MOOSE" not in out
+    # without a labels.json anywhere, the note says where it looked
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for p in root.glob("*.zip"):
+        (bare / p.name).symlink_to(p)
+    c = open_enhance(bare, zips="only")
+    assert c.problems == [
+        "no labels.json among the top-level files or zips: using the built-in MOOSE table"
+    ]
+    assert "built-in MOOSE table (no labels.json)" in c.metadata_note()

@@ -336,3 +336,96 @@ def test_overlapping_groups_each_keep_their_voxels():
             assert st.loc[name, k] == pytest.approx(expected, rel=1e-12)
     assert st.loc["skeletal_muscle", "region_id"] == 1
     assert st.loc["iliopsoas_left", "region_id"] == 16 + 9
+
+
+# -- nothing small disappears ----------------------------------------------------------------
+def _plate_case() -> tuple[dict[str, Volume], Volume, int, int]:
+    """CT grid 2 mm, PET grid 4 mm whose voxel centres fall between CT voxel centres (so
+    nearest neighbour picks odd CT indices): a liver block and a 2 mm plate (spleen) on an
+    even CT index, which owns no PET voxel centre."""
+    table = moose_table()
+    g, liver = table.find("liver")
+    g2, spleen = table.find("spleen")
+    assert g == g2 == "Organs"
+    ct = np.zeros((40, 20, 20), np.uint8)
+    ct[2:18, 2:18, 2:18] = liver
+    ct[24, 2:18, 2:18] = spleen  # one CT voxel (2 mm) thick
+    ct_aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    pet_aff = np.diag([4.0, 4.0, 4.0, 1.0])
+    pet_aff[:3, 3] = 1.0  # PET centres at 1, 5, 9 mm: CT continuous index 0.5, 2.5, ...
+    pet = np.full((20, 10, 10), 2.0, np.float32)
+    pet[12, :, :] = 5.0  # the PET slab holding the plate
+    return {"Organs": Volume(ct, ct_aff)}, Volume(pet, pet_aff), liver, spleen
+
+
+def test_thin_plate_is_listed_with_a_note_on_the_pet_grid():
+    groups, pet, liver, spleen = _plate_case()
+    on_pet = labels_to_grid(groups["Organs"], pet).array
+    assert not (on_pet == spleen).any()  # nearest neighbour alone loses it
+    st, _, _ = case_organ_stats(groups, pet, moose_table())
+    row = st.set_index("local_id").loc[spleen]
+    assert row["voxels"] == 0 and row["volume_ml"] == 0.0
+    assert row["ct_volume_ml"] == pytest.approx(16 * 16 * 0.008)
+    assert math.isnan(row["mean"]) and "too thin for the PET grid" in row["note"]
+    assert row["region"] == "spleen" and row["region_id"] == moose_table().global_id(
+        "Organs", spleen
+    )
+    lv = st.set_index("local_id").loc[liver]
+    assert lv["voxels"] > 0 and lv["note"] == ""
+
+
+def test_ct_grid_statistics_use_the_exact_masks():
+    groups, pet, liver, spleen = _plate_case()
+    st, _, _ = case_organ_stats(groups, pet, moose_table(), grid="ct")
+    st = st.set_index("local_id")
+    assert st.loc[spleen, "voxels"] == 16 * 16
+    assert st.loc[spleen, "volume_ml"] == pytest.approx(st.loc[spleen, "ct_volume_ml"])
+    assert st.loc[liver, "voxels"] == 16**3 and (st["note"] == "").all()
+    # PET resampled linearly: the liver sees the constant 2.0 inside the PET field of view
+    assert st.loc[liver, "median"] == pytest.approx(2.0)
+    assert st.loc[spleen, "max"] > 2.0
+
+
+def test_unknown_value_keeps_the_other_regions():
+    study = phantom(seed=21, size="small", diagnosis="NEGATIVE")
+    tr = study.truth
+    masks = {g: tr.ct_labels.with_array(m) for g, m in enhance_masks(study).items()}
+    organs = np.array(masks["Organs"].array)
+    organs[:3, :3, :3] = 20  # beyond the MOOSE superset of Organs (1..19)
+    groups = {**masks, "Organs": masks["Organs"].with_array(organs)}
+    ref, _, _ = case_organ_stats(masks, tr.suv, moose_table())
+    st, _, _ = case_organ_stats(groups, tr.suv, moose_table())
+    bad = st[st["local_id"].eq(20) & st["group"].eq("Organs")]
+    assert len(bad) == 1 and pd.isna(bad["region_id"].iloc[0])
+    assert "not in the Organs label table" in bad["note"].iloc[0] and "27 CT voxels" in (
+        bad["note"].iloc[0]
+    )
+    known = st.dropna(subset=["region_id"]).reset_index(drop=True)
+    keep = ref[ref["region_id"].isin(known["region_id"])].reset_index(drop=True)
+    assert len(known) == len(ref)  # every known region is still there
+    # the corner voxels were background: no other region changed
+    pd.testing.assert_frame_equal(known.drop(columns="note"), keep.drop(columns="note"))
+
+
+def test_cli_organs_stats_warns_and_keeps_the_case(tmp_path):
+    import nibabel as nib
+
+    root = tmp_path / "c"
+    write_enhance_corpus(root, studies=[phantom(seed=23, size="small", diagnosis="NEGATIVE")],
+                         release="v1")  # fmt: skip
+    path = root / "imaging-data/ground-truth/Organs/0001.nii.gz"
+    img = nib.load(path)
+    arr = np.asarray(img.dataobj).copy()
+    arr[:2, :2, :2] = 20
+    nib.save(nib.Nifti1Image(arr, img.affine, img.header), path)
+    out = tmp_path / "o.csv"
+    r = CliRunner().invoke(app, ["organs", "stats", str(root), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "warning case 0001: Organs 20: value 20 is not in the Organs label table" in " ".join(
+        r.output.split()
+    )
+    df = pd.read_csv(out, dtype={"case_id": str})
+    assert df["region"].isin(["liver", "spleen"]).sum() == 2 and df["region_id"].isna().sum() == 1
+    r = CliRunner().invoke(app, ["organs", "stats", str(root), "-o", str(out), "--grid", "ct"])
+    assert r.exit_code == 0, r.output
+    assert "too thin" not in r.output

@@ -3,6 +3,7 @@ overlays and the truth-vs-prediction comparison."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -182,10 +183,14 @@ def test_overlay_colours_sit_on_the_lesions() -> None:
     img = viz.render(proj, [(mproj, "lesion")], pixel_mm=proj.col_mm, style="fill")
     idx = np.asarray(img)
     coloured = idx == viz.colour_index("lesion")
-    up = np.asarray(
-        Image.fromarray(mproj.array.astype(np.uint8) * 255).resize(img.size, Image.NEAREST)
-    )
-    np.testing.assert_array_equal(coloured, up > 0)
+    # enlarging: each display pixel shows the projection pixel under its centre
+    (n_r, n_c), (m_c, m_r) = mproj.array.shape, img.size
+    rows = [int((r + 0.5) * n_r / m_r) for r in range(m_r)]  # exact here but at ties
+    cols = [int((c + 0.5) * n_c / m_c) for c in range(m_c)]
+    up = mproj.array[np.ix_(rows, cols)].astype(np.uint8)
+    ties = [r for r in range(m_r) if ((2 * r + 1) * n_r) % (2 * m_r) == 0]
+    keep = np.setdiff1d(np.arange(m_r), ties)
+    np.testing.assert_array_equal(coloured[keep], up[keep] > 0)
     contour = np.asarray(viz.render(proj, [(mproj, "lesion")], pixel_mm=proj.col_mm))
     cmask = contour == viz.colour_index("lesion")
     assert cmask.any() and (cmask <= (up > 0)).all() and cmask.sum() < coloured.sum()
@@ -346,9 +351,137 @@ def test_study_figure_cache_gives_identical_pictures() -> None:
     assert plain == first == second
     assert set(cache) == {("suv", "coronal"), ("suv", "sagittal"), ("seg", "coronal"),
                           ("seg", "sagittal")}  # fmt: skip
-    assert thumb.height < 150
-    trimmed = viz.study_figure(t.suv, t.lesion_mask, pixel_mm=8.0, style="fill", trim=True)
+    assert thumb.height < 160  # 120 px of MIP, a title strip and a legend line
+    bare = {"pixel_mm": 8.0, "style": "fill", "titles": False, "legend": False}
+    thumb = viz.study_figure(t.suv, t.lesion_mask, **bare)  # type: ignore[arg-type]
+    trimmed = viz.study_figure(t.suv, t.lesion_mask, trim=True, **bare)  # type: ignore[arg-type]
     assert trimmed.height == thumb.height and trimmed.width < thumb.width
     # trimming only removes white columns: the non-white pixels are the same set per panel
     dark = lambda im: int((np.asarray(im) != viz.N_GREY - 1).sum())  # noqa: E731
     assert dark(trimmed) == dark(thumb)
+
+
+# -- nothing small disappears; every label readable ----------------------------------------
+def _one_voxel_lesions() -> tuple[Volume, Volume, list[tuple[int, int, int]]]:
+    """A 2 mm grid (120 x 40 x 200 voxels) with six one-voxel lesions, >= 40 mm apart, at
+    odd positions (so that no footprint of any pixel size lines up with them)."""
+    spots = [(7, 11, 13), (31, 23, 57), (55, 5, 101), (79, 37, 139), (103, 19, 171), (113, 29, 29)]
+    seg = np.zeros((120, 40, 200), np.uint8)
+    suv = np.full(seg.shape, 1.0, np.float32)
+    for i, j, k in spots:
+        seg[i, j, k] = 1
+        suv[i, j, k] = 8.0
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    return Volume(suv, aff), Volume(seg, aff), spots
+
+
+def _components(mask: np.ndarray) -> int:
+    return int(ndimage.label(mask, structure=np.ones((3, 3)))[1])
+
+
+@pytest.mark.parametrize("pixel_mm", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+@pytest.mark.parametrize("style", ["contour", "fill"])
+def test_one_voxel_lesions_survive_every_pixel_size(pixel_mm: float, style: str) -> None:
+    suv, seg, spots = _one_voxel_lesions()
+    for view in ("coronal", "sagittal", "axial"):
+        img = viz.render(
+            viz.mip(suv, view),
+            [(viz.mask_projection(seg, view), "lesion")],
+            pixel_mm=pixel_mm,
+            style=style,  # type: ignore[arg-type]
+        )
+        lesion = np.asarray(img) == viz.colour_index("lesion")
+        assert _components(lesion) == len(spots), (view, pixel_mm)
+
+
+def test_intensities_are_averaged_and_masks_max_pooled() -> None:
+    # 4 mm projection pixels shown at 8 mm: a 2 x 2 footprint per display pixel
+    arr = np.zeros((8, 1, 8), np.float32)
+    arr[2, 0, 6] = 8.0  # one hot voxel
+    vol = Volume(arr, np.diag([4.0, 4.0, 4.0, 1.0]))
+    proj = viz.mip(vol, "coronal")
+    img = viz.render(proj, [(viz.mask_projection(vol, "coronal"), "lesion")], vmax=8.0,
+                     pixel_mm=8.0, invert=False, style="fill")  # fmt: skip
+    idx = np.asarray(img)
+    assert img.size == (4, 4)
+    assert (idx == viz.colour_index("lesion")).sum() == 1  # max pooling: one pixel
+    plain = np.asarray(viz.render(proj, vmax=8.0, pixel_mm=8.0, invert=False))
+    # area filter: the hot voxel is a quarter of its pixel's footprint -> SUV 2 of 8
+    assert sorted(np.unique(plain).tolist()) == [0, round(0.25 * (viz.N_GREY - 1))]
+
+
+def test_report_thumbnail_keeps_one_voxel_lesions() -> None:
+    from petcorpus.report.plots import THUMB_MAX_PIXEL_MM, StudyOptions, StudyPictures
+
+    suv, seg, spots = _one_voxel_lesions()
+    pictures = StudyPictures(suv, seg, StudyOptions())
+    assert pictures.thumbnail_pixel_mm() <= THUMB_MAX_PIXEL_MM
+    thumb = Image.open(io.BytesIO(pictures.thumbnail()))
+    lesion = np.asarray(thumb) == viz.colour_index("lesion")
+    # coronal and sagittal thumbnails: every lesion in each
+    assert _components(lesion) == 2 * len(spots)
+    # a 98 cm field of view at the default height: finer than 5 mm per pixel
+    tall = Volume(np.zeros((10, 10, 490), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert StudyPictures(tall, None, StudyOptions()).thumbnail_pixel_mm() == pytest.approx(
+        980 / 240
+    )
+
+
+def _strip_is_readable(strip: np.ndarray) -> None:
+    """A text strip: black text pixels on a white background, nothing else."""
+    values = set(np.unique(strip).tolist())
+    assert values == {viz.colour_index("text"), viz.N_GREY - 1}
+
+
+def test_titles_are_readable_on_ct_panels() -> None:
+    t = _truth()
+    ctres = resample_to(t.ct_hu, t.suv, interpolation="linear", fill=-1024)
+    fig = viz.study_figure(t.suv, ct=ctres, views=["coronal"], legend=False)
+    idx = np.asarray(fig)
+    pet = viz.render(viz.mip(t.suv, "coronal"), pixel_mm=2.0)
+    strip = idx[: viz.TEXT_LINE_PX]
+    ct_strip = strip[:, pet.width + 6 :]
+    _strip_is_readable(ct_strip)
+    # the CT panel itself is black around the body, and the title is not drawn on it
+    assert (idx[viz.TEXT_LINE_PX :, pet.width + 6 :] == 0).mean() > 0.3
+    # the text is black, its background white: different colours in RGB
+    rgb = np.asarray(fig.convert("RGB"))[: viz.TEXT_LINE_PX, pet.width + 6 :]
+    assert {tuple(p) for p in rgb.reshape(-1, 3)} == {(0, 0, 0), (255, 255, 255)}
+
+
+def test_narrow_figure_keeps_its_whole_title_and_legend() -> None:
+    # a small field of view: 30 voxels of 2 mm -> panels of 60 px
+    gt, pred = _two_blobs()
+    suv = gt.with_array(gt.array * 12.0 + pred.array * 6.0)
+    fig = viz.study_figure(suv, gt, pred=pred, views=["coronal"], pixel_mm=2.0)
+    idx = np.asarray(fig)
+    title_w = viz._text_width("coronal prediction")
+    panel = viz.render(viz.mip(suv, "coronal"), pixel_mm=2.0)
+    assert panel.width < title_w  # the title is longer than the image ...
+    strip = idx[: viz.TEXT_LINE_PX]
+    _strip_is_readable(strip)
+    text_cols = np.flatnonzero((strip == viz.colour_index("text")).any(axis=0))
+    assert text_cols[-1] < fig.width - 1  # ... yet ends inside the canvas
+    # the legend: every swatch (TP, FN, FP) drawn whole, with its text inside the canvas
+    legend = idx[panel.height + viz.TEXT_LINE_PX :]
+    for colour in ("tp", "fn", "fp"):
+        ys, xs = np.nonzero(legend == viz.colour_index(colour))
+        assert xs.size and (xs.max() - xs.min() + 1, ys.max() - ys.min() + 1) == (10, 10)
+    text = legend == viz.colour_index("text")
+    assert text.any() and not text[:, -1].any() and not text[-1].any()
+
+
+def test_cli_mip_prediction_on_a_small_field_of_view(tmp_path: Path) -> None:
+    gt, pred = _two_blobs()
+    d = tmp_path / "S" / "st"
+    d.mkdir(parents=True)
+    nib.save(gt.with_array(gt.array * 12.0 + 1.0).to_nifti(), d / "SUV.nii.gz")
+    nib.save(gt.to_nifti(), d / "SEG.nii.gz")
+    nib.save(pred.to_nifti(), tmp_path / "pred.nii.gz")
+    out = tmp_path / "cmp.png"
+    args = ["mip", str(d), "-o", str(out), "--views", "coronal", "--pred"]
+    res = CliRunner().invoke(app, [*args, str(tmp_path / "pred.nii.gz")])
+    assert res.exit_code == 0, res.output
+    idx = np.asarray(Image.open(out))
+    assert (idx == viz.colour_index("fp")).sum() >= 100 + 9  # the FP swatch and component
+    assert not (idx[:, -1] == viz.colour_index("text")).any()

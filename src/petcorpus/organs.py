@@ -4,8 +4,22 @@ Masks live on the CT grid, PET on its own grid. :func:`labels_to_grid` maps a la
 onto the PET grid by **nearest neighbour**: each PET voxel takes the label of the CT voxel
 whose centre is nearest to its own centre (continuous CT index rounded half up, as ITK's
 nearest-neighbour interpolator does; outside the CT field of view = 0). We chose it over
-"fraction of overlap >= 0.5" because it is exact, label-preserving (no region can vanish
-by ties of several labels under 50 %), and one gather per axis on axis-aligned grids.
+"fraction of overlap >= 0.5" because it is exact (it equals SimpleITK), no region is lost to
+a tie of several labels under 50 %, and it is one gather per axis on axis-aligned grids.
+
+It does **not** keep every label: a region thinner than the PET voxels (a 2 mm plate on a
+4 mm PET grid) may own no PET voxel centre. Such a region is never dropped silently:
+:func:`case_organ_stats` lists it with 0 PET voxels, ``volume_ml`` 0, NaN statistics, its
+exact volume on the CT grid (``ct_volume_ml``) and a ``note``. We did not switch to "any CT
+voxel of the region in the PET voxel" because then neighbouring regions would share PET
+voxels and every organ would grow by up to a PET voxel at its border, biasing the mean of
+every region to keep the few thin ones; users who want exact masks ask for
+``grid="ct"``: the PET is resampled (linear) onto the CT grid and every region is measured
+on its own CT voxels (PERCIST stays on the PET grid).
+
+A mask value outside the label table is not a reason to lose the case: its voxels are
+measured like any region, its row has ``region`` ``""``, a ``note`` with the voxel count and,
+when the value is beyond the MOOSE superset, no global ``region_id`` (``<NA>``).
 
 :func:`case_organ_stats` maps and measures each group separately (over the PET box its labels
 reach), so regions of overlapping groups keep all their voxels; within a group,
@@ -34,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from petcorpus.errors import GeometryMismatchError
+from petcorpus.errors import GeometryMismatchError, PetcorpusError
 from petcorpus.labels import GROUPS, LabelTable
 from petcorpus.percist import PercistReference, percist_references
 from petcorpus.volume import Volume
@@ -44,6 +58,7 @@ if TYPE_CHECKING:
     from petcorpus.layouts.enhance import EnhanceCorpus
 
 __all__ = [
+    "CASE_COLUMNS",
     "STAT_COLUMNS",
     "PercistReference",
     "case_organ_stats",
@@ -57,6 +72,9 @@ __all__ = [
 
 #: Columns of :func:`region_stats`.
 STAT_COLUMNS = ("region_id", "region", "voxels", "volume_ml", "mean", "median", "max", "p95", "sd")
+#: Columns of :func:`case_organ_stats` (``region_id`` is a nullable integer).
+CASE_COLUMNS = ("region_id", "group", "local_id", "region", "voxels", "volume_ml",
+                "ct_volume_ml", "mean", "median", "max", "p95", "sd", "note", "unit")  # fmt: skip
 
 
 # -- grid mapping --------------------------------------------------------------------------
@@ -250,6 +268,24 @@ def lesions_by_organ(
 
 
 # -- one case ---------------------------------------------------------------------------------
+def _label_box(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """First and last voxel index (per axis) of the non-zero voxels, or None."""
+    ks = np.flatnonzero(arr.any(axis=(0, 1)))
+    if ks.size == 0:
+        return None
+    slab = arr[:, :, ks[0] : ks[-1] + 1]
+    is_ = np.flatnonzero(slab.any(axis=(1, 2)))
+    js = np.flatnonzero(slab.any(axis=(0, 2)))
+    return np.array([is_[0], js[0], ks[0]]), np.array([is_[-1], js[-1], ks[-1]])
+
+
+def _sub_grid(grid: Volume, start: np.ndarray, stop: np.ndarray) -> Volume:
+    """An empty volume on the part ``start:stop`` of ``grid`` (a target for resampling)."""
+    shift = np.eye(4)
+    shift[:3, 3] = start
+    return Volume(np.broadcast_to(np.uint8(0), tuple(stop - start)), grid.affine @ shift)
+
+
 def _group_on_pet(
     labels: Volume, pet: Volume
 ) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
@@ -257,15 +293,10 @@ def _group_on_pet(
 
     Returns (PET box, labels in that box) or None when the group is empty.
     """
-    arr = np.asarray(labels.array)
-    ks = np.flatnonzero(arr.any(axis=(0, 1)))
-    if ks.size == 0:
+    found = _label_box(np.asarray(labels.array))
+    if found is None:
         return None
-    slab = arr[:, :, ks[0] : ks[-1] + 1]
-    is_ = np.flatnonzero(slab.any(axis=(1, 2)))
-    js = np.flatnonzero(slab.any(axis=(0, 2)))
-    lo = np.array([is_[0], js[0], ks[0]], dtype=np.float64) - 0.5
-    hi = np.array([is_[-1], js[-1], ks[-1]], dtype=np.float64) + 0.5
+    lo, hi = found[0] - 0.5, found[1] + 0.5
     corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1])
                         for c in (lo[2], hi[2])])  # fmt: skip
     cont = pet.world_to_voxel(labels.voxel_to_world(corners))
@@ -274,10 +305,83 @@ def _group_on_pet(
     if np.any(stop <= start):
         return None
     box = (slice(start[0], stop[0]), slice(start[1], stop[1]), slice(start[2], stop[2]))
-    shift = np.eye(4)
-    shift[:3, 3] = start
-    target = Volume(np.broadcast_to(np.uint8(0), tuple(stop - start)), pet.affine @ shift)
-    return box, labels_to_grid(labels, target).array
+    return box, labels_to_grid(labels, _sub_grid(pet, start, stop)).array
+
+
+def _group_on_ct(labels: Volume, pet: Volume) -> tuple[np.ndarray, np.ndarray] | None:
+    """A group's labels over their CT box and the PET resampled (linear) onto that box;
+    CT voxels outside the PET's field of view are left out (label 0)."""
+    from petcorpus.resample import resample_to
+
+    arr = np.asarray(labels.array)
+    found = _label_box(arr)
+    if found is None:
+        return None
+    start, stop = found[0], found[1] + 1
+    sub = np.array(arr[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]])
+    values = np.asarray(
+        resample_to(pet, _sub_grid(labels, start, stop), "linear", fill=np.nan).array
+    )
+    sub[np.isnan(values)] = 0
+    return sub, values
+
+
+def _label_counts(arr: np.ndarray) -> dict[int, int]:
+    """Voxels per non-zero value of a label image: one pass to find the labelled voxels,
+    then a bincount of those only (small non-negative ints) or ``np.unique``."""
+    a = np.asarray(arr)
+    flat = a.reshape(-1, order="A")  # no copy for C- or Fortran-ordered arrays
+    nz = flat[flat != 0]
+    if nz.size == 0:
+        return {}
+    if nz.dtype.kind in "ui" and int(nz.min()) > 0 and int(nz.max()) < 1 << 16:
+        counts = np.bincount(nz)
+        return {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
+    values, n = np.unique(nz, return_counts=True)
+    return {int(v): int(k) for v, k in zip(values, n, strict=True)}
+
+
+def _global_id(table: LabelTable, group: str, local_id: int) -> int | None:
+    try:
+        return table.global_id(group, local_id)
+    except PetcorpusError:
+        return None
+
+
+def _group_table(
+    g: str, st: pd.DataFrame, ct_counts: Mapping[int, int], ct_voxel_ml: float,
+    table: LabelTable, grid: str,
+) -> pd.DataFrame:  # fmt: skip
+    """Add group, local/global ids, CT volume and notes; list regions with no voxel here."""
+    names = table.groups[g]
+    missing = sorted(set(ct_counts) - set(st["region_id"].astype(int)))
+    if missing:  # on the CT grid but owning no PET voxel centre: listed, never dropped
+        empty = pd.DataFrame({"region_id": missing, "region": [names.get(k, "") for k in missing],
+                              "voxels": 0, "volume_ml": 0.0})  # fmt: skip
+        st = pd.concat([st, empty], ignore_index=True).sort_values("region_id")
+        st = st.reset_index(drop=True)
+    local = st["region_id"].astype(int).tolist()
+    st.insert(1, "group", g)
+    st.insert(2, "local_id", local)
+    st["region_id"] = pd.array([_global_id(table, g, k) for k in local], dtype="Int64")
+    st.insert(6, "ct_volume_ml", [ct_counts.get(k, 0) * ct_voxel_ml for k in local])
+    notes = []
+    for k, n, gid in zip(local, st["voxels"], st["region_id"], strict=True):
+        note = []
+        if k not in names:
+            where = "no name" if not pd.isna(gid) else "beyond the MOOSE superset, no global id"
+            note.append(
+                f"value {k} is not in the {g} label table ({where}): "
+                f"{ct_counts.get(k, 0)} CT voxels"
+            )
+        if n == 0 and grid == "pet":
+            note.append(
+                f"too thin for the PET grid: its {ct_counts.get(k, 0)} CT voxels hold no PET "
+                "voxel centre (volume 0, no statistics; see grid='ct')"
+            )
+        notes.append("; ".join(note))
+    st["note"] = notes
+    return st
 
 
 def case_organ_stats(
@@ -288,22 +392,29 @@ def case_organ_stats(
     pet_unit: Literal["auto", "SUV", "Bq/ml"] = "auto",
     suv_factor: float | None = None,
     lesion_mask: npt.ArrayLike | None = None,
+    grid: Literal["pet", "ct"] = "pet",
 ) -> tuple[pd.DataFrame, PercistReference, str]:
     """Statistics of every region of one case, plus PERCIST references.
 
-    ``groups`` are the group label images on the CT grid. Each group is mapped to the PET grid
-    by nearest neighbour (only over the PET box its labels can reach) and measured in one pass
-    over its regions. Groups are measured separately, not through the merged map, so regions
-    of overlapping groups (Body-Composition's skeletal muscle and the Muscles group at L3)
-    each keep all their voxels. ``region_id`` is the global id. Returns (table with
-    ``group``/``local_id``/``unit`` columns added, PERCIST references, unit). With
-    ``suv_factor`` a Bq/ml PET is converted to SUV. ``lesion_mask`` (PET grid) keeps lesions
-    out of the PERCIST liver sphere.
+    ``groups`` are the group label images on the CT grid. With ``grid="pet"`` (default) each
+    group is mapped to the PET grid by nearest neighbour (only over the PET box its labels can
+    reach) and measured in one pass over its regions; with ``grid="ct"`` the PET is resampled
+    (linear) onto each group's CT box and every region is measured on its own CT voxels.
+    Groups are measured separately, not through the merged map, so regions of overlapping
+    groups (Body-Composition's skeletal muscle and the Muscles group at L3) each keep all
+    their voxels. Returns (table of :data:`CASE_COLUMNS`, PERCIST references, unit).
+    ``region_id`` is the global id; every region present on the CT grid has a row, those
+    with no PET voxel (too thin) and values outside the label table with a ``note`` (see the
+    module docstring). With ``suv_factor`` a Bq/ml PET is converted to SUV. ``lesion_mask``
+    (PET grid) keeps lesions out of the PERCIST liver sphere, which is always found on the
+    PET grid.
     """
     if not groups:
         raise ValueError("no group label images")
     if pet_unit not in ("auto", "SUV", "Bq/ml"):
         raise ValueError(f"pet_unit must be 'auto', 'SUV' or 'Bq/ml', got {pet_unit!r}")
+    if grid not in ("pet", "ct"):
+        raise ValueError(f"grid must be 'pet' or 'ct', got {grid!r}")
     first = next(iter(groups.values()))
     for g, v in groups.items():
         if not v.same_grid(first):
@@ -320,28 +431,35 @@ def case_organ_stats(
     for g in GROUPS:
         if g not in groups:
             continue
-        hit = _group_on_pet(groups[g], pet)
-        if hit is None:
+        ct_counts = _label_counts(np.asarray(groups[g].array))
+        if not ct_counts:
             continue
-        box, sub = hit
-        st = region_stats(sub, values[box], pet.voxel_volume_ml, dict(table.groups[g]))
-        st.insert(1, "group", g)
-        st.insert(2, "local_id", st["region_id"])
-        st["region_id"] = [table.global_id(g, int(k)) for k in st["local_id"]]
-        tables.append(st)
+        hit = _group_on_pet(groups[g], pet) if grid == "pet" or any(
+            wg == g for wg, _ in wanted.values()) else None  # fmt: skip
+        names = dict(table.groups[g])
+        on_ct = _group_on_ct(groups[g], pet) if grid == "ct" else None
+        if on_ct is not None:
+            st = region_stats(on_ct[0], on_ct[1], groups[g].voxel_volume_ml, names)
+        elif grid == "pet" and hit is not None:
+            st = region_stats(hit[1], values[hit[0]], pet.voxel_volume_ml, names)
+        else:  # no labelled voxel reaches the PET's box: every region gets its note
+            st = region_stats(np.zeros((0, 0, 0), int), np.zeros((0, 0, 0)), 1.0)
+        tables.append(_group_table(g, st, ct_counts, groups[g].voxel_volume_ml, table, grid))
         for name, (wg, wk) in wanted.items():
-            if wg == g:
+            if wg == g and hit is not None:
                 full = np.zeros(pet.shape, dtype=bool)
-                full[box] = sub == wk
+                full[hit[0]] = hit[1] == wk
                 masks[name] = full
-    cols = ["region_id", "group", "local_id", *STAT_COLUMNS[1:]]
-    stats = (
-        pd.concat(tables, ignore_index=True)[cols]
-        if tables
-        else pd.DataFrame({c: [] for c in cols})
-    )
+    cols = list(CASE_COLUMNS[:-1])
+    if tables:
+        stats = pd.concat(tables, ignore_index=True)[cols]
+    else:
+        stats = pd.DataFrame({c: [] for c in cols})
+        stats["region_id"] = stats["region_id"].astype("Int64")
     if pet_unit == "auto":  # the magnitude rule of guess_pet_unit, on the region medians
-        unit = "Bq/ml" if len(stats) and float(np.median(stats["median"])) > 50.0 else "SUV"
+        med = stats["median"].to_numpy(dtype=np.float64)
+        med = med[np.isfinite(med)]
+        unit = "Bq/ml" if med.size and float(np.median(med)) > 50.0 else "SUV"
     else:
         unit = pet_unit
     ref = percist_references(pet, masks["liver"], masks["aorta"], exclude=lesion_mask)
@@ -364,7 +482,7 @@ def case_organ_stats(
 
 # -- a whole corpus ---------------------------------------------------------------------------
 def _case_task(
-    case: Case, labels: dict[str, dict[str, str]], pet_unit: str
+    case: Case, labels: dict[str, dict[str, str]], pet_unit: str, grid: str = "pet"
 ) -> tuple[str, pd.DataFrame | None, dict[str, object] | None, str | None]:
     """Worker: statistics of one case with a PET and group label images (picklable)."""
     from petcorpus.errors import PetcorpusError
@@ -384,6 +502,7 @@ def _case_task(
             pet,
             table,
             pet_unit=pet_unit,  # type: ignore[arg-type]
+            grid=grid,  # type: ignore[arg-type]
         )
     except PetcorpusError as exc:
         return cid, None, None, f"[{exc.reason}] {exc}"
@@ -399,6 +518,7 @@ def corpus_organ_stats(
     *,
     pet_unit: Literal["auto", "SUV", "Bq/ml"] = "auto",
     workers: int = 1,
+    grid: Literal["pet", "ct"] = "pet",
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """Organ statistics of many cases of an :class:`~petcorpus.layouts.enhance.EnhanceCorpus`.
 
@@ -406,6 +526,8 @@ def corpus_organ_stats(
     processes when ``workers > 1``, started warm and ended with the caller). Returns
     (per-region table with a ``case_id`` column, PERCIST table, failures as case id →
     reason); failures never stop the run. Rows come in case order, however many workers.
+    ``grid`` is :func:`case_organ_stats`'s; rows with a ``note`` are the warnings (regions
+    too thin for the PET grid, values outside the label table).
     """
     import functools
 
@@ -421,7 +543,7 @@ def corpus_organ_stats(
         except PetcorpusError:
             failures[cid] = "not found"
     labels = corpus.labels.to_json()
-    task = functools.partial(_case_task, labels=labels, pet_unit=pet_unit)
+    task = functools.partial(_case_task, labels=labels, pet_unit=pet_unit, grid=grid)
     with Runner(workers=min(workers, max(1, len(todo))), preload=(__name__,)) as runner:
         order = {case.key: i for i, case in enumerate(todo)}
         results = sorted(runner.map_unordered(task, todo), key=lambda r: order[r[0]])

@@ -11,7 +11,10 @@ The flow is three pure steps, so each can be tested on its own:
    The projected values are exactly ``np.max`` over the canonical array; nothing is resampled.
 3. :func:`render` turns projections into a PIL image at the physical aspect ratio (square
    display pixels of ``pixel_mm``), PET in inverted grey (SUV 0..``vmax``), masks as coloured
-   contours or fills. Images are 8-bit palette PNGs: small and fast to write.
+   contours or fills. Scaling (:mod:`petcorpus.viz_downsample`) averages intensities over each
+   display pixel's footprint and max-pools masks and labels, so a one-voxel lesion stays at
+   least one pixel at any scale. Titles sit on a white strip above their panel and legends
+   wrap below the panels: the canvas grows to hold them. Images are 8-bit palette PNGs.
 
 :func:`compare_masks` splits ground truth and prediction into 18-connected components
 and classes them as matched, false negative (a ground-truth component that no prediction
@@ -39,6 +42,7 @@ import numpy.typing as npt
 from petcorpus.errors import GeometryMismatchError, PetcorpusError, Reason
 from petcorpus.layouts.autopet import AutopetCase
 from petcorpus.metrics.autopet import MaskComparison, compare_masks
+from petcorpus.viz_downsample import resize_labels, resize_mask, resize_values
 from petcorpus.volume import Volume
 
 __all__ = [
@@ -64,9 +68,9 @@ log = logging.getLogger(__name__)
 View = Literal["coronal", "sagittal", "axial"]
 VIEWS: tuple[str, ...] = ("coronal", "sagittal", "axial")
 
-#: Overlay colours (RGB). Colour-blind-friendly picks from Paul Tol's "bright" scheme.
+#: Overlay colours (RGB). Colour-blind-friendly picks, mostly from Paul Tol's "vibrant" scheme.
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "lesion": (238, 51, 119),  # magenta-red
+    "lesion": (238, 51, 119),  # magenta (Tol's #EE3377)
     "tp": (34, 136, 51),  # green: matched components
     "fp": (238, 102, 51),  # orange-red: predicted, no ground truth touched
     "fn": (0, 119, 187),  # blue: ground truth, missed by the prediction
@@ -78,7 +82,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 # are named colours (in COLOURS order) and a few organ colours.
 N_GREY = 224
 _NAMED = list(COLOURS)
-# Organ outlines: blues, greens, yellows, greys (no reds, which mean lesions here).
+# Organ outlines: blues, greens, yellows, greys (no magenta, orange or red: lesion colours).
 _ORGAN_COLOURS = [
     (68, 119, 170), (102, 204, 238), (34, 136, 51), (204, 187, 68), (0, 153, 136),
     (153, 153, 51), (187, 187, 187), (51, 34, 136), (17, 119, 51), (68, 170, 153),
@@ -306,7 +310,8 @@ def render(
     labels : Projection, optional
         An organ label projection (see :func:`label_projection`), drawn as contours.
     title : str, optional
-        Text written in the top-left corner.
+        Written in black on a white strip above the panel (which widens if the title is
+        longer than the panel).
 
     Returns
     -------
@@ -316,42 +321,49 @@ def render(
     Image = require("PIL.Image", "Pillow")
 
     px = float(pixel_mm) if pixel_mm is not None else min(image.row_mm, image.col_mm)
-    size = _display_size(image, px)
-    grey = Image.fromarray(grey_index(image.array, vmin, vmax, invert), mode="L")
-    idx = np.asarray(grey.resize(size, Image.Resampling.BILINEAR)).copy()
+    width, height = _display_size(image, px)
+    size = (height, width)
+    values = resize_values(np.nan_to_num(image.array, nan=vmin), size)
+    idx = grey_index(values, vmin, vmax, invert)
     if labels is not None:
         if labels.array.shape != image.array.shape:
             raise GeometryMismatchError(
                 f"label projection {labels.array.shape} differs from the image "
                 f"{image.array.shape}; the label map must be on the PET grid"
             )
-        lab = np.asarray(
-            Image.fromarray(labels.array.astype(np.int32), mode="I").resize(
-                size, Image.Resampling.NEAREST
-            )
-        )
-        for value in np.unique(lab[lab > 0]):
-            idx[_contour(lab == value, 1)] = _organ_index(int(value))
+        for value, lab in resize_labels(labels.array, size).items():
+            idx[_contour(lab, 1)] = _organ_index(value)
     for proj, colour in overlays:
         if proj.array.shape != image.array.shape:
             raise GeometryMismatchError(
                 f"overlay shape {proj.array.shape} differs from the image {image.array.shape}"
             )
-        m = Image.fromarray(proj.array.astype(np.uint8) * 255, mode="L")
-        mask = np.asarray(m.resize(size, Image.Resampling.NEAREST)) > 0
+        mask = resize_mask(proj.array, size)
         if style == "contour":
             mask = _contour(mask, line_px)
         idx[mask] = colour_index(colour)
     out = Image.fromarray(idx, mode="P")
     out.putpalette(PALETTE)
-    if title:
-        _text(out, (3, 2), title)
-    return out
+    return _titled(out, title) if title else out
 
 
-def _text(img: Any, xy: tuple[int, int], text: str, colour: str = "text") -> None:
+#: Height of the strip above a panel that holds its title, and of one legend line (px).
+TEXT_LINE_PX = 16
+
+
+def _text_width(text: str) -> int:
     ImageDraw = require("PIL.ImageDraw", "Pillow")
-    ImageDraw.Draw(img).text(xy, text, fill=colour_index(colour))
+    return int(np.ceil(ImageDraw.Draw(_canvas(1, 1)).textlength(text)))
+
+
+def _titled(img: Any, title: str) -> Any:
+    """``img`` below a white strip with ``title`` in black: readable whatever the panel shows
+    (a black CT background included); the panel widens when the title is longer."""
+    ImageDraw = require("PIL.ImageDraw", "Pillow")
+    canvas = _canvas(max(img.width, _text_width(title) + 6), img.height + TEXT_LINE_PX)
+    canvas.paste(img, (0, TEXT_LINE_PX))
+    ImageDraw.Draw(canvas).text((3, 1), title, fill=colour_index("text"))
+    return canvas
 
 
 def _canvas(width: int, height: int) -> Any:
@@ -362,22 +374,44 @@ def _canvas(width: int, height: int) -> Any:
     return c
 
 
+def _legend_lines(
+    footer: Sequence[tuple[str, str]], width: int
+) -> tuple[list[list[tuple[str, str, int]]], int]:
+    """Legend entries packed into lines no wider than ``width`` (an entry wider than that
+    gets a line of its own); returns the lines and the widest line's width."""
+    lines: list[list[tuple[str, str, int]]] = []
+    used = widest = 0
+    for text, colour in footer:
+        w = 13 + _text_width(text) + 12
+        if not lines or used + w > width:
+            lines.append([])
+            used = 4
+        lines[-1].append((text, colour, w))
+        used += w
+        widest = max(widest, used)
+    return lines, widest
+
+
 def hstack(images: Sequence[Any], gap: int = 6, footer: Sequence[tuple[str, str]] = ()) -> Any:
-    """Place palette images side by side (top-aligned) on white, with an optional legend."""
-    width = sum(i.width for i in images) + gap * (len(images) - 1)
-    foot = 16 if footer else 0
-    height = max(i.height for i in images) + foot
-    canvas = _canvas(width, height)
+    """Place palette images side by side (top-aligned) on white, with an optional legend
+    below them: its entries wrap onto more lines, and the canvas widens only for an entry
+    wider than all the panels together, so no entry is ever cut off."""
+    ImageDraw = require("PIL.ImageDraw", "Pillow")
+    panels_w = sum(i.width for i in images) + gap * (len(images) - 1)
+    lines, legend_w = _legend_lines(footer, panels_w)
+    top = max(i.height for i in images)
+    canvas = _canvas(max(panels_w, legend_w), top + TEXT_LINE_PX * len(lines))
     x = 0
     for im in images:
         canvas.paste(im, (x, 0))
         x += im.width + gap
-    x = 4
-    for text, colour in footer:
-        d = require("PIL.ImageDraw", "Pillow").Draw(canvas)
-        d.rectangle((x, height - 12, x + 9, height - 3), fill=colour_index(colour))
-        d.text((x + 13, height - 14), text, fill=colour_index("text"))
-        x += 13 + int(d.textlength(text)) + 12
+    d = ImageDraw.Draw(canvas)
+    for n, line in enumerate(lines):
+        x, y = 4, top + TEXT_LINE_PX * (n + 1)
+        for text, colour, w in line:
+            d.rectangle((x, y - 12, x + 9, y - 3), fill=colour_index(colour))
+            d.text((x + 13, y - 14), text, fill=colour_index("text"))
+            x += w
     return canvas
 
 

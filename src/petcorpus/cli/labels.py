@@ -37,8 +37,8 @@ def labels_check_cmd(
 
     c = open_enhance(corpus, zips=zips.value)  # type: ignore[arg-type]
     checks = check_corpus_labels(c, parse_cases(cases), workers=workers)
-    src = c.labels_ref or "built-in MOOSE table"
-    console.print(f"labels: {src} ({c.labels.n_regions} regions declared)", markup=False)
+    console.print(f"read: {c.metadata_note()}", markup=False)
+    console.print(f"labels: {c.labels.n_regions} regions declared", markup=False)
     differs = False
     for ch in checks:
         console.print(f"{ch.group}: {ch.declared} declared, {len(ch.found)} found")

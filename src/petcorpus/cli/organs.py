@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 
 import typer
@@ -21,6 +22,14 @@ organs_app = typer.Typer(
 app.add_typer(organs_app, name="organs")
 
 
+class OrganGrid(enum.StrEnum):
+    """Where regions are measured: PET grid (masks mapped by nearest neighbour) or CT grid
+    (PET resampled linearly onto the masks' own voxels)."""
+
+    PET = "pet"
+    CT = "ct"
+
+
 @organs_app.command("stats")
 @handle_errors
 def organs_stats_cmd(
@@ -37,6 +46,11 @@ def organs_stats_cmd(
     ),
     workers: int = typer.Option(1, "--workers", "-j", min=1, metavar="N", help="Processes."),
     zips: Zips = ZIPS,
+    grid: OrganGrid = typer.Option(
+        OrganGrid.PET,
+        "--grid",
+        help="Measure on the PET grid (masks mapped) or the CT grid (PET resampled, exact masks).",
+    ),
 ) -> None:
     """Volume, SUVmean/median/max/p95/sd of every region of every case, plus PERCIST."""
     from petcorpus.layouts.enhance import open_enhance
@@ -51,6 +65,7 @@ def organs_stats_cmd(
         parse_cases(cases),
         pet_unit=pet_unit.value,  # type: ignore[arg-type]
         workers=workers,
+        grid=grid.value,  # type: ignore[arg-type]
     )
     if len(table):
         write_table(table, out)
@@ -58,6 +73,14 @@ def organs_stats_cmd(
         if percist is not None:
             write_table(refs, percist)
             console.print(f"wrote {percist}", markup=False)
+    if len(table):
+        noted = table[table["note"] != ""]
+        for cid, grp, local, note in zip(
+            noted["case_id"], noted["group"], noted["local_id"], noted["note"], strict=True
+        ):
+            err_console.print(
+                f"[yellow]warning[/yellow] case {cid}: {grp} {local}: {escape(str(note))}"
+            )
     for cid, why in failed.items():
         err_console.print(f"[red]failed[/red] case {cid}: {escape(str(why))}")
     if failed:

@@ -221,6 +221,7 @@ class EnhanceCorpus(Corpus):
     ``release`` is ``"v1"`` (flat ``CT``/``PT`` folders), ``"v2"`` (``CT_0001-1000`` ...) or
     ``"unknown"``. ``by_id`` maps case id to case (also :meth:`cases`, :meth:`case`).
     ``problems`` lists what was odd (duplicates, unreadable zips), one line each.
+    :meth:`metadata_note` says which ``labels.json`` and details spreadsheets were read.
     """
 
     layout: ClassVar[str] = "enhance"
@@ -233,6 +234,16 @@ class EnhanceCorpus(Corpus):
     ct_details: FileRef | None = None
     pt_details: FileRef | None = None
     problems: list[str] = dataclasses.field(default_factory=list)
+
+    def metadata_note(self) -> str:
+        """One line naming the metadata files read (or the built-in table used instead)."""
+        parts = [
+            f"labels from {self.labels_ref}" if self.labels_ref is not None
+            else "labels from the built-in MOOSE table (no labels.json)",
+        ]  # fmt: skip
+        for what, ref in (("PT-details", self.pt_details), ("CT-details", self.ct_details)):
+            parts.append(f"{what} from {ref}" if ref is not None else f"no {what}.xlsx")
+        return "; ".join(parts)
 
     def incomplete(self) -> dict[str, list[str]]:
         """Case id → missing files, for cases that lack any."""
@@ -279,6 +290,14 @@ def _walk(root: Path) -> Iterable[tuple[str, FileRef]]:
             yield full.relative_to(root).as_posix(), FileRef(full)
 
 
+def _plain_metadata(root: Path) -> Iterable[tuple[str, FileRef]]:
+    """The plain metadata files (``labels.json``, ``*-details.xlsx``) at the top of ``root``:
+    downloads in their own right, beside the zips."""
+    for p in sorted(root.iterdir()):
+        if p.is_file() and p.name.lower() in _METADATA:
+            yield p.name, FileRef(p)
+
+
 def _zip_members(root: Path, problems: list[str]) -> Iterable[tuple[str, FileRef]]:
     for archive in sorted(root.glob("*.zip")):
         try:
@@ -303,7 +322,10 @@ def open_enhance(
         The corpus folder (holding ``imaging-data/`` and/or the downloaded ``*.zip``).
     zips : {"auto", "never", "only"}
         ``auto``: unpacked files first, zip members for whatever is not unpacked;
-        ``never``: only unpacked files; ``only``: only the zips (read without unpacking).
+        ``never``: only unpacked files; ``only``: images and masks only from the zips (read
+        without unpacking). The metadata files the release distributes as plain downloads
+        (``labels.json``, ``CT-details.xlsx``, ``PT-details.xlsx`` at the top of ``root``)
+        are read in every mode, before any copy inside a zip.
     """
     root = Path(root)
     if not root.is_dir():
@@ -315,6 +337,8 @@ def open_enhance(
     sources: list[Iterable[tuple[str, FileRef]]] = []
     if zips != "only":
         sources.append(_walk(root))
+    else:
+        sources.append(_plain_metadata(root))
     if zips != "never":
         sources.append(_zip_members(root, problems))
     for source in sources:
@@ -359,7 +383,10 @@ def open_enhance(
         labels = parse_labels(labels_ref.read_bytes(), source=str(labels_ref))
     else:
         labels = moose_table()
-        problems.append("no labels.json: using the built-in MOOSE table")
+        where = {"never": "unpacked files", "only": "top-level files or zips"}.get(
+            zips, "unpacked files or zips"
+        )
+        problems.append(f"no labels.json among the {where}: using the built-in MOOSE table")
     details = (meta.get("pt_details"), meta.get("ct_details"))
     for cid, case in sorted(cases.items()):
         case.details = details

@@ -16,19 +16,25 @@ import numpy as np
 from petcorpus import viz
 from petcorpus.volume import Volume
 
-__all__ = ["StudyOptions", "StudyPictures", "fig_png", "metric_plots"]
+__all__ = ["THUMB_MAX_PIXEL_MM", "StudyOptions", "StudyPictures", "fig_png", "metric_plots"]
+
+#: Coarsest thumbnail pixel (mm): a 1 cm lesion then fills at least 2 x 2 pixels (lesion
+#: masks are max-pooled, :mod:`petcorpus.viz_downsample`), and a 98 cm field of view at the
+#: default 240 px height is drawn at about 4 mm per pixel.
+THUMB_MAX_PIXEL_MM = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
 class StudyOptions:
     """How each study is drawn (picklable: sent to worker processes).
 
-    ``thumb_height`` and ``figure_height`` are in pixels; ``predictions`` is the folder of
-    predicted masks (see :func:`petcorpus.layouts.flat.find_prediction`).
+    ``thumb_height`` and ``figure_height`` are in pixels (a thumbnail pixel is never coarser
+    than :data:`THUMB_MAX_PIXEL_MM`); ``predictions`` is the folder of predicted masks (see
+    :func:`petcorpus.layouts.flat.find_prediction`).
     """
 
     vmax: float = 10.0
-    thumb_height: int = 120
+    thumb_height: int = 240
     figure_height: int = 420
     with_ct: bool = False
     predictions: Path | None = None
@@ -59,13 +65,19 @@ class StudyPictures:
     def _figure_pixel_mm(self) -> float:
         return max(2.0, _pixel_mm_for_height(self.suv, self.options.figure_height))
 
+    def thumbnail_pixel_mm(self) -> float:
+        """Pixel size of the thumbnails: the study fits ``thumb_height``, but never coarser
+        than :data:`THUMB_MAX_PIXEL_MM`."""
+        fit = _pixel_mm_for_height(self.suv, self.options.thumb_height)
+        return min(THUMB_MAX_PIXEL_MM, fit)
+
     def thumbnail(self) -> bytes:
         """Coronal and sagittal MIPs with lesions filled, no titles, trimmed."""
         img = viz.study_figure(
             self.suv,
             self.seg,
             vmax=self.options.vmax,
-            pixel_mm=_pixel_mm_for_height(self.suv, self.options.thumb_height),
+            pixel_mm=self.thumbnail_pixel_mm(),
             style="fill",
             titles=False,
             legend=False,

@@ -82,8 +82,8 @@ def write_report(
     *,
     embed: bool = True,
     vmax: float = 10.0,
-    thumb_height: int = 120,
-    figure_height: int = 420,
+    thumb_height: int = StudyOptions.thumb_height,
+    figure_height: int = StudyOptions.figure_height,
     with_ct: bool = False,
     predictions: str | Path | None = None,
     workers: int = 1,
@@ -107,7 +107,9 @@ def write_report(
     vmax : float
         Upper end of the SUV window (inverted grey, 0..vmax).
     thumb_height, figure_height : int
-        Height in pixels of the table thumbnails and of the per-study MIPs.
+        Height in pixels of the table thumbnails (at most
+        :data:`~petcorpus.report.plots.THUMB_MAX_PIXEL_MM` mm per pixel, so a taller field of
+        view gives taller thumbnails) and of the per-study MIPs.
     with_ct : bool
         Add a CT MIP (CTres, else CT) to each study's figure.
     predictions : str or Path, optional
