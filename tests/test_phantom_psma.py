@@ -129,7 +129,7 @@ def test_mixed_catalog_says_which_is_which(mixed):
 
 def test_cli_phantom_tracer(tmp_path):
     r = CliRunner().invoke(
-        app, ["phantom", str(tmp_path / "d"), "-n", "1", "--tracer", "psma-ga68", "--vendor", "ge"]
+        app, ["phantom", str(tmp_path / "d"), "-n", "1", "--tracer", "psma", "--vendor", "ge"]
     )
     assert r.exit_code == 0, r.output
     assert "PSMA-Ga68" in r.output

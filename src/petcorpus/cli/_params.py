@@ -147,7 +147,7 @@ class Tracer(enum.StrEnum):
     """Phantom radiopharmaceutical (mixed: FDG and PSMA in turn)."""
 
     FDG = "fdg"
-    PSMA_GA68 = "psma-ga68"
+    PSMA_GA68 = "psma"  # Ga-68 PSMA-11, the common one
     PSMA_F18 = "psma-f18"
     MIXED = "mixed"
 

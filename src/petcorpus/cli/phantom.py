@@ -30,7 +30,7 @@ def phantom_cmd(
     size: Size = typer.Option(Size.SMALL, "--size", help="small (fast) or full (scanner-size)."),
     vendor: Vendor = typer.Option(Vendor.SIEMENS, "--vendor", help="Scanner vendor."),
     tracer: Tracer = typer.Option(
-        Tracer.FDG, "--tracer", help="Radiopharmaceutical (mixed: FDG and PSMA in turn)."
+        Tracer.FDG, "--tracer", help="psma: Ga-68; mixed: FDG and PSMA in turn."
     ),
 ) -> None:
     """Write synthetic whole-body FDG or PSMA PET/CT studies (CT, PET, SEG) and a clinical CSV."""
