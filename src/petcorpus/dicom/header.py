@@ -67,6 +67,10 @@ _KEYWORDS = [
     "ReferencedSeriesSequence",
     "NumberOfFrames",
     "ImageType",
+    # for the BIDS-PET sidecar (petcorpus.bids)
+    "ActualFrameDuration",
+    "AttenuationCorrectionMethod",
+    "SeriesType",
 ]
 # Private creators and elements used for SUV (GE scan start; Philips scale factors), read
 # where their block sits in the first slot (0x10), as every vendor file seen so far has it.
@@ -148,6 +152,12 @@ def series_params(modality: str, first: Dataset, earliest: Dataset) -> dict[str,
         rp = seq[0] if seq else None
         p["RadionuclideTotalDose"] = as_float(get_value(rp, "RadionuclideTotalDose"))
         p["Radiopharmaceutical"] = as_text(get_value(rp, "Radiopharmaceutical"))
+        # What a BIDS-PET sidecar needs besides the SUV inputs (petcorpus.bids).
+        code = get_value(rp, "RadionuclideCodeSequence")
+        p["Radionuclide"] = as_text(get_value(code[0], "CodeMeaning")) if code else None
+        p["ActualFrameDuration"] = as_float(get_value(first, "ActualFrameDuration"))
+        p["AttenuationCorrectionMethod"] = get("AttenuationCorrectionMethod")
+        p["SeriesType"] = get("SeriesType")
         from petcorpus.dicom.suv import SuvInputs, _scan_datetime
 
         inj = scan_dt = None
