@@ -155,8 +155,9 @@ def _gather(corpus: Path, failed: dict[str, str]) -> tuple[list[_Session], dict[
 
     cases = [c for c in AutopetCorpus(corpus).cases() if c.has("PET")]
     if not cases:
-        raise PetcorpusError("no study with PET.nii.gz in the corpus", path=corpus,
-                             reason=Reason.NO_SERIES)  # fmt: skip
+        raise PetcorpusError(
+            "no study with PET.nii.gz in the corpus", path=corpus, reason=Reason.NO_SERIES
+        )
     with Catalog.open(corpus, readonly=True) as catalog:
         subjects = {r["subject_id"]: r for r in catalog.subjects_table()}
         licences = catalog.licences()
@@ -336,18 +337,24 @@ def export_bids(
                 ctres_json = {
                     "Description": "the CT resampled to the PET grid (linear, fill -1024 HU)",
                     "Units": "HU",
-                    "Sources": [f"bids::sub-{s.sub}/ses-{s.ses}/ct/{stem}_ct.nii.gz",
-                                f"bids::{pet_rel}"],  # fmt: skip
+                    "Sources": [
+                        f"bids::sub-{s.sub}/ses-{s.ses}/ct/{stem}_ct.nii.gz",
+                        f"bids::{pet_rel}",
+                    ],
                 }
                 puts.append(
-                    (s.files["CTres"], der_dir / "ct" / f"{stem}_desc-petgrid_ct.nii.gz",
-                     ctres_json)  # fmt: skip
+                    (
+                        s.files["CTres"],
+                        der_dir / "ct" / f"{stem}_desc-petgrid_ct.nii.gz",
+                        ctres_json,
+                    )
                 )
             for file, dst, sidecar in puts:
                 mode = _place(file, dst, copy)
                 links[mode] = links.get(mode, 0) + 1
-                _write(dst.with_name(dst.name.removesuffix(".nii.gz") + ".json"),
-                       _json_bytes(sidecar))  # fmt: skip
+                _write(
+                    dst.with_name(dst.name.removesuffix(".nii.gz") + ".json"), _json_bytes(sidecar)
+                )
             done.append(s)
         except PetcorpusError as exc:
             failed[s.key] = f"[{exc.reason}] {exc}"
@@ -436,8 +443,10 @@ def _write_tables(
             if s.sub == sub
         ]
         folder = root / f"sub-{sub}"
-        _write(folder / f"sub-{sub}_sessions.tsv",
-               _tsv(rows, ["session_id", "age", "weight", "height"]))  # fmt: skip
+        _write(
+            folder / f"sub-{sub}_sessions.tsv",
+            _tsv(rows, ["session_id", "age", "weight", "height"]),
+        )
         _write(folder / f"sub-{sub}_sessions.json", sessions_json)
 
     _write(
@@ -468,5 +477,7 @@ def _write_tables(
         }
         for s in done
     ]
-    _write(deriv / "labels.tsv",
-           _tsv(labels, ["participant_id", "session_id", "corpus_subject", "corpus_study"]))  # fmt: skip
+    _write(
+        deriv / "labels.tsv",
+        _tsv(labels, ["participant_id", "session_id", "corpus_subject", "corpus_study"]),
+    )

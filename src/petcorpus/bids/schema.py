@@ -47,7 +47,7 @@ def bids_version() -> str:
     return str(load_schema().bids_version)
 
 
-class _Unknown(Exception):
+class _UnknownError(Exception):
     """A selector uses something this evaluator does not know."""
 
 
@@ -117,7 +117,7 @@ def _literal(token: str, ctx: FileContext) -> Any:
         pass
     if token in ctx.names:
         return ctx.names[token]
-    raise _Unknown(token)
+    raise _UnknownError(token)
 
 
 def _eval(node: Any, ctx: FileContext) -> Any:
@@ -140,7 +140,7 @@ def _eval(node: Any, ctx: FileContext) -> Any:
     if isinstance(node, ex.Function):
         fn = _FUNCTIONS.get(node.name)
         if fn is None:
-            raise _Unknown(f"{node.name}()")
+            raise _UnknownError(f"{node.name}()")
         return fn(*(_eval(a, ctx) for a in node.args))
     if isinstance(node, ex.RightOp):
         value = _eval(node.rh, ctx)
@@ -148,7 +148,7 @@ def _eval(node: Any, ctx: FileContext) -> Any:
             return not value
         if node.op == "-":
             return -value
-        raise _Unknown(node.op)
+        raise _UnknownError(node.op)
     if isinstance(node, ex.BinOp):
         if node.op == "&&":
             return bool(_eval(node.lh, ctx)) and bool(_eval(node.rh, ctx))
@@ -167,12 +167,12 @@ def _eval(node: Any, ctx: FileContext) -> Any:
             "-": lambda: lh - rh,
         }
         if node.op not in ops:
-            raise _Unknown(node.op)
+            raise _UnknownError(node.op)
         try:
             return ops[node.op]()
         except TypeError:  # a comparison with null
             return False
-    raise _Unknown(type(node).__name__)
+    raise _UnknownError(type(node).__name__)
 
 
 @functools.cache
@@ -187,7 +187,7 @@ def _applies(selectors: Sequence[str], ctx: FileContext, rule: str) -> bool:
         try:
             if not _eval(_parsed(sel), ctx):
                 return False
-        except _Unknown as exc:
+        except _UnknownError as exc:
             log.debug("BIDS rule %s: selector %r not decidable here (%s)", rule, sel, exc)
             return False
     return True

@@ -45,21 +45,38 @@ NOT_KNOWN: Mapping[str, str] = {
         "not in a clinical PET header",
     ),
     **dict.fromkeys(
-        ("InfusionRadioactivity", "InfusionStart", "InfusionSpeed", "InfusionSpeedUnits",
-         "InjectedVolume"),
+        (
+            "InfusionRadioactivity",
+            "InfusionStart",
+            "InfusionSpeed",
+            "InfusionSpeedUnits",
+            "InjectedVolume",
+        ),
         "for a bolus-infusion only",
-    ),  # fmt: skip
+    ),
     **dict.fromkeys(
-        ("PharmaceuticalName", "PharmaceuticalDoseAmount", "PharmaceuticalDoseUnits",
-         "PharmaceuticalDoseRegimen", "PharmaceuticalDoseTime"),
+        (
+            "PharmaceuticalName",
+            "PharmaceuticalDoseAmount",
+            "PharmaceuticalDoseUnits",
+            "PharmaceuticalDoseRegimen",
+            "PharmaceuticalDoseTime",
+        ),
         "no pharmacological challenge in a clinical PET/CT",
-    ),  # fmt: skip
+    ),
     **dict.fromkeys(
-        ("ReconMethodImplementationVersion", "AttenuationCorrectionMethodReference",
-         "ScaleFactor", "ScatterFraction", "DoseCalibrationFactor", "PromptRate",
-         "SinglesRate", "RandomRate"),
+        (
+            "ReconMethodImplementationVersion",
+            "AttenuationCorrectionMethodReference",
+            "ScaleFactor",
+            "ScatterFraction",
+            "DoseCalibrationFactor",
+            "PromptRate",
+            "SinglesRate",
+            "RandomRate",
+        ),
         "scanner details a corpus does not keep",
-    ),  # fmt: skip
+    ),
     "DecayCorrectionFactor": "per bed position in DICOM (DecayFactor); the corpus keeps one "
     "image decay corrected to the scan start (ImageDecayCorrectionTime)",
 }
@@ -76,10 +93,26 @@ _TRACER_FACTS: Mapping[str, Mapping[str, Any]] = {
     }
 }
 #: Radionuclide by half-life (s), for headers without a RadionuclideCodeSequence.
-_HALF_LIVES = {"F18": 6586.2, "Ga68": 4062.6, "C11": 1223.4, "N13": 597.9, "O15": 122.24,
-               "Cu64": 45721.1, "Zr89": 282276.0, "Rb82": 75.45}  # fmt: skip
-_NUCLIDE_NAMES = {"fluorine": "F", "gallium": "Ga", "carbon": "C", "nitrogen": "N",
-                  "oxygen": "O", "copper": "Cu", "zirconium": "Zr", "rubidium": "Rb"}  # fmt: skip
+_HALF_LIVES = {
+    "F18": 6586.2,
+    "Ga68": 4062.6,
+    "C11": 1223.4,
+    "N13": 597.9,
+    "O15": 122.24,
+    "Cu64": 45721.1,
+    "Zr89": 282276.0,
+    "Rb82": 75.45,
+}
+_NUCLIDE_NAMES = {
+    "fluorine": "F",
+    "gallium": "Ga",
+    "carbon": "C",
+    "nitrogen": "N",
+    "oxygen": "O",
+    "copper": "Cu",
+    "zirconium": "Zr",
+    "rubidium": "Rb",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,8 +178,9 @@ def pet_facts(metadata: Mapping[str, Any], where: Any = None) -> PetFacts:
             "petcorpus.json has no SUV factor and Bq/ml factor (suv.factor, suv.bqml_factor)",
             path=where,
         )
-    series, earliest = _datetime(inputs, "series_datetime"), _datetime(
-        inputs, "earliest_acquisition_datetime"
+    series, earliest = (
+        _datetime(inputs, "series_datetime"),
+        _datetime(inputs, "earliest_acquisition_datetime"),
     )
     ge = _datetime(inputs, "ge_scan_datetime")
     which = scan_start(series, earliest, ge)
@@ -169,8 +203,9 @@ def pet_facts(metadata: Mapping[str, Any], where: Any = None) -> PetFacts:
     mode = str(_value(inputs, "decay_correction") or "START").upper()
     injection_start = (inj - zero).total_seconds()
     if time_reference == "autopet":
-        acq, start = _value(inputs, "autopet_acquisition_time"), _value(
-            inputs, "autopet_injection_time"
+        acq, start = (
+            _value(inputs, "autopet_acquisition_time"),
+            _value(inputs, "autopet_injection_time"),
         )
         decay_time = _seconds_of_day(str(acq)) - _seconds_of_day(str(start))
         reference = "AcquisitionTime of the autoPET recipe's file (times of day)"
@@ -198,9 +233,14 @@ def pet_facts(metadata: Mapping[str, Any], where: Any = None) -> PetFacts:
             "InjectedRadioactivity": _source(inputs, names["dose"]),
             "RadionuclideHalfLife": _source(inputs, names["half"]),
             "InjectionStart": _source(inputs, "injection_datetime"),
-            "TimeZero": _source(inputs, {"series": "series_datetime",
-                                         "acquisition": "earliest_acquisition_datetime",
-                                         "ge": "ge_scan_datetime"}[str(which)]),  # fmt: skip
+            "TimeZero": _source(
+                inputs,
+                {
+                    "series": "series_datetime",
+                    "acquisition": "earliest_acquisition_datetime",
+                    "ge": "ge_scan_datetime",
+                }[str(which)],
+            ),
             "DecayCorrection": _source(inputs, "decay_correction"),
         },
     )
@@ -353,8 +393,9 @@ def suv_sidecar(facts: PetFacts, *, pet_file: str, sessions_file: str) -> dict[s
         "DecayTimeUnits": "s",
         "DecayTimeReference": facts.decay_reference,
         "DecayCorrection": facts.decay_correction,
-        "ImageDecayCorrectionTime": 0.0 if facts.decay_correction != "ADMIN" else
-        facts.injection_start,  # fmt: skip
+        "ImageDecayCorrectionTime": 0.0
+        if facts.decay_correction != "ADMIN"
+        else facts.injection_start,
         "SUVTimeReference": facts.time_reference,
         "DICOMSources": facts.sources,
     }
