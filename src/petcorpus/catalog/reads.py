@@ -105,11 +105,11 @@ class CatalogReads:
             (run_id,),
         )
 
-    def _rows(self, sql: str) -> list[dict[str, Any]]:
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """The rows of one read-only statement as plain dicts (values as SQLite stored
         them: an age stays an int, a missing value is None)."""
         try:
-            return [dict(r) for r in self._conn.execute(sql)]
+            return [dict(r) for r in self._conn.execute(sql, params)]
         except sqlite3.Error as exc:
             raise PetcorpusError(f"cannot read the catalog: {exc}", path=self.path) from exc
 
@@ -130,6 +130,32 @@ class CatalogReads:
                        LIMIT 1) AS vendor
                FROM studies st ORDER BY st.study_uid"""
         )
+
+    def licences(self) -> list[str]:
+        """The distinct licences recorded for subjects, sorted (empty when none is)."""
+        rows = self._rows(
+            "SELECT DISTINCT licence FROM subjects WHERE licence IS NOT NULL ORDER BY licence"
+        )
+        return [str(r["licence"]) for r in rows]
+
+    def series_record(self, series_uid: str) -> dict[str, Any] | None:
+        """One series: ``series_uid``, ``study_uid``, ``modality``, ``manufacturer``,
+        ``model``, ``description`` and ``params`` (name → the number when the value is
+        numeric, else its text); None when the series is not catalogued."""
+        rows = self._rows(
+            "SELECT series_uid, study_uid, modality, manufacturer, model, description "
+            "FROM series WHERE series_uid = ?",
+            (series_uid,),
+        )
+        if not rows:
+            return None
+        params: dict[str, Any] = {}
+        for r in self._rows(
+            "SELECT name, value, value_num FROM params WHERE series_uid = ? ORDER BY name",
+            (series_uid,),
+        ):
+            params[r["name"]] = r["value_num"] if r["value_num"] is not None else r["value"]
+        return {**rows[0], "params": params}
 
     def failures_table(self) -> list[dict[str, Any]]:
         """Every recorded failure, oldest first: ``study_uid`` (None for a skipped file),

@@ -32,6 +32,7 @@ _COMMAND_MODULES = [
     "petcorpus.cli.organs",
     "petcorpus.cli.split",
     "petcorpus.cli.export",
+    "petcorpus.cli.export_bids",
     "petcorpus.cli.datalist",
     "petcorpus.cli.deidentify",
     "petcorpus.cli.phi",

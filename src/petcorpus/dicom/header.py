@@ -68,6 +68,10 @@ _KEYWORDS = [
     "ReferencedSeriesSequence",
     "NumberOfFrames",
     "ImageType",
+    # for the BIDS-PET sidecar (petcorpus.bids)
+    "ActualFrameDuration",
+    "AttenuationCorrectionMethod",
+    "SeriesType",
 ]
 # Private creators and elements used for SUV (GE scan start; Philips scale factors), read
 # where their block sits in the first slot (0x10), as every vendor file seen so far has it.
@@ -151,6 +155,10 @@ def series_params(modality: str, first: Dataset, earliest: Dataset) -> dict[str,
         p["Radiopharmaceutical"] = as_text(get_value(rp, "Radiopharmaceutical"))
         info = tracer_info(rp)  # normalised: "FDG"/"PSMA", "F-18"/"Ga-68" (None: unknown)
         p["Tracer"], p["Radionuclide"] = info.tracer, info.radionuclide
+        # What a BIDS-PET sidecar needs besides the SUV inputs (petcorpus.bids).
+        p["ActualFrameDuration"] = as_float(get_value(first, "ActualFrameDuration"))
+        p["AttenuationCorrectionMethod"] = get("AttenuationCorrectionMethod")
+        p["SeriesType"] = get("SeriesType")
         from petcorpus.dicom.suv import SuvInputs, _scan_datetime
 
         inj = scan_dt = None
