@@ -52,6 +52,11 @@ class CatalogReads:
         mtimes (``cp -a``, another mount point) is still known."""
         return _ScanCacheView(self._conn, self.schema_version >= 3)
 
+    def recorded_sources(self) -> dict[str, str]:
+        """StudyInstanceUID → ``<subject>/<study>`` of every catalogued study with a folder."""
+        rows = self._conn.execute("SELECT study_uid, source FROM studies WHERE source IS NOT NULL")
+        return {str(r[0]): str(r[1]) for r in rows}
+
     def input_fingerprint(self, study_uid: str) -> str | None:
         """The fingerprint of the inputs a study was last converted from (None: unknown)."""
         if self.schema_version < 3:

@@ -101,7 +101,7 @@ CREATE TABLE splits (
     # The scan cache (what the plan needs of each file and series, keyed by path, size and
     # mtime, so a re-run parses no unchanged header) and each converted study's inputs.
     3: """
-CREATE TABLE scan_files (
+CREATE TABLE IF NOT EXISTS scan_files (
     folder TEXT NOT NULL,
     name TEXT NOT NULL,
     size INTEGER NOT NULL,
@@ -117,14 +117,14 @@ CREATE TABLE scan_files (
     skip TEXT,
     PRIMARY KEY (folder, name)
 ) WITHOUT ROWID;
-CREATE TABLE scan_series (
+CREATE TABLE IF NOT EXISTS scan_series (
     study_uid TEXT NOT NULL,
     series_uid TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     summary TEXT NOT NULL,
     PRIMARY KEY (study_uid, series_uid)
 ) WITHOUT ROWID;
-CREATE TABLE study_inputs (
+CREATE TABLE IF NOT EXISTS study_inputs (
     study_uid TEXT PRIMARY KEY,
     fingerprint TEXT NOT NULL
 );

@@ -165,10 +165,7 @@ def _scan_with_catalog(
         return {}, scan(root, executor=executor, cache=EmptyCache())
     # Writable: a run killed as it created the catalog left a file without a schema.
     with Catalog.open(out) as catalog:
-        rows = catalog.query("SELECT study_uid, source FROM studies WHERE source IS NOT NULL")
-        recorded = dict(
-            zip(rows["study_uid"].astype(str), rows["source"].astype(str), strict=True)
-        )
+        recorded = catalog.recorded_sources()  # (no pandas: the driver stays small)
         return recorded, scan(root, executor=executor, cache=catalog.scan_cache())
 
 
