@@ -467,6 +467,32 @@ class Catalog(CatalogReads):
                 [(s, f, int(f is None)) for s, f in sorted(folds.items())],
             )
 
+    def write_scan_cache(self, writes: Any) -> None:
+        """Store what a scan changed (a :class:`~petcorpus.dicom.scan_cache.ScanCacheWrites`:
+        files parsed, files and folders gone, every series) in one transaction."""
+        with self.transaction():
+            c = self._conn
+            c.executemany(
+                "DELETE FROM scan_files WHERE folder = ?", [(f,) for f in writes.gone_folders]
+            )
+            c.executemany("DELETE FROM scan_files WHERE folder = ? AND name = ?", writes.gone)
+            c.executemany(
+                "INSERT OR REPLACE INTO scan_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                writes.files,
+            )
+            c.execute("DELETE FROM scan_series")
+            c.executemany("INSERT INTO scan_series VALUES (?, ?, ?, ?)", writes.series)
+
+    def record_input_fingerprint(self, study_uid: str, fingerprint: str | None) -> None:
+        """Record the inputs a study was converted from (None forgets them)."""
+        with self.transaction():
+            if fingerprint is None:
+                self._conn.execute("DELETE FROM study_inputs WHERE study_uid = ?", (study_uid,))
+            else:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO study_inputs VALUES (?, ?)", (study_uid, fingerprint)
+                )
+
     # -- checks -------------------------------------------------------------------------------
     def is_complete(
         self,

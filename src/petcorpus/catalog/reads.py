@@ -44,6 +44,28 @@ class CatalogReads:
         cols = [d[0] for d in cur.description or ()]
         return pd.DataFrame([tuple(r) for r in cur.fetchall()], columns=cols)
 
+    # -- the scan cache (see petcorpus.dicom.scan_cache) ---------------------------------------
+    def scan_cache(self) -> _ScanCacheView:
+        """The scan cache as the scan reads it (empty when the catalog predates it).
+
+        Paths are relative to the scanned root: a tree moved elsewhere with its sizes and
+        mtimes (``cp -a``, another mount point) is still known."""
+        return _ScanCacheView(self._conn, self.schema_version >= 3)
+
+    def recorded_sources(self) -> dict[str, str]:
+        """StudyInstanceUID → ``<subject>/<study>`` of every catalogued study with a folder."""
+        rows = self._conn.execute("SELECT study_uid, source FROM studies WHERE source IS NOT NULL")
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def input_fingerprint(self, study_uid: str) -> str | None:
+        """The fingerprint of the inputs a study was last converted from (None: unknown)."""
+        if self.schema_version < 3:
+            return None
+        row = self._conn.execute(
+            "SELECT fingerprint FROM study_inputs WHERE study_uid = ?", (study_uid,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def subject_attributes(self) -> pd.DataFrame:
         """One row per subject with converted or catalogued studies: ``subject_id``,
         ``n_studies``, ``diagnosis``, ``site``, ``tracer`` (the PET's normalised ``Tracer``,
@@ -194,3 +216,35 @@ class CatalogReads:
             ),
             "last_run": None if last is None else dict(last),
         }
+
+
+class _ScanCacheView:
+    """:class:`petcorpus.dicom.scan_cache.ScanCache` over the catalog: rows are read one
+    folder at a time, so the driver never holds the whole tree's."""
+
+    def __init__(self, conn: sqlite3.Connection, usable: bool) -> None:
+        self._conn = conn
+        self._usable = usable
+
+    def folders(self) -> set[str]:
+        if not self._usable:
+            return set()
+        return {r[0] for r in self._conn.execute("SELECT DISTINCT folder FROM scan_files")}
+
+    def files_in(self, folder: str) -> dict[str, Any]:
+        if not self._usable:
+            return {}
+        rows = self._conn.execute(
+            "SELECT name, size, mtime_ns, study_uid, series_uid, x, y, z, orientation, "
+            "instance, acquisition, skip FROM scan_files WHERE folder = ?",
+            (folder,),
+        )
+        return {r[0]: tuple(r)[1:] for r in rows}
+
+    def series(self) -> dict[tuple[str, str], tuple[str, str]]:
+        if not self._usable:
+            return {}
+        rows = self._conn.execute(
+            "SELECT study_uid, series_uid, fingerprint, summary FROM scan_series"
+        )
+        return {(r[0], r[1]): (r[2], r[3]) for r in rows}

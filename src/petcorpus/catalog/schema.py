@@ -8,7 +8,7 @@ CATALOG_NAME = "catalog.sqlite"
 # SQLite result codes of a file that is not (or no longer) a database: SQLITE_CORRUPT, NOTADB.
 _SQLITE_CORRUPT = frozenset({11, 26})
 #: Bumped whenever a table or column changes; :meth:`Catalog.open` refuses newer files.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -96,6 +96,37 @@ CREATE TABLE splits (
     subject_id TEXT PRIMARY KEY REFERENCES subjects(subject_id) ON DELETE CASCADE,
     fold INTEGER,
     is_test INTEGER NOT NULL DEFAULT 0
+);
+""",
+    # The scan cache (what the plan needs of each file and series, keyed by path, size and
+    # mtime, so a re-run parses no unchanged header) and each converted study's inputs.
+    3: """
+CREATE TABLE IF NOT EXISTS scan_files (
+    folder TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    study_uid TEXT,
+    series_uid TEXT,
+    x REAL,
+    y REAL,
+    z REAL,
+    orientation TEXT,
+    instance REAL,
+    acquisition TEXT,
+    skip TEXT,
+    PRIMARY KEY (folder, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scan_series (
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    PRIMARY KEY (study_uid, series_uid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS study_inputs (
+    study_uid TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL
 );
 """,
 }

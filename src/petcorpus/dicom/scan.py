@@ -25,24 +25,42 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import math
 import os
 import re
 from collections.abc import Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydicom.dataset import Dataset
 
 from petcorpus._memory import gc_paused
 from petcorpus.dicom.header import as_float, as_text, read_scan_header, series_params
-from petcorpus.dicom.io import DICOMDIR_SOP_CLASS, cannot_parse, get_value
+from petcorpus.dicom.io import get_value
+from petcorpus.dicom.scan_cache import (
+    SUMMARY_FIELDS,
+    ScanCache,
+    ScanCacheWrites,
+    _FileKeys,
+    _parse,
+    fingerprint,
+    read_cached,
+)
 from petcorpus.errors import PetcorpusError, Reason
 
-__all__ = ["ScanResult", "Selection", "SeriesInfo", "StudyInfo", "scan"]
+__all__ = [
+    "ScanCache",
+    "ScanCacheWrites",
+    "ScanResult",
+    "Selection",
+    "SeriesInfo",
+    "StudyInfo",
+    "scan",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +83,23 @@ class SeriesInfo:
     #: may be slices (zero bytes, truncated, unreadable, unparsable), with the reason:
     #: a gap in the series is then reported as these files, not as a missing slice
     unreadable: tuple[tuple[Path, str], ...] = ()
+    #: digest of the members' paths (relative to the root), sizes and mtimes; set when
+    #: the scan keeps a cache (:class:`ScanCache`), else None
+    fingerprint: str | None = dataclasses.field(default=None, compare=False)
 
     def __hash__(self) -> int:
         return hash((self.series_uid, self.files))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Compact for the trip to a worker: a series' files share one folder, so they
+        # pickle as the folder and the names (a third of the bytes, ~4x faster to dump).
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        paths = tuple(map(str, state.pop("files")))
+        folder = os.path.dirname(paths[0]) if paths else ""
+        cut = len(folder) + 1
+        if folder and all(p[:cut] == folder + os.sep and os.sep not in p[cut:] for p in paths):
+            return (_series_from, (state, folder, tuple(p[cut:] for p in paths)))
+        return (_series_from, (state, None, paths))
 
     @property
     def n_files(self) -> int:
@@ -78,6 +110,12 @@ class SeriesInfo:
         ci = self.params.get("CorrectedImage") or ()
         desc = (self.description or "").upper()
         return "ATTN" in ci and not re.search(r"\bNAC\b|NON.?AC|UNCORR", desc)
+
+
+def _series_from(state: dict[str, Any], folder: str | None, names: tuple[str, ...]) -> SeriesInfo:
+    base = Path(folder) if folder is not None else None
+    files = tuple(base / n for n in names) if base is not None else tuple(map(Path, names))
+    return SeriesInfo(files=files, **state)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +140,9 @@ class StudyInfo:
     series: list[SeriesInfo]
     #: damaged files (with the reason) in folders of their own beside the study's series
     unreadable: tuple[tuple[Path, str], ...] = ()
+    #: digest of the study's inputs (its series' fingerprints and damaged files): a changed
+    #: file changes it; set when the scan keeps a cache, else None
+    fingerprint: str | None = dataclasses.field(default=None, compare=False)
 
     def by_modality(self, modality: str) -> list[SeriesInfo]:
         return [s for s in self.series if s.modality == modality]
@@ -266,6 +307,11 @@ class ScanResult:
     root: Path
     studies: list[StudyInfo]
     skipped: list[tuple[Path, str]]
+    #: headers parsed (files not found unchanged in the cache, and the first and earliest
+    #: header of each series whose members changed): 0 for a re-run over an unchanged tree
+    parsed: int = 0
+    #: what to store in the scan cache (None without a cache)
+    cache_writes: ScanCacheWrites | None = dataclasses.field(default=None, repr=False)
 
     @property
     def n_files(self) -> int:
@@ -283,62 +329,9 @@ def _walk(root: Path) -> Iterator[Path]:
             yield Path(dirpath) / name
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _FileKeys:
-    """What grouping and sorting need of one file: plain values that pickle ~50x faster
-    than the pydicom Dataset (worker processes return these, not headers)."""
-
-    path: Path
-    study_uid: str
-    series_uid: str
-    position: tuple[float, float, float] | None
-    orientation: tuple[float, ...] | None
-    instance: float | None
-    acquisition: str
-
-    @classmethod
-    def from_dataset(cls, path: Path, ds: Dataset) -> _FileKeys:
-        return cls(
-            path=path,
-            study_uid=str(ds.StudyInstanceUID),
-            series_uid=str(ds.SeriesInstanceUID),
-            position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
-            orientation=_floats(ds.get("ImageOrientationPatient"), 6),
-            instance=as_float(ds.get("InstanceNumber")),
-            acquisition=_acq_key(ds),
-        )
-
-
-def _floats(value: Any, n: int) -> tuple[float, ...] | None:
-    try:
-        out = tuple(float(x) for x in value) if value is not None else ()
-    except (TypeError, ValueError):
-        return None
-    return out if len(out) == n else None
-
-
 #: first words of the skip reasons of files that may be damaged slices, as opposed to
 #: files that are not images (other files, DICOMDIR, FIFOs...)
 DAMAGED = ("zero bytes", "truncated", "unreadable", "cannot parse")
-
-
-def _read_header(path: Path) -> _FileKeys | str:
-    """The file's keys, or why it is skipped (a reason starting with one of :data:`DAMAGED`
-    when the file may be a damaged slice)."""
-    try:
-        ds = read_scan_header(path)
-    except PetcorpusError as exc:
-        return exc.message
-    try:
-        if not ds.get("SeriesInstanceUID") or not ds.get("StudyInstanceUID"):
-            meta = getattr(ds, "file_meta", None)
-            sop_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
-            if sop_class == DICOMDIR_SOP_CLASS or path.name.upper() == "DICOMDIR":
-                return "DICOMDIR (an index of the files, not an image)"
-            return "no StudyInstanceUID/SeriesInstanceUID"
-        return _FileKeys.from_dataset(path, ds)
-    except Exception as exc:  # pydicom converts elements when read: a damaged header
-        return cannot_parse(exc)
 
 
 def _int(v: Any) -> int | None:
@@ -355,80 +348,13 @@ def _slice_key(keys: _FileKeys, normal: np.ndarray | None) -> tuple[int, float, 
     return (0, keys.instance if keys.instance is not None else 0.0, str(keys.path))
 
 
-def _acq_key(ds: Dataset) -> str:
-    adt = as_text(ds.get("AcquisitionDateTime"))
-    if adt:
-        return adt
-    return (as_text(ds.get("AcquisitionDate")) or "") + (as_text(ds.get("AcquisitionTime")) or "~")
-
-
-def _read_headers(paths: list[Path]) -> list[_FileKeys | str]:
-    with gc_paused():
-        return [_read_header(p) for p in paths]
-
-
-def _read_shared(parts: list[list[Path]], executor: Executor) -> list[_FileKeys | str]:
-    """Parse chunks of files on ``executor`` and, meanwhile, on this thread.
-
-    A feeder thread hands chunks from the front to the worker processes, a few at a time;
-    this thread parses chunks from the back until none is left. A fresh process pool
-    needs ~0.5 s before its first worker runs (its server imports the conversion stack,
-    and ``submit`` blocks until then): the driver parses instead of waiting.
-    """
-    import threading
-    from concurrent.futures import Future
-    from concurrent.futures import wait as wait_all
-
-    results: list[list[_FileKeys | str] | None] = [None] * len(parts)
-    lock = threading.Lock()
-    ends = [0, len(parts)]  # next chunk from the front, one past the last from the back
-    slots = threading.BoundedSemaphore(2 * (os.cpu_count() or 1))  # chunks queued at once
-    futures: list[tuple[int, Future[list[_FileKeys | str]]]] = []
-
-    def take(front: bool) -> int | None:
-        with lock:
-            if ends[0] >= ends[1]:
-                return None
-            if front:
-                ends[0] += 1
-                return ends[0] - 1
-            ends[1] -= 1
-            return ends[1]
-
-    failed: list[BaseException] = []
-
-    def feed() -> None:
-        try:
-            while True:
-                slots.acquire()
-                i = take(front=True)
-                if i is None:
-                    return
-                fut = executor.submit(_read_headers, parts[i])
-                fut.add_done_callback(lambda _f: slots.release())
-                futures.append((i, fut))
-        except BaseException as exc:  # e.g. a broken pool: re-raised by the driver below
-            failed.append(exc)
-
-    feeder = threading.Thread(target=feed, name="petcorpus-scan-feeder", daemon=True)
-    feeder.start()
-    while (i := take(front=False)) is not None:
-        results[i] = _read_headers(parts[i])
-    feeder.join()
-    if failed:
-        raise failed[0]
-    wait_all([fut for _, fut in futures])
-    for i, fut in futures:
-        results[i] = fut.result()
-    return [h for part in results if part is not None for h in part]
-
-
 def scan(
     root: str | PathLike[str],
     *,
     workers: int | None = None,
     processes: int | None = None,
     executor: Executor | None = None,
+    cache: ScanCache | None = None,
 ) -> ScanResult:
     """Index every DICOM file under ``root`` by its headers.
 
@@ -447,94 +373,110 @@ def scan(
     executor : concurrent.futures.Executor, optional
         Parse on this process pool instead of starting one (``build`` passes the pool it
         then converts with); it is left running.
+    cache : ScanCache, optional
+        An earlier scan of this root (see :mod:`petcorpus.dicom.scan_cache`): files whose
+        size and mtime match are not parsed, series whose members all match keep their
+        summary. The result then carries fingerprints and the rows to write back
+        (:attr:`ScanResult.cache_writes`).
 
     Returns
     -------
     ScanResult
         Studies (sorted by UID) with their series (sorted by modality, number, UID; files
-        sorted along the slice normal, else by InstanceNumber), and the skipped files.
+        sorted along the slice normal, else by InstanceNumber), the skipped files, and the
+        number of headers parsed.
     """
     root_p = Path(root)
     if not root_p.exists():
         raise PetcorpusError("no such file or folder", path=root_p, reason=Reason.NO_SERIES)
     with gc_paused():
-        return _scan(root_p, workers, processes, executor)
+        return _scan(root_p, workers, processes, executor, cache)
 
 
 def _scan(
-    root_p: Path, workers: int | None, processes: int | None, executor: Executor | None
+    root_p: Path,
+    workers: int | None,
+    processes: int | None,
+    executor: Executor | None,
+    cache: ScanCache | None,
 ) -> ScanResult:
-    paths = list(_walk(root_p))
-    chunk = 256
-    parts = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
-    if executor is not None and len(parts) > 1:
-        headers = _read_shared(parts, executor)
-    elif processes is not None and processes > 1 and len(parts) > 1:
-        from petcorpus._procs import process_pool
-
-        with process_pool(processes, preload=(__name__,)) as procs:
-            headers = _read_shared(parts, procs)
+    headers: list[_FileKeys | str]
+    stats: list[tuple[int, int] | None] = []
+    writes = None
+    if cache is None:
+        paths = list(_walk(root_p))
+        headers = _parse(paths, workers, processes, executor)
+        n_parsed = len(paths)
     else:
-        n_workers = workers or 1
-        if n_workers == 1:  # a thread pool of one only adds hand-offs
-            headers = [_read_header(p) for p in paths]
-        else:
-            with ThreadPoolExecutor(max_workers=n_workers) as pool:
-                headers = list(pool.map(_read_header, paths))
+        paths, headers, stats, writes, n_parsed = read_cached(
+            root_p,
+            cache,
+            functools.partial(_parse, workers=workers, processes=processes, executor=executor),
+        )
 
+    prefix = len(str(root_p)) + 1 if not root_p.is_file() else len(str(root_p.parent)) + 1
     skipped: list[tuple[Path, str]] = []
-    groups: dict[tuple[str, str], list[_FileKeys]] = {}
-    for p, h in zip(paths, headers, strict=True):
+    groups: dict[tuple[str, str], tuple[list[_FileKeys], Any]] = {}
+    for k, (p, h) in enumerate(zip(paths, headers, strict=True)):
         if isinstance(h, str):
             skipped.append((p, h))
             continue
-        groups.setdefault((h.study_uid, h.series_uid), []).append(h)
+        group = groups.get((h.study_uid, h.series_uid))
+        if group is None:
+            digest = hashlib.blake2b(digest_size=16) if cache is not None else None
+            group = groups[(h.study_uid, h.series_uid)] = ([], digest)
+        group[0].append(h)
+        if group[1] is not None:
+            group[1].update(f"{str(p)[prefix:]}\0{stats[k]}\n".encode("utf-8", "surrogateescape"))
+    del headers, stats
     damaged: dict[Path, list[tuple[Path, str]]] = {}  # folder -> files that may be slices
     for p, why in skipped:
         if why.startswith(DAMAGED) and not p.name.startswith("."):
             damaged.setdefault(p.parent, []).append((p, why))
 
+    cached_series = cache.series() if cache is not None else {}
     studies: dict[str, list[SeriesInfo]] = {}
-    study_meta: dict[str, Dataset] = {}
-    for (study_uid, series_uid), members in groups.items():
-        # The series' summary comes from its first file as walked and from its earliest
-        # acquisition; only these two headers are read again, here.
+    study_meta: dict[str, tuple[str | None, str | None]] = {}  # patient ID, study date
+    for (study_uid, series_uid), (members, digest) in groups.items():
+        fp = None if digest is None else digest.hexdigest()
         first_keys = members[0]
-        first = read_scan_header(first_keys.path)
-        modality = as_text(get_value(first, "Modality")) or "OT"
         iop = first_keys.orientation
         normal = None if iop is None else np.cross(iop[:3], iop[3:])
         members.sort(key=functools.partial(_slice_key, normal=normal))
-        earliest_keys = min(members, key=lambda m: m.acquisition)
-        earliest = first if earliest_keys is first_keys else read_scan_header(earliest_keys.path)
+        hit = cached_series.get((study_uid, series_uid))
+        if fp is not None and hit is not None and hit[0] == fp:
+            summary = json.loads(hit[1])
+        else:
+            # The series' summary comes from its first file as walked and from its earliest
+            # acquisition; only these two headers are read again, here.
+            earliest_keys = min(members, key=lambda m: m.acquisition)
+            summary = _summary(first_keys.path, earliest_keys.path)
+            n_parsed += 1 if earliest_keys is first_keys else 2
+        if writes is not None and fp is not None:
+            writes.series.append((study_uid, series_uid, fp, json.dumps(summary)))
         zs = [m.position[2] for m in members if m.position is not None]
         info = SeriesInfo(
             series_uid=series_uid,
             study_uid=study_uid,
-            modality=modality,
             files=tuple(m.path for m in members),
-            manufacturer=as_text(get_value(first, "Manufacturer")),
-            model=as_text(get_value(first, "ManufacturerModelName")),
-            frame_of_reference_uid=as_text(get_value(first, "FrameOfReferenceUID")),
-            description=as_text(get_value(first, "SeriesDescription")),
-            series_number=_int(get_value(first, "SeriesNumber")),
             z_extent=(min(zs), max(zs)) if zs else None,
-            params=series_params(modality, first, earliest),
             unreadable=tuple(
                 d
                 for folder in sorted({m.path.parent for m in members})
                 for d in damaged.get(folder, ())
             ),
+            fingerprint=fp,
+            **{k: summary[k] for k in SUMMARY_FIELDS[:7]},
         )
         studies.setdefault(study_uid, []).append(info)
-        study_meta.setdefault(study_uid, first)
+        study_meta.setdefault(study_uid, (summary["patient_id"], summary["study_date"]))
+    del groups
 
     out = []
     for uid in sorted(studies):
         series = sorted(
             studies[uid], key=lambda s: (s.modality, s.series_number or 0, s.series_uid)
         )
-        meta = study_meta[uid]
         # Damaged files in a folder of their own beside the study's series (a SEG, say):
         # no series claims them, yet the study may be incomplete without them.
         series_folders = {f.parent for s in series for f in s.files}
@@ -544,13 +486,41 @@ def _scan(
             if folder not in series_folders and folder.parent in {f.parent for f in series_folders}
             for d in files
         )
+        fp = None
+        if cache is not None:
+            fp = fingerprint(
+                [
+                    *(f"{s.series_uid}:{s.fingerprint}" for s in series),
+                    *(
+                        f"{str(p)[prefix:]}:{why}"
+                        for p, why in (*beside, *(d for s in series for d in s.unreadable))
+                    ),
+                ]
+            )
+        patient_id, study_date = study_meta[uid]
         out.append(
             StudyInfo(
-                uid,
-                as_text(get_value(meta, "PatientID")),
-                as_text(get_value(meta, "StudyDate")),
-                series,
-                unreadable=tuple(beside),
+                uid, patient_id, study_date, series, unreadable=tuple(beside), fingerprint=fp
             )
         )
-    return ScanResult(root=root_p, studies=out, skipped=skipped)
+    return ScanResult(
+        root=root_p, studies=out, skipped=skipped, parsed=n_parsed, cache_writes=writes
+    )
+
+
+def _summary(first_path: Path, earliest_path: Path) -> dict[str, Any]:
+    """A series' summary (:data:`SUMMARY_FIELDS`) from its first and earliest headers."""
+    first = read_scan_header(first_path)
+    earliest = first if earliest_path == first_path else read_scan_header(earliest_path)
+    modality = as_text(get_value(first, "Modality")) or "OT"
+    return {
+        "modality": modality,
+        "manufacturer": as_text(get_value(first, "Manufacturer")),
+        "model": as_text(get_value(first, "ManufacturerModelName")),
+        "frame_of_reference_uid": as_text(get_value(first, "FrameOfReferenceUID")),
+        "description": as_text(get_value(first, "SeriesDescription")),
+        "series_number": _int(get_value(first, "SeriesNumber")),
+        "params": series_params(modality, first, earliest),
+        "patient_id": as_text(get_value(first, "PatientID")),
+        "study_date": as_text(get_value(first, "StudyDate")),
+    }

@@ -4,9 +4,12 @@ Workers run :func:`~petcorpus.pipeline.tasks.run_study`; the driver (:func:`buil
 the catalog and records what workers return, as they return it. The same tasks run on the
 driver, in a local process pool or on a Dask cluster (:class:`~.executors.Runner`).
 
-Resume: a study whose catalogued artifacts all exist with matching SHA-256 is skipped;
-everything else is (re)done. Outputs are written to temp folders and renamed into place, so
-a killed build leaves no partial file and loses nothing already recorded.
+Resume: a study whose catalogued artifacts all exist with matching SHA-256, and whose input
+files are those it was converted from (same paths, sizes and mtimes), is skipped; everything
+else is (re)done. The scan takes unchanged files' header keys from the catalog's scan cache,
+so a re-run over an unchanged tree parses no header. Outputs are written to temp folders and
+renamed into place, so a killed build leaves no partial file and loses nothing already
+recorded.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class BuildReport:
     seconds: float
     #: time spent by the driver before the first task starts (scan, catalog, plan)
     plan_seconds: float = 0.0
+    #: DICOM headers the scan parsed (0 when the tree is unchanged since the last build)
+    headers_parsed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -155,8 +160,9 @@ def build(
 
         done: list[StudyOutcome] = []
         failed: list[StudyOutcome] = []
+        inputs = {t.study.study_uid: t.study.fingerprint for t in tasks}
         for outcome in runner.map_unordered(run_study, tasks):
-            _record(catalog, run_id, outcome)
+            _record(catalog, run_id, outcome, inputs.get(outcome.study_uid))
             (done if outcome.ok else failed).append(outcome)
             if on_outcome:
                 on_outcome(outcome)
@@ -176,15 +182,22 @@ def build(
         hdf5=hdf5_path,
         seconds=time.perf_counter() - t0,
         plan_seconds=plan_seconds,
+        headers_parsed=plan.scanned.parsed,
     )
 
 
-def _record(catalog: Catalog, run_id: int, outcome: StudyOutcome) -> None:
+def _record(
+    catalog: Catalog, run_id: int, outcome: StudyOutcome, inputs: str | None = None
+) -> None:
+    """One study's result, in one transaction; a converted study with the fingerprint of
+    the inputs it was converted from (the resume check compares it)."""
     if outcome.failure is not None:
         catalog.record_failure(run_id, outcome.study_uid, outcome.failure.stage, outcome.failure)
         return
-    catalog.record_artifacts(outcome.study_uid, outcome.artifacts)
-    catalog.set_status(outcome.study_uid, "done")
+    with catalog.transaction():
+        catalog.record_artifacts(outcome.study_uid, outcome.artifacts)
+        catalog.set_status(outcome.study_uid, "done")
+        catalog.record_input_fingerprint(outcome.study_uid, inputs)
 
 
 def _write_hdf5(

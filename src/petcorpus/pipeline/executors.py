@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import pickle
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
 from typing import Any, TypeVar
 
 from petcorpus._memory import keep_freed_memory
@@ -59,6 +60,8 @@ class Runner:
         self._scheduler = scheduler
         self._stack = contextlib.ExitStack()
         self._pool: Executor | None = None
+        self._prepared: ThreadPoolExecutor | None = None
+        self._preparing: Future[Any] | None = None
         self.executor: Executor | None = None
 
     @property
@@ -73,8 +76,13 @@ class Runner:
                 self._client = _dask_client(self._scheduler)
                 stack.callback(self._client.close)
             if self._client is not None:
-                self._client.register_plugin(
-                    _dask_worker_plugin(self.preload), name="petcorpus-prepare-workers"
+                # The workers import the conversion stack (~1.2 s) while the driver scans:
+                # the registration is awaited before the first task, not here.
+                plugin = _dask_worker_plugin(self.preload)
+                self._prepared = ThreadPoolExecutor(1, thread_name_prefix="petcorpus-plugin")
+                stack.callback(self._prepared.shutdown)
+                self._preparing = self._prepared.submit(
+                    self._client.register_plugin, plugin, name="petcorpus-prepare-workers"
                 )
                 self.executor = self._client.get_executor(pure=False)
             elif self.workers > 1:
@@ -110,8 +118,14 @@ class Runner:
         if self._client is not None:
             from dask.distributed import as_completed as dask_completed
 
+            if self._preparing is not None:
+                self._preparing.result()  # every worker prepared (or the error raised)
+            # Each item travels as the bytes we pickled once: Dask passes bytes through
+            # its scheduler as they are, where a StudyTask (hundreds of Paths) would be
+            # pickled, unpickled on the scheduler and pickled again (~16 ms per study).
             on_worker = functools.partial(_on_task_threads, fn)
-            for fut in dask_completed(self._client.map(on_worker, items, pure=False)):
+            blobs = [pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL) for item in items]
+            for fut in dask_completed(self._client.map(on_worker, blobs, pure=False)):
                 yield fut.result()
             return
         if self._pool is None or len(items) <= 1:
@@ -130,8 +144,10 @@ def _dask_client(scheduler: str) -> Any:
     return distributed.Client(scheduler)
 
 
-def _on_task_threads(fn: Callable[[T], R], item: T) -> R:
-    """``fn(item)`` on the worker's task threads (the Dask thread only waits)."""
+def _on_task_threads(fn: Callable[[T], R], blob: bytes) -> R:
+    """``fn(item)`` of a pickled item, on the worker's task threads (the Dask thread only
+    waits)."""
+    item = pickle.loads(blob)
     threads = _task_threads
     if threads is None:
         return fn(item)

@@ -4,6 +4,12 @@ Planning reads headers only and writes nothing: :func:`plan_build` refuses a tre
 studies, a ``--pet-series``/``--ct-series`` that names no series, and two studies that
 would share a folder, before the output folder exists. :func:`plan_tasks` then records the
 studies in the catalog and keeps those whose outputs are not complete (the resume check).
+
+Re-runs: the scan reads an existing catalog's scan cache (:mod:`petcorpus.dicom.scan_cache`)
+before anything is written, so unchanged files are not parsed again; :func:`plan_tasks`
+writes the cache back. A study whose inputs changed since its conversion (its fingerprint
+differs from the one recorded with its outputs) is converted again even when its outputs
+are intact.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 from petcorpus.catalog import Catalog
 from petcorpus.convert import ConversionOptions
 from petcorpus.dicom.scan import ScanResult, StudyInfo, scan
+from petcorpus.dicom.scan_cache import EmptyCache
 from petcorpus.errors import PetcorpusError, Reason, printable
 from petcorpus.naming import Naming, OutputName, name_studies
 from petcorpus.pipeline.tasks import STUDY_KINDS, StudyTask
@@ -56,7 +63,7 @@ def plan_build(
         ``OUTPUT_COLLISION``: two studies would share a folder. Nothing is written.
     """
     root, out = Path(dicom_root), Path(out)
-    scanned = scan(root, executor=executor)
+    recorded, scanned = _scan_with_catalog(root, out, executor)
     if not scanned.studies:
         raise PetcorpusError(
             f"no DICOM study found ({skipped_summary(scanned.skipped, root)})",
@@ -64,7 +71,7 @@ def plan_build(
             reason=Reason.NO_SERIES,
         )
     _check_series_choice(scanned.studies, options, root)
-    names = name_studies(scanned.studies, naming=naming, recorded=_recorded_names(out))
+    names = name_studies(scanned.studies, naming=naming, recorded=recorded)
     return BuildPlan(root=root, scanned=scanned, names=names)
 
 
@@ -87,18 +94,33 @@ def plan_tasks(
     per_study = options
     if options.workers is None and threads_per_task is not None:
         per_study = dataclasses.replace(options, workers=threads_per_task)
-    for study in plan.studies:
-        uid = str(study.study_uid)
-        name = plan.names[uid]
-        catalog.record_subject(name.subject, site=site, licence=licence)
-        catalog.record_study(
-            uid, subject_id=name.subject, study_date=_iso_date(study.study_date), source=str(name)
-        )
-        catalog.record_series(study.series)
-        if catalog.is_complete(uid, STUDY_KINDS):
-            complete.append(uid)
-        else:
-            tasks.append(StudyTask(study, name, str(catalog.out_dir), per_study))
+    with catalog.transaction():  # one commit, not three per study
+        writes = plan.scanned.cache_writes
+        if writes is not None:
+            catalog.write_scan_cache(writes)
+            writes.clear()  # written: the driver lets the rows go
+        for study in plan.studies:
+            uid = str(study.study_uid)
+            name = plan.names[uid]
+            # The fingerprint recorded with the outputs: another one means changed inputs;
+            # none means outputs of an older petcorpus (judged by their checksums alone).
+            recorded = catalog.input_fingerprint(uid)
+            unchanged = recorded is not None and recorded == study.fingerprint
+            catalog.record_subject(name.subject, site=site, licence=licence)
+            catalog.record_study(
+                uid,
+                subject_id=name.subject,
+                study_date=_iso_date(study.study_date),
+                source=str(name),
+            )
+            if not unchanged:
+                catalog.record_series(study.series)
+            if (unchanged or recorded is None) and catalog.is_complete(uid, STUDY_KINDS):
+                complete.append(uid)
+                if recorded is None and study.fingerprint is not None:
+                    catalog.record_input_fingerprint(uid, study.fingerprint)
+            else:
+                tasks.append(StudyTask(study, name, str(catalog.out_dir), per_study))
     # Largest studies first: the last task to start is then a small one, so the workers
     # finish close together (longest-processing-time-first scheduling).
     tasks.sort(key=lambda t: -t.study.n_files)
@@ -132,16 +154,19 @@ def _check_series_choice(
             )
 
 
-def _recorded_names(out: Path) -> dict[str, str]:
-    """StudyInstanceUID → ``<subject>/<study>`` of the studies an existing catalog holds."""
+def _scan_with_catalog(
+    root: Path, out: Path, executor: Executor | None
+) -> tuple[dict[str, str], ScanResult]:
+    """Scan ``root`` with the scan cache of an existing catalog in ``out``; return the
+    recorded StudyInstanceUID → ``<subject>/<study>`` too. Nothing is written."""
     from petcorpus.catalog import CATALOG_NAME
 
     if not (out / CATALOG_NAME).is_file():
-        return {}
+        return {}, scan(root, executor=executor, cache=EmptyCache())
     # Writable: a run killed as it created the catalog left a file without a schema.
     with Catalog.open(out) as catalog:
-        rows = catalog.query("SELECT study_uid, source FROM studies WHERE source IS NOT NULL")
-    return dict(zip(rows["study_uid"].astype(str), rows["source"].astype(str), strict=True))
+        recorded = catalog.recorded_sources()  # (no pandas: the driver stays small)
+        return recorded, scan(root, executor=executor, cache=catalog.scan_cache())
 
 
 def _skipped_error(path: Path, why: str, root: Path) -> PetcorpusError:

@@ -1,0 +1,151 @@
+"""The scan cache: a re-run parses no unchanged header, and a changed input is converted again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from petcorpus.catalog import Catalog
+from petcorpus.dicom.scan import scan
+from petcorpus.dicom.scan_cache import EmptyCache
+from petcorpus.phantom import write_corpus
+from petcorpus.pipeline import build
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path]:
+    """Three small studies, built once (tests copy the tree and the corpus, mtimes kept)."""
+    root = tmp_path_factory.mktemp("cache")
+    write_corpus(root / "dicom", subjects=3, seed=8, vendor="mixed", size="small")
+    report = build(root / "dicom", root / "out", workers=1)
+    assert report.ok and len(report.done) == 3
+    assert report.headers_parsed >= report_files(root / "dicom")
+    return root / "dicom", root / "out"
+
+
+def report_files(dicom: Path) -> int:
+    return sum(1 for p in dicom.rglob("*") if p.is_file())
+
+
+def _copy(built: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    dicom, out = tmp_path / "dicom", tmp_path / "out"
+    shutil.copytree(built[0], dicom)  # copy2: sizes and mtimes kept, at another root
+    shutil.copytree(built[1], out)
+    return dicom, out
+
+
+def _study_files(dicom: Path) -> dict[str, list[Path]]:
+    return {
+        st.study_uid: [f for s in st.series for f in s.files] for st in scan(dicom).studies
+    }
+
+
+def _rewrite(path: Path) -> None:
+    """New content and a new mtime; the image (and so every output) stays the same."""
+    ds = pydicom.dcmread(path)
+    ds.ImageComments = "edited"
+    ds.save_as(path)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+
+
+def test_cached_scan_equals_a_fresh_scan(built, tmp_path):
+    dicom, _ = _copy(built, tmp_path)
+    fresh = scan(dicom)
+    first = scan(dicom, cache=EmptyCache())
+    assert first.studies == fresh.studies and first.skipped == fresh.skipped
+    with Catalog.open(tmp_path / "c") as cat:
+        cat.write_scan_cache(first.cache_writes)
+        again = scan(dicom, cache=cat.scan_cache())
+    assert again.parsed == 0
+    assert again.studies == fresh.studies and again.skipped == fresh.skipped
+    assert [s.fingerprint for s in again.studies] == [s.fingerprint for s in first.studies]
+
+
+def test_rerun_over_an_unchanged_tree_parses_no_header(built, tmp_path):
+    dicom, out = _copy(built, tmp_path)  # another root: paths are cached relative to it
+    report = build(dicom, out, workers=1)
+    assert report.headers_parsed == 0
+    assert report.done == [] and len(report.skipped) == 3
+
+
+def test_a_changed_file_is_parsed_again_and_its_study_rebuilt(built, tmp_path):
+    dicom, out = _copy(built, tmp_path)
+    files = _study_files(dicom)
+    changed, *others = sorted(files)
+    _rewrite(files[changed][len(files[changed]) // 2])
+    report = build(dicom, out, workers=1)
+    # the file, and at most its series' first and earliest headers
+    assert 1 <= report.headers_parsed <= 3
+    # the outputs' checksums still match, yet the study's input changed: converted again
+    assert [o.study_uid for o in report.done] == [changed]
+    assert sorted(report.skipped) == others
+    again = build(dicom, out, workers=1)
+    assert again.headers_parsed == 0 and again.done == []
+
+
+def test_a_deleted_file_and_a_deleted_study(built, tmp_path):
+    dicom, out = _copy(built, tmp_path)
+    by_study = scan(dicom).studies
+    shrunk, gone, kept = by_study
+    top_ct = shrunk.select().ct.files[-1]  # an end slice: no gap, a smaller CT
+    top_ct.unlink()
+    gone_folders = {f.parent for s in gone.series for f in s.files}
+    for folder in gone_folders:
+        shutil.rmtree(folder)
+    report = build(dicom, out, workers=1)
+    assert report.ok
+    assert [o.study_uid for o in report.done] == [shrunk.study_uid]
+    assert report.skipped == [kept.study_uid]
+    assert report.headers_parsed <= 2  # the shrunk series' first/earliest header at most
+    with Catalog.open(out, readonly=True) as cat:
+        n = int(cat.query("SELECT count(*) AS n FROM scan_files")["n"][0])
+        series = set(cat.query("SELECT series_uid FROM scan_series").series_uid)
+    assert n == report_files(dicom)  # no row of a deleted file
+    assert not series & {s.series_uid for s in gone.series}
+
+
+def test_the_cache_survives_a_kill(built, tmp_path):
+    """Written in one transaction right after the plan: a build killed while converting
+    leaves a cache the next run uses."""
+    dicom = tmp_path / "dicom"
+    shutil.copytree(built[0], dicom)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "petcorpus.cli", "build", str(dicom), str(out), "-j", "1"]
+    proc = subprocess.Popen(
+        [*cmd, "--no-progress"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    db = out / "catalog.sqlite"
+    while proc.poll() is None and time.monotonic() < deadline:
+        if db.exists() and _cached_files(db):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the build ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    report = build(dicom, out, workers=1)
+    assert report.headers_parsed == 0
+    assert report.ok and len(report.done) + len(report.skipped) == 3
+
+
+def _cached_files(db: Path) -> int:
+    conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=1)
+    try:
+        return int(conn.execute("SELECT count(*) FROM scan_files").fetchone()[0])
+    except sqlite3.Error:  # not created yet
+        return 0
+    finally:
+        conn.close()
