@@ -250,3 +250,102 @@ def test_workers_give_identical_results() -> None:
     a = surface_metrics(gt, pred, (1.0, 1.5, 2.5))
     b = surface_metrics(gt, pred, (1.0, 1.5, 2.5), workers=3)
     assert a == b and sorted(a) == [1, 2, 3, 4, 5]
+
+
+# -- one pass over the label map ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("connectivity", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(6))
+def test_one_pass_borders_equal_per_label_erosion(connectivity: int, seed: int) -> None:
+    """The borders of all labels from one pass (a voxel is on its label's border when a
+    neighbour holds another label or lies outside the array) equal, label by label and
+    voxel by voxel, ``mask XOR binary_erosion(mask, border_value=0)``; labels fill the
+    array's faces, edges and corners."""
+    from scipy import ndimage
+
+    from petcorpus.metrics.surface import _label_borders
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(s) for s in rng.integers(1, 14, 3))
+    lab = rng.integers(0, 6, shape).astype(np.uint16)
+    lab = ndimage.median_filter(lab, size=2) if seed % 2 else lab  # blobs, and noise
+    lab[0] = 1  # a label filling a whole face of the array
+    lab[..., -1] = 5
+    pad = tuple(int(p) for p in rng.integers(0, 3, 3))
+    one_pass = _label_borders(lab, connectivity, pad)
+    inner = one_pass[tuple(slice(p, p + n) for p, n in zip(pad, shape, strict=True))]
+    assert not one_pass.sum() - inner.sum()  # the padding is zeros
+    st = ndimage.generate_binary_structure(3, connectivity)
+    for value in range(1, 6):
+        mask = lab == value
+        erosion = mask ^ ndimage.binary_erosion(mask, structure=st, border_value=0)
+        np.testing.assert_array_equal(inner == value, erosion)
+    np.testing.assert_array_equal(inner != 0, (inner == lab) & (inner != 0))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
+def test_many_labels_equal_monai_label_by_label() -> None:
+    """Twelve labels in one call, against MONAI on each label's binary masks (1e-6)."""
+    torch = pytest.importorskip("torch", reason="MONAI comparison needs torch (bench extra)")
+    metrics = pytest.importorskip("monai.metrics", reason="MONAI is not installed (bench extra)")
+    from scipy import ndimage
+
+    rng = np.random.default_rng(11)
+    shape = (30, 26, 14)
+    seeds = rng.integers(0, 12, shape).astype(np.uint8) * (rng.random(shape) > 0.97)
+    gt = ndimage.maximum_filter(seeds, size=5)
+    pred = np.where(rng.random(shape) > 0.9, ndimage.maximum_filter(seeds, size=3), gt)
+    pred[:, :, :2] = 3  # a label along the array's border
+    sp = (0.9, 1.4, 2.5)
+    ours = surface_metrics(gt, pred, sp, tolerance_mm=2.0)
+    assert len(ours) >= 8
+    for lab, m in ours.items():
+        G = torch.from_numpy(gt == lab)[None, None].float()
+        P = torch.from_numpy(pred == lab)[None, None].float()
+        if not G.any() or not P.any():
+            assert m.assd == math.inf
+            continue
+        asd = metrics.compute_average_surface_distance(
+            P, G, include_background=True, symmetric=True, spacing=list(sp)
+        ).item()
+        hd = metrics.compute_hausdorff_distance(P, G, include_background=True, spacing=list(sp))
+        nsd = metrics.compute_surface_dice(
+            P, G, class_thresholds=[2.0], include_background=True, spacing=list(sp)
+        ).item()
+        assert abs(m.assd - asd) <= 1e-6 and abs(m.hd - hd.item()) <= 1e-6
+        assert abs(m.nsd - nsd) <= 1e-6
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shapes.flatmap(
+        lambda s: st.tuples(
+            arrays(np.uint8, s, elements=st.integers(0, 3)),
+            arrays(np.uint8, s, elements=st.integers(0, 3)),
+        )
+    ),
+    spacings,
+)
+def test_far_voxels_by_kd_tree_equal_brute_force(pair, spacing) -> None:
+    """With the ring search cut to the face neighbours, most distances come from the k-d
+    tree stage: still the brute-force numbers."""
+    import petcorpus.metrics.surface as surface
+
+    gt, pred = pair
+    saved = surface._RING_VOXELS
+    surface._RING_VOXELS = 1
+    try:
+        multi = surface_metrics(gt, pred, spacing, labels=[1, 2, 3], tolerance_mm=1.0)
+    finally:
+        surface._RING_VOXELS = saved
+    for lab in (1, 2, 3):
+        ref = brute_metrics(gt == lab, pred == lab, spacing, 1.0)
+        m = multi[lab]
+        if ref is None:
+            assert math.isnan(m.assd)
+        elif 0 in ref["n"]:
+            assert m.assd == math.inf
+        else:
+            assert (m.hd, m.hd95, m.nsd) == (ref["hd"], ref["hd95"], ref["nsd"])
+            assert m.assd == pytest.approx(ref["assd"], rel=1e-12)
