@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from petcorpus.catalog.reads import CatalogReads
+from petcorpus.catalog.reads import CatalogReads, path_key
 from petcorpus.catalog.records import (
     ArtifactRecord,
     FailureRecord,
@@ -473,12 +473,16 @@ class Catalog(CatalogReads):
         with self.transaction():
             c = self._conn
             c.executemany(
-                "DELETE FROM scan_files WHERE folder = ?", [(f,) for f in writes.gone_folders]
+                "DELETE FROM scan_files WHERE folder = ?",
+                [(path_key(f),) for f in writes.gone_folders],
             )
-            c.executemany("DELETE FROM scan_files WHERE folder = ? AND name = ?", writes.gone)
+            c.executemany(
+                "DELETE FROM scan_files WHERE folder = ? AND name = ?",
+                [(path_key(f), path_key(n)) for f, n in writes.gone],
+            )
             c.executemany(
                 "INSERT OR REPLACE INTO scan_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                writes.files,
+                [(path_key(r[0]), path_key(r[1]), *r[2:]) for r in writes.files],
             )
             c.execute("DELETE FROM scan_series")
             c.executemany("INSERT INTO scan_series VALUES (?, ?, ?, ?)", writes.series)

@@ -218,6 +218,17 @@ class CatalogReads:
         }
 
 
+def path_key(name: str) -> bytes:
+    """A file or folder name as the scan cache stores it: its bytes, so that names that are
+    not UTF-8 (Python's surrogate escapes) can be stored and compared like any other."""
+    return name.encode("utf-8", "surrogateescape")
+
+
+def path_text(stored: bytes | str) -> str:
+    """:func:`path_key` undone (a ``str`` from a cache written before is returned as is)."""
+    return stored.decode("utf-8", "surrogateescape") if isinstance(stored, bytes) else stored
+
+
 class _ScanCacheView:
     """:class:`petcorpus.dicom.scan_cache.ScanCache` over the catalog: rows are read one
     folder at a time, so the driver never holds the whole tree's."""
@@ -229,7 +240,9 @@ class _ScanCacheView:
     def folders(self) -> set[str]:
         if not self._usable:
             return set()
-        return {r[0] for r in self._conn.execute("SELECT DISTINCT folder FROM scan_files")}
+        return {
+            path_text(r[0]) for r in self._conn.execute("SELECT DISTINCT folder FROM scan_files")
+        }
 
     def files_in(self, folder: str) -> dict[str, Any]:
         if not self._usable:
@@ -237,9 +250,9 @@ class _ScanCacheView:
         rows = self._conn.execute(
             "SELECT name, size, mtime_ns, study_uid, series_uid, x, y, z, orientation, "
             "instance, acquisition, skip FROM scan_files WHERE folder = ?",
-            (folder,),
+            (path_key(folder),),
         )
-        return {r[0]: tuple(r)[1:] for r in rows}
+        return {path_text(r[0]): tuple(r)[1:] for r in rows}
 
     def series(self) -> dict[tuple[str, str], tuple[str, str]]:
         if not self._usable:

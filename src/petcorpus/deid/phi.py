@@ -340,13 +340,14 @@ def _check_sqlite(path: Path, m: Matcher) -> list[tuple[str, str]]:
     try:
         tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         for table in tables:
-            cur = con.execute(f'SELECT rowid, * FROM "{table}"')
-            columns = [d[0] for d in cur.description][1:]
-            for row in cur:
-                for col, value in zip(columns, row[1:], strict=True):
+            # No rowid: tables WITHOUT ROWID have none; rows are numbered as read.
+            cur = con.execute(f'SELECT * FROM "{table}"')
+            columns = [d[0] for d in cur.description]
+            for number, row in enumerate(cur, start=1):
+                for col, value in zip(columns, row, strict=True):
                     if isinstance(value, str | bytes):
                         text = value if isinstance(value, str) else value.decode("latin-1")
-                        out.extend((f"{table}.{col} row {row[0]}", k) for k in m.find(text))
+                        out.extend((f"{table}.{col} row {number}", k) for k in m.find(text))
     finally:
         con.close()
     return out
