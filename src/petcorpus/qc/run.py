@@ -393,16 +393,13 @@ def run_qc(
     *,
     options: QcOptions | None = None,
     progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
-    command: Iterable[str] | str | None = None,
 ) -> QcReport:
     """:func:`qc_corpus`, then store the result in ``corpus/catalog.sqlite`` (created when
-    absent), replacing the previous one; the run is recorded with its counts."""
+    absent), replacing the previous one. (Not a build: no row in the ``runs`` table, whose
+    latest row says what the last build skipped.)"""
     from petcorpus.catalog import Catalog
 
     report = qc_corpus(corpus, options=options, progress=progress)
-    cmd = command if isinstance(command, str) or command is None else list(command)
     with Catalog.open(corpus) as cat:
-        run_id = cat.start_run(cmd, dataclasses.asdict(options or QcOptions()))
-        cat.record_qc(report.studies, run_id=run_id)
-        cat.finish_run(run_id, {"checked": len(report.studies), "flagged": len(report.flagged)})
+        cat.record_qc(report.studies)
     return report
