@@ -27,12 +27,14 @@ __all__ = ["MIN_STUDIES", "QUANTITIES", "Z_LIMIT", "correction_flags", "outlier_
 Z_LIMIT = 3.5
 REL_TOL = 0.05
 MIN_STUDIES = 5
-#: Measure name → (label, unit) of the quantities scored against the corpus.
-QUANTITIES: Mapping[str, tuple[str, str]] = {
-    "uptake_min": ("uptake time", "min"),
-    "dose_mbq_per_kg": ("injected dose per kg", "MBq/kg"),
-    "slice_mm": ("slice thickness", "mm"),
-    "fov_mm": ("field of view (head-foot)", "mm"),
+#: Measure name → (label, unit, scored on a log scale) of the quantities scored against
+#: the corpus. Dose per kg is a ratio (a fixed-dose protocol spreads it as 1 / weight), so
+#: it is scored as a logarithm: twice and half the median are equally far.
+QUANTITIES: Mapping[str, tuple[str, str, bool]] = {
+    "uptake_min": ("uptake time", "min", False),
+    "dose_mbq_per_kg": ("injected dose per kg", "MBq/kg", True),
+    "slice_mm": ("slice thickness", "mm", False),
+    "fov_mm": ("field of view (head-foot)", "mm", False),
 }
 
 
@@ -83,8 +85,9 @@ def outlier_flags(
     flags: dict[str, list[QcFlag]] = {k: [] for k in keys}
     zs: dict[str, dict[str, float]] = {k: {} for k in keys}
     notes = []
-    for name, (label, unit) in QUANTITIES.items():
+    for name, (label, unit, log) in QUANTITIES.items():
         vals = [_num(measures[k].get(name)) for k in keys]
+        scored = [math.log(v) if log and v > 0 else v if not log else math.nan for v in vals]
         good = [v for v in vals if math.isfinite(v)]
         if len(good) < MIN_STUDIES:
             notes.append(
@@ -93,7 +96,7 @@ def outlier_flags(
             )
             continue
         med = float(np.median(good))
-        for k, v, z in zip(keys, vals, robust_z(vals), strict=True):
+        for k, v, z in zip(keys, vals, robust_z(scored), strict=True):
             if not math.isfinite(v):
                 continue
             zs[k][f"z_{name}"] = float(z)
