@@ -167,7 +167,7 @@ def test_field_of_view_cut_at_the_chest(corpus, report) -> None:
 
 
 def test_results_are_stored_shown_and_strict_exits_1(corpus, report, tmp_path) -> None:
-    out, keys = corpus
+    out, _ = corpus
     with Catalog.open(out, readonly=True) as cat:
         summary = cat.qc_summary()
         flags = cat.qc_flags(pictures=True)

@@ -163,7 +163,7 @@ def _ncc_shift(p_pet: np.ndarray, p_ct: np.ndarray, max_shift: int) -> tuple[flo
     n = p_pet.size
     shifts = np.arange(-max_shift, max_shift + 1)
     scores = np.full(shifts.size, -np.inf)
-    for j, s in enumerate(shifts):
+    for j, s in enumerate(int(v) for v in shifts):
         a = p_pet[max(0, s) : n + min(0, s)]
         b = p_ct[max(0, -s) : n - max(0, s)]
         if a.size < max(8, n // 2):

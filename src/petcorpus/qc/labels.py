@@ -77,7 +77,14 @@ def check_labels(
                    f"{pre}the lesion mask {seg.shape} is not on the PET grid {suv.shape}")
         )  # fmt: skip
         return LabelFindings(flags)
-    m = np.asarray(seg.array) > 0
+    full = np.asarray(seg.array) > 0
+    si = _si_axis(suv)
+    # Work on the slices that hold the mask (whole slices: the body outline needs them).
+    ks = np.flatnonzero(full.any(axis=tuple(a for a in range(3) if a != si)))
+    box: list[slice] = [slice(None)] * 3
+    if ks.size:
+        box[si] = slice(int(ks[0]), int(ks[-1]) + 1)
+    m = full[tuple(box)]
     labels, n = cc3d.connected_components(m, connectivity=18, return_N=True)
     voxels = int(np.count_nonzero(m))
     ml = voxels * suv.voxel_volume_ml
@@ -95,21 +102,35 @@ def check_labels(
         )  # fmt: skip
     if not n:
         return found
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    sizes = np.bincount(labels[m], minlength=n + 1)
+
+    def on_grid(part: np.ndarray) -> np.ndarray:
+        whole = np.zeros(full.shape, dtype=bool)
+        whole[tuple(box)] = part
+        return whole
+
     ones = np.flatnonzero(sizes[1:] == 1) + 1
     if ones.size:
-        found.single = np.isin(labels, ones)
+        found.single = on_grid(np.isin(labels, ones))
         flags.append(
             QcFlag("labels", QcReason.ONE_VOXEL_COMPONENT,
                    f"{pre}{ones.size} lesion component{'s' if ones.size != 1 else ''} of one "
                    f"voxel ({ones.size} of {n})", float(ones.size))
         )  # fmt: skip
     if ct is not None and ct.same_grid(suv, atol=1e-3):
-        body = _filled_body(np.asarray(ct.array), suv)
-        out_counts = np.bincount(labels[~body & m], minlength=n + 1)
+        # The outline on every second voxel in-plane, looked up at each lesion voxel.
+        sub = [slice(None, None, 2)] * 3
+        sub[si] = box[si]
+        body = _filled_body(np.asarray(ct.array)[tuple(sub)], suv)
+        where = list(np.nonzero(m))
+        for a in range(3):
+            if a != si:
+                where[a] = where[a] // 2
+        inside = body[tuple(where)]
+        out_counts = np.bincount(labels[m][~inside], minlength=n + 1)
         bad = np.flatnonzero(out_counts[1:] > OUTSIDE_SHARE * sizes[1:]) + 1
         if bad.size:
-            found.outside = np.isin(labels, bad)
+            found.outside = on_grid(np.isin(labels, bad))
             share = float(out_counts[bad].sum()) / float(sizes[bad].sum())
             flags.append(
                 QcFlag("labels", QcReason.MASK_OUTSIDE_BODY,
@@ -117,6 +138,11 @@ def check_labels(
                        f"outside the body ({share:.0%} of their voxels)", float(bad.size))
             )  # fmt: skip
     return found
+
+
+def _si_axis(grid: Volume) -> int:
+    lin = grid.affine[:3, :3]
+    return int(np.argmax(np.abs(lin[2, :]) / np.linalg.norm(lin, axis=0)))
 
 
 def _filled_body(ct: np.ndarray, grid: Volume) -> np.ndarray:

@@ -30,7 +30,8 @@ from petcorpus.volume import Volume
 __all__ = ["QcOptions", "check_study", "qc_corpus", "run_qc"]
 
 log = logging.getLogger(__name__)
-_STEP = 2  # in-plane sampling of the liver search and of the pictures
+#: In-plane voxel size (mm) that the liver search and the pictures sample the PET grid at.
+_SAMPLE_MM = 8.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +73,10 @@ def _fov_partial(lungs: np.ndarray | None, vol: Volume, si: int) -> str | None:
     if per_slice.max() < 20:
         return None
     low_is_foot = vol.affine[2, si] > 0
-    ends = {"lower": per_slice[0 if low_is_foot else -1], "upper": per_slice[-1 if low_is_foot else 0]}
+    ends = {
+        "lower": per_slice[0 if low_is_foot else -1],
+        "upper": per_slice[-1 if low_is_foot else 0],
+    }
     cut = [k for k, v in ends.items() if v > 0.1 * per_slice.max()]
     return " and ".join(cut) or None
 
@@ -121,12 +125,13 @@ def check_study(
     out = StudyQc(key=key)
     meas = out.measures
     lr, ap, si = _axes(suv)
-    pet_s = sampled(suv, _STEP, si)
-    ct_s = sampled(ct, _STEP, si) if ct is not None and ct.same_grid(suv, atol=1e-3) else None
+    step = max(1, round(_SAMPLE_MM / float(min(suv.spacing[lr], suv.spacing[ap]))))
+    pet_s = sampled(suv, step, si)
+    ct_s = sampled(ct, step, si) if ct is not None and ct.same_grid(suv, atol=1e-3) else None
     lesions = None
     if seg is not None and seg.same_grid(suv, atol=1e-3):
         lesions = np.asarray(seg.array) > 0
-    les_s = None if lesions is None else sampled(suv.with_array(lesions), _STEP, si).array
+    les_s = None if lesions is None else sampled(suv.with_array(lesions), step, si).array
 
     def picture(overlays: Any = (), view: str = "coronal", title: str | None = None,
                 fill: bool = False) -> bytes | None:  # fmt: skip
@@ -139,13 +144,13 @@ def check_study(
     region = None
     liver_from = None
     if organs is not None and organ_names:
-        ids = [i for i, n in organ_names.items() if "liver" in n.lower()]
-        lm = np.isin(np.asarray(organs.array), ids) if ids else None
+        liver_ids = [i for i, n in organ_names.items() if "liver" in n.lower()]
+        lm = np.isin(np.asarray(organs.array), liver_ids) if liver_ids else None
         if lm is not None and lm.any():
             meas["liver_suv"] = float(np.mean(np.asarray(suv.array)[lm]))
             liver_from = "organ mask"
-    if ct_s is not None:
-        region = liver_region(suv, ct, lesions, step=_STEP)
+    if ct_s is not None and ct is not None:
+        region = liver_region(suv, ct, lesions, step=step)
         if liver_from is None and region.mask is not None:
             meas["liver_suv"] = float(np.median(np.asarray(pet_s.array)[region.mask]))
             liver_from = "anatomy (below the right lung)"
@@ -156,7 +161,9 @@ def check_study(
         v = meas["liver_suv"]
         lo, hi = opt.liver_range
         if not lo <= v <= hi:
-            ov = [] if region is None or region.mask is None else [(region.mask, "fn")]
+            ov: list[tuple[Any, str]] = []
+            if region is not None and region.mask is not None:
+                ov.append((region.mask, "fn"))
             out.flags.append(
                 QcFlag("suv", QcReason.SUV_IMPLAUSIBLE,
                        f"liver SUVmean {v:.2f} outside {lo:g}–{hi:g}: {likely_cause(v)}", v,
@@ -169,7 +176,7 @@ def check_study(
         if problems:
             ov = []
             if percist.liver_mask is not None:
-                ov.append((sampled(suv.with_array(percist.liver_mask), _STEP, si), "fn"))
+                ov.append((sampled(suv.with_array(percist.liver_mask), step, si), "fn"))
             if les_s is not None:
                 ov.append((les_s, "lesion"))
             out.flags.append(
@@ -202,14 +209,14 @@ def check_study(
             meas[f"share_{organ}"] = share
         low = {o: s for o, s in shares.items() if math.isfinite(s) and s < opt.organ_share}
         if low:
-            hot = np.isin(np.asarray(organs.array), [
-                i for i, n in organ_names.items() if any(o in n.lower() for o in low)])  # fmt: skip
+            ids = [i for i, n in organ_names.items() if any(o in n.lower() for o in low)]
+            hot = np.isin(np.asarray(organs.array), ids)
             out.flags.append(
                 QcFlag("alignment", QcReason.ORGAN_UPTAKE_OUTSIDE,
                        "PET activity outside its CT organ mask: " + ", ".join(
                            f"{o} {s:.0%} inside" for o, s in low.items()),
                        min(low.values()),
-                       picture([(sampled(suv.with_array(hot), _STEP, si), "fn")],
+                       picture([(sampled(suv.with_array(hot), step, si), "fn")],
                                title="organ masks (blue)"))
             )  # fmt: skip
 
@@ -218,17 +225,17 @@ def check_study(
     meas["lesion_components"] = found.components
     meas["lesion_voxels"] = found.voxels
     for f in found.flags:
-        ov: list[tuple[Any, str]] = []
+        ov = []
         fill = False
         if f.reason is QcReason.MASK_OUTSIDE_BODY and found.outside is not None:
             ov = [(ct_s.array > -400, "fn")] if ct_s is not None else []
-            ov.append((sampled(suv.with_array(found.outside), _STEP, si), "fp"))
+            ov.append((sampled(suv.with_array(found.outside), step, si), "fp"))
         elif f.reason is QcReason.ONE_VOXEL_COMPONENT and found.single is not None:
             # Grown so that a single voxel shows at the picture's scale.
             from scipy import ndimage
 
-            grown = ndimage.binary_dilation(found.single, iterations=2)
-            ov, fill = [(sampled(suv.with_array(grown), _STEP, si), "fp")], True
+            grown = ndimage.binary_dilation(found.single, iterations=max(2, step))
+            ov, fill = [(sampled(suv.with_array(grown), step, si), "fp")], True
         elif les_s is not None:
             ov = [(les_s, "lesion")]
         out.flags.append(dataclasses.replace(f, picture=picture(ov, title=f.reason.value.lower(),
@@ -248,7 +255,9 @@ def check_study(
     cut = _fov_partial(region.lungs if region is not None else None, pet_s, si)
     if cut is not None:
         meas["fov_cut"] = cut
-        lungs_ov = [(region.lungs, "fn")] if region is not None and region.lungs is not None else []
+        lungs_ov = (
+            [(region.lungs, "fn")] if region is not None and region.lungs is not None else []
+        )
         out.flags.append(
             QcFlag("acquisition", QcReason.FOV_PARTIAL,
                    f"the field of view ({fov:.0f} mm) ends in the chest: the lungs reach its "
@@ -380,7 +389,7 @@ def qc_corpus(
                 try:
                     suv = _read_case(cases[r.key])[0]
                     si = _axes(suv)[2]
-                    pic = flag_picture(sampled(suv, _STEP, si), title="acquisition outlier",
+                    pic = flag_picture(sampled(suv, 2, si), title="acquisition outlier",
                                        level=r.measures.get("liver_suv", math.nan))  # fmt: skip
                 except (PetcorpusError, OSError, ValueError):
                     pic = None

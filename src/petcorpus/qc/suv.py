@@ -62,10 +62,9 @@ class LiverRegion:
 
 
 def _inside(body: np.ndarray, axis: int) -> np.ndarray:
-    """Voxels with body on both sides along ``axis`` (between its first and last voxel)."""
-    fwd = np.maximum.accumulate(body, axis=axis)
-    back = np.flip(np.maximum.accumulate(np.flip(body, axis=axis), axis=axis), axis=axis)
-    return np.asarray(fwd & back)
+    """Voxels with body on both sides along ``axis`` (from the first to the last body
+    voxel of their line)."""
+    return _depth_ok(body, axis, 0)
 
 
 def _depth_ok(body: np.ndarray, axis: int, margin: int) -> np.ndarray:
@@ -74,8 +73,9 @@ def _depth_ok(body: np.ndarray, axis: int, margin: int) -> np.ndarray:
     n = body.shape[axis]
     shape = [1, 1, 1]
     shape[axis] = n
-    idx = np.arange(n, dtype=np.int32).reshape(shape)
-    up = np.arange(1, n + 1, dtype=np.int32).reshape(shape)
+    dtype = np.int16 if n < 32_000 else np.int32
+    idx = np.arange(n, dtype=dtype).reshape(shape)
+    up = np.arange(1, n + 1, dtype=dtype).reshape(shape)
     last = np.max(body * up, axis=axis, keepdims=True) - 1
     first = n - np.max(body * np.flip(up, axis), axis=axis, keepdims=True)
     return np.asarray((idx >= first + margin) & (idx <= last - margin))
@@ -142,16 +142,15 @@ def likely_cause(liver_suv: float) -> str:
     if not math.isfinite(r) or r <= 0:
         return "no uptake in the liver: check the image and its units"
     if 1.7 <= r <= 2.8:
-        return (
-            f"weight looks like pounds (liver SUV ≈ {r:.1f}× normal; 1 kg = {LB_PER_KG:.1f} lb)"
-        )
+        return f"weight looks like pounds (liver SUV ≈ {r:.1f}× normal; 1 kg = {LB_PER_KG:.1f} lb)"
     if 0.36 <= r <= 0.59:
         return (
-            f"weight looks too low by ~{1 / r:.1f}× (pounds converted twice?) or the dose "
-            "too high"
+            f"weight looks too low by ~{1 / r:.1f}× (pounds converted twice?) or the dose too high"
         )
     if 300 <= r <= 30_000:
-        return f"values look like Bq/ml, not SUV (liver {liver_suv:.0f}): the SUV factor is missing"
+        return (
+            f"values look like Bq/ml, not SUV (liver {liver_suv:.0f}): the SUV factor is missing"
+        )
     if 3e5 <= r <= 3e7:
         return "dose looks like MBq where Bq is expected (SUV ≈ 10⁶× normal)"
     if 3e-7 <= r <= 3e-5:
