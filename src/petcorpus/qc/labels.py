@@ -79,11 +79,12 @@ def check_labels(
         return LabelFindings(flags)
     full = np.asarray(seg.array) > 0
     si = _si_axis(suv)
-    # Work on the slices that hold the mask (whole slices: the body outline needs them).
-    ks = np.flatnonzero(full.any(axis=tuple(a for a in range(3) if a != si)))
-    box: list[slice] = [slice(None)] * 3
-    if ks.size:
-        box[si] = slice(int(ks[0]), int(ks[-1]) + 1)
+    # Work in the mask's bounding box (one voxel of margin keeps components apart).
+    box: list[slice] = [slice(0, 0)] * 3
+    for a in range(3):
+        idx = np.flatnonzero(full.any(axis=tuple(b for b in range(3) if b != a)))
+        if idx.size:
+            box[a] = slice(max(0, int(idx[0]) - 1), min(full.shape[a], int(idx[-1]) + 2))
     m = full[tuple(box)]
     labels, n = cc3d.connected_components(m, connectivity=18, return_N=True)
     voxels = int(np.count_nonzero(m))
@@ -118,14 +119,16 @@ def check_labels(
                    f"voxel ({ones.size} of {n})", float(ones.size))
         )  # fmt: skip
     if ct is not None and ct.same_grid(suv, atol=1e-3):
-        # The outline on every second voxel in-plane, looked up at each lesion voxel.
-        sub = [slice(None, None, 2)] * 3
+        # The outline sampled at ~4 mm in-plane (whole slices: filling needs them), looked
+        # up at each lesion voxel.
+        step = max(1, round(4.0 / float(min(np.delete(suv.spacing, si)))))
+        sub = [slice(None, None, step)] * 3
         sub[si] = box[si]
         body = _filled_body(np.asarray(ct.array)[tuple(sub)], suv)
         where = list(np.nonzero(m))
         for a in range(3):
             if a != si:
-                where[a] = where[a] // 2
+                where[a] = (where[a] + box[a].start) // step
         inside = body[tuple(where)]
         out_counts = np.bincount(labels[m][~inside], minlength=n + 1)
         bad = np.flatnonzero(out_counts[1:] > OUTSIDE_SHARE * sizes[1:]) + 1
