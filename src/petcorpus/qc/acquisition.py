@@ -43,7 +43,7 @@ def robust_z(values: Sequence[float]) -> np.ndarray:
 
     >>> robust_z([1.0, 1.0, 1.0, 2.0]).tolist()
     [0.0, 0.0, 0.0, inf]
-    >>> [round(z, 2) for z in robust_z([10.0, 11.0, 12.0, 13.0, 30.0])]
+    >>> [round(float(z), 2) for z in robust_z([10.0, 11.0, 12.0, 13.0, 30.0])]
     [-1.35, -0.67, 0.0, 0.67, 12.14]
     """
     x = np.asarray(values, dtype=np.float64)
