@@ -497,6 +497,48 @@ class Catalog(CatalogReads):
                     "INSERT OR REPLACE INTO study_inputs VALUES (?, ?)", (study_uid, fingerprint)
                 )
 
+    def record_qc(self, studies: Iterable[Any], run_id: int | None = None) -> int:
+        """Replace the stored quality control with ``studies`` (one transaction).
+
+        Each item is a mapping or an object with ``key`` (the case key), ``study_uid``
+        (None when unknown or not in the catalog), ``measures`` (a mapping, stored as
+        JSON) and ``flags`` (items with ``check``, ``reason``, ``message``, ``value`` and
+        ``picture``, PNG bytes or None). Returns the number of cases recorded.
+        """
+        known = {str(r[0]) for r in self._conn.execute("SELECT study_uid FROM studies")}
+        checked = _now()
+        n = 0
+        with self.transaction():
+            self._conn.execute("DELETE FROM qc_flags")
+            self._conn.execute("DELETE FROM qc_studies")
+            for st in studies:
+                key = str(_attr(st, "key"))
+                uid = _attr(st, "study_uid")
+                flags = list(_attr(st, "flags") or ())
+                self._conn.execute(
+                    "INSERT INTO qc_studies VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        key,
+                        uid if uid in known else None,
+                        run_id,
+                        int(bool(flags)),
+                        json.dumps(dict(_attr(st, "measures") or {}), sort_keys=True,
+                                   default=str, allow_nan=True),
+                        checked,
+                    ),
+                )  # fmt: skip
+                self._conn.executemany(
+                    "INSERT INTO qc_flags(case_key, check_name, reason, message, value, "
+                    "picture) VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (key, str(_attr(f, "check")), str(_attr(f, "reason")),
+                         str(_attr(f, "message")), _attr(f, "value"), _attr(f, "picture"))
+                        for f in flags
+                    ],
+                )  # fmt: skip
+                n += 1
+        return n
+
     # -- checks -------------------------------------------------------------------------------
     def is_complete(
         self,

@@ -187,6 +187,88 @@ class CatalogReads:
             "ORDER BY failure_id"
         )
 
+    def study_folders(self) -> list[dict[str, Any]]:
+        """Every study with its output folder: ``study_uid``, ``subject_id``, ``diagnosis``
+        (the study's, else the subject's), ``study_date`` and ``folder`` (the folder of its
+        SUV or PET artifact relative to the corpus, e.g. ``"<subject>/<study>"``; None
+        when nothing was written)."""
+        rows = self._rows(
+            """SELECT st.study_uid, st.subject_id,
+                      coalesce(st.diagnosis, su.diagnosis) AS diagnosis, st.study_date,
+                      (SELECT a.path FROM artifacts a WHERE a.study_uid = st.study_uid
+                       AND a.kind IN ('SUV', 'PET') ORDER BY a.kind = 'SUV' DESC
+                       LIMIT 1) AS folder
+               FROM studies st LEFT JOIN subjects su USING (subject_id)
+               ORDER BY st.subject_id, st.study_date, st.study_uid"""
+        )
+        for r in rows:
+            if r["folder"] is not None:
+                r["folder"] = r["folder"].rpartition("/")[0] or None
+        return rows
+
+    def pet_params(self) -> dict[str, dict[str, Any]]:
+        """Study UID → the acquisition parameters of its PET series (the first PT series
+        of the study): name → the number when numeric, else the stored text."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self._rows(
+            """SELECT se.study_uid, p.name, p.value, p.value_num FROM params p
+               JOIN series se USING (series_uid)
+               WHERE se.modality = 'PT' AND se.series_uid = (
+                   SELECT min(s2.series_uid) FROM series s2
+                   WHERE s2.study_uid = se.study_uid AND s2.modality = 'PT')"""
+        ):
+            v = r["value_num"] if r["value_num"] is not None else r["value"]
+            out.setdefault(str(r["study_uid"]), {})[str(r["name"])] = v
+        return out
+
+    def _has_table(self, name: str) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
+
+    def qc_studies(self) -> list[dict[str, Any]]:
+        """The last quality control, one row per case: ``case_key``, ``study_uid``,
+        ``flagged``, ``measures`` (JSON text), ``checked`` (empty before any ``qc`` run or
+        in a catalog older than the QC tables)."""
+        if not self._has_table("qc_studies"):
+            return []
+        return self._rows(
+            "SELECT case_key, study_uid, flagged, measures, checked FROM qc_studies "
+            "ORDER BY case_key"
+        )
+
+    def qc_flags(self, *, pictures: bool = False) -> list[dict[str, Any]]:
+        """Every flag of the last quality control: ``case_key``, ``study_uid``,
+        ``check_name``, ``reason``, ``message``, ``value`` and, with ``pictures``,
+        ``picture`` (PNG bytes or None)."""
+        if not self._has_table("qc_flags"):
+            return []
+        pic = ", f.picture" if pictures else ""
+        return self._rows(
+            "SELECT f.case_key, q.study_uid, f.check_name, f.reason, f.message, f.value"
+            f"{pic} FROM qc_flags f JOIN qc_studies q USING (case_key) "
+            "ORDER BY f.case_key, f.flag_id"
+        )
+
+    def qc_summary(self) -> dict[str, Any] | None:
+        """``checked``, ``flagged`` (counts of cases) and ``reasons`` (reason → number of
+        flagged cases) of the last quality control; None before any."""
+        rows = self.qc_studies()
+        if not rows:
+            return None
+        reasons: dict[str, int] = {}
+        for r in self._rows(
+            "SELECT reason, count(DISTINCT case_key) AS n FROM qc_flags GROUP BY reason "
+            "ORDER BY n DESC, reason"
+        ):
+            reasons[str(r["reason"])] = int(r["n"])
+        return {
+            "checked": len(rows),
+            "flagged": sum(1 for r in rows if r["flagged"]),
+            "reasons": reasons,
+        }
+
     def summary(self) -> dict[str, Any]:
         """Counts for ``petcorpus catalog status``: subjects, studies by status, series by
         modality, artifacts and their bytes, failures by reason, the last run."""

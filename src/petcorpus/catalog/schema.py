@@ -8,7 +8,7 @@ CATALOG_NAME = "catalog.sqlite"
 # SQLite result codes of a file that is not (or no longer) a database: SQLITE_CORRUPT, NOTADB.
 _SQLITE_CORRUPT = frozenset({11, 26})
 #: Bumped whenever a table or column changes; :meth:`Catalog.open` refuses newer files.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -89,6 +89,31 @@ CREATE TABLE failures (
 CREATE INDEX failures_study ON failures(study_uid);
 """
 
+#: Quality control (``petcorpus qc``): one row per checked case, one per flag (with its
+#: picture, a PNG). A script of its own so that its version number below can change (e.g.
+#: when another migration lands first) without touching it; readers test for the tables,
+#: not for a version.
+_QC_TABLES = """
+CREATE TABLE qc_studies (
+    case_key TEXT PRIMARY KEY,
+    study_uid TEXT REFERENCES studies(study_uid) ON DELETE CASCADE,
+    run_id INTEGER REFERENCES runs(run_id),
+    flagged INTEGER NOT NULL,
+    measures TEXT NOT NULL,
+    checked TEXT NOT NULL
+);
+CREATE TABLE qc_flags (
+    flag_id INTEGER PRIMARY KEY,
+    case_key TEXT NOT NULL REFERENCES qc_studies(case_key) ON DELETE CASCADE,
+    check_name TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    value REAL,
+    picture BLOB
+);
+CREATE INDEX qc_flags_case ON qc_flags(case_key);
+"""
+
 #: Version → the script that brings a catalog of the version before it up to it.
 _MIGRATIONS = {
     2: """
@@ -129,4 +154,5 @@ CREATE TABLE IF NOT EXISTS study_inputs (
     fingerprint TEXT NOT NULL
 );
 """,
+    4: _QC_TABLES,
 }

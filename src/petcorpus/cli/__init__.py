@@ -27,6 +27,7 @@ _COMMAND_MODULES = [
     "petcorpus.cli.lesions",
     "petcorpus.cli.mip",
     "petcorpus.cli.report",
+    "petcorpus.cli.qc",
     "petcorpus.cli.enhance",
     "petcorpus.cli.labels",
     "petcorpus.cli.organs",

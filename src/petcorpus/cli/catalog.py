@@ -50,13 +50,15 @@ def status_cmd(
         False, "--failures", help="Also list every file the last build skipped."
     ),
 ) -> None:
-    """Summarise a corpus: subjects, studies by status, series, artifacts, failures."""
+    """Summarise a corpus: subjects, studies by status, series, artifacts, failures, QC flags."""
     from petcorpus.catalog import Catalog
 
     with Catalog.open(corpus, readonly=True) as cat:
         s = cat.summary()
         failed = cat.failed_studies()
         skipped = cat.skipped_files()
+        qc = cat.qc_summary()
+        qc_flags = cat.qc_flags() if qc and qc["flagged"] else []
     summary = Table(
         title=f"{escape(str(corpus))} (catalog schema {s['schema_version']})", show_header=False
     )
@@ -80,6 +82,13 @@ def status_cmd(
             f"#{run['run_id']} {run['started']} → {run['finished'] or 'unfinished'} "
             + " ".join(f"{k}={v}" for k, v in counts.items()),
         )
+    if qc is not None:
+        reasons = ", ".join(f"{k} {v}" for k, v in qc["reasons"].items())
+        summary.add_row(
+            "quality control",
+            f"{qc['checked']} studies checked, {qc['flagged']} flagged"
+            + (f" ({reasons})" if reasons else ""),
+        )
     if len(skipped):
         summary.add_row("skipped files", f"{len(skipped)} in the last run (--failures lists them)")
     console.print(summary)
@@ -88,6 +97,11 @@ def status_cmd(
         for row in failed.itertuples(index=False):
             ft.add_row(*(escape("" if v is None else str(v)) for v in row))
         console.print(ft)
+    if qc_flags:
+        qt = table("study", "reason", "finding", title="flagged by qc (petcorpus qc)")
+        for f in qc_flags:
+            qt.add_row(*(escape(str(f[k])) for k in ("case_key", "reason", "message")))
+        console.print(qt)
     if failures and len(skipped):
         st = table(*map(str, skipped.columns), title="files skipped by the last build")
         for row in skipped.itertuples(index=False):

@@ -147,6 +147,8 @@ class CatalogInfo:
     study_status: dict[str, str] = dataclasses.field(default_factory=dict)  # uid -> status
     path_study: dict[str, str] = dataclasses.field(default_factory=dict)  # "subj/study" -> uid
     failures: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    qc_checked: int = 0  # studies checked by the last ``petcorpus qc`` (0: never run)
+    qc_flags: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # with pictures
     notes: list[str] = dataclasses.field(default_factory=list)
     present: bool = False
 
@@ -168,6 +170,8 @@ def read_catalog(out_dir: str | Path) -> CatalogInfo:
             studies = cat.studies_table()
             files = {str(r["study_uid"]): cat.artifacts(r["study_uid"]) for r in studies}
             failures = cat.failures_table()
+            info.qc_checked = len(cat.qc_studies())
+            info.qc_flags = cat.qc_flags(pictures=True)
     except PetcorpusError as exc:
         info.notes.append(f"catalog not used: {exc}")
         return info

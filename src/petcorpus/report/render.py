@@ -153,6 +153,33 @@ def _evaluation(
     }
 
 
+def _qc_view(
+    cat: CatalogInfo, entries: Sequence[StudyEntry], src: ImageSource
+) -> dict[str, Any] | None:
+    """The quality-control section: every flag of the last ``petcorpus qc`` with its
+    picture, grouped by study (None when qc never ran)."""
+    if not cat.qc_checked:
+        return None
+    anchors = {e.key: e.anchor for e in entries}
+    studies: dict[str, dict[str, Any]] = {}
+    for f in cat.qc_flags:
+        key = str(f["case_key"])
+        st = studies.setdefault(key, {"key": key, "anchor": anchors.get(key), "flags": []})
+        st["flags"].append(
+            {
+                "check": f["check_name"],
+                "reason": f["reason"],
+                "message": f["message"],
+                "picture": _image(f.get("picture"), f"{f['reason']} {key}", src),
+            }
+        )
+    return {
+        "checked": cat.qc_checked,
+        "studies": list(studies.values()),
+        "reasons": _counts("reason", (str(f["reason"]) for f in cat.qc_flags)),
+    }
+
+
 def render_html(
     *,
     name: str,
@@ -220,6 +247,7 @@ def render_html(
         if metrics is None
         else _evaluation(metrics, metric_plots, entries, image_src),
         "lesion_source": les[0].source if les else LESION_SOURCE,
+        "qc": _qc_view(cat, entries, image_src),
         "studies": [_study_view(e, image_src) for e in entries],
     }
     return _environment().get_template(TEMPLATE).render(context)
