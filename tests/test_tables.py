@@ -192,12 +192,12 @@ def test_exports_open_with_pandas_and_agree(catalog: Catalog, studies, tmp_path:
 
 
 def test_pt_details_from_the_scanner_agree_with_the_truth(tmp_path: Path, studies) -> None:
-    scan = pytest.importorskip("petcorpus.dicom.scan")
+    from petcorpus.dicom.scan import scan
     from petcorpus.phantom import write_study
 
     for st in studies:
         write_study(st, tmp_path / "dicom")
-    result = scan.scan(tmp_path / "dicom", workers=1)
+    result = scan(tmp_path / "dicom", workers=1)
     with Catalog.open(tmp_path / "out") as cat:
         for info in result.studies:
             cat.record_study(info.study_uid, subject_id=info.patient_id)
