@@ -1,3 +1,4 @@
+import pytest
 from typer.testing import CliRunner
 
 from petcorpus.cli import app
@@ -25,6 +26,7 @@ def test_phantom_rejects_unknown_vendor(tmp_path):
     assert "vendor" in result.output
 
 
+@pytest.mark.slow
 def test_demo_runs(tmp_path):
     result = runner.invoke(app, ["demo", str(tmp_path / "demo"), "--subjects", "2"])
     assert result.exit_code == 0, result.output

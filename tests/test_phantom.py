@@ -85,6 +85,7 @@ def test_highdicom_reads_the_seg_referencing_the_pet(vendor_study):
     assert seg.pixel_array.sum() == mask.sum()
 
 
+@pytest.mark.slow
 def test_dcm2niix_agrees_on_geometry(vendor_study, tmp_path):
     if shutil.which("dcm2niix") is None:
         pytest.skip("dcm2niix is not installed (Debian package dcm2niix; .ci/run installs it)")
@@ -193,6 +194,7 @@ def test_pair_lesions_are_separate_components():
     assert n == n_lesions
 
 
+@pytest.mark.slow
 def test_deterministic_for_a_seed():
     a = make_study(seed=3, size="small", vendor="ge")
     b = make_study(seed=3, size="small", vendor="ge")
@@ -207,6 +209,7 @@ def test_no_real_identifiers():
     assert ds.PatientID.startswith("PETCT_") and ds.PatientBirthDate == ""
 
 
+@pytest.mark.slow
 def test_write_corpus_tree_and_clinical_csv(tmp_path):
     import pandas as pd
 
@@ -224,6 +227,7 @@ def test_write_corpus_tree_and_clinical_csv(tmp_path):
         assert len(series) == 3
 
 
+@pytest.mark.slow
 def test_shuffled_and_all_frame_segs_hold_the_same_mask(tmp_path):
     sorted_ = make_study(seed=4, size="small", diagnosis="MELANOMA")
     shuffled = make_study(seed=4, size="small", diagnosis="MELANOMA", seg_frame_order="shuffled")

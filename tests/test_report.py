@@ -157,6 +157,7 @@ def test_parallel_build_gives_the_same_report(corpus: Path, tmp_path: Path) -> N
     assert strip(one) == strip(two)
 
 
+@pytest.mark.slow
 def test_report_with_catalog(corpus: Path, tmp_path: Path) -> None:
     from petcorpus.catalog import Catalog
     from petcorpus.errors import SliceGapError

@@ -224,6 +224,7 @@ def _index(result) -> list:
     ]
 
 
+@pytest.mark.slow
 def test_process_pool_and_given_executor_index_like_one_thread(two_studies):
     """Worker processes return per-file keys, not Datasets: the index must not change."""
     from concurrent.futures import ThreadPoolExecutor

@@ -27,18 +27,30 @@ def _place(study, **kwargs) -> SegResult:
     )
 
 
-@pytest.mark.parametrize("vendor", ["siemens", "ge", "philips"])
+_VENDORS = ["siemens", "ge", "philips"]
+_VARIANTS = {
+    "one-segment": {},
+    "three-segments": {"seg_segments": 3},
+    "shuffled": {"seg_frame_order": "shuffled"},
+    "all-frames": {"seg_all_frames": True},
+    "two-shuffled": {"seg_segments": 2, "seg_frame_order": "shuffled"},
+    "negative": {"diagnosis": "NEGATIVE"},
+}
+
+
 @pytest.mark.parametrize(
-    "variant",
+    ("vendor", "variant"),
     [
-        {},
-        {"seg_segments": 3},
-        {"seg_frame_order": "shuffled"},
-        {"seg_all_frames": True},
-        {"seg_segments": 2, "seg_frame_order": "shuffled"},
-        {"diagnosis": "NEGATIVE"},
+        # The fast subset takes each variant once, the vendors in turn; the rest are slow.
+        pytest.param(
+            vendor,
+            variant,
+            id=f"{name}-{vendor}",
+            marks=() if (i + j) % len(_VENDORS) == 0 else pytest.mark.slow,
+        )
+        for j, vendor in enumerate(_VENDORS)
+        for i, (name, variant) in enumerate(_VARIANTS.items())
     ],
-    ids=["one-segment", "three-segments", "shuffled", "all-frames", "two-shuffled", "negative"],
 )
 def test_phantom_seg_equals_truth(vendor, variant):
     kwargs = {"seed": 11, "size": "small", "vendor": vendor, "diagnosis": "LYMPHOMA"}

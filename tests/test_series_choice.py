@@ -59,6 +59,7 @@ def test_two_ac_pet_series_the_choice_is_shown(two_pets, tmp_path):
     assert first in warning and second in warning
 
 
+@pytest.mark.slow
 def test_pet_series_picks_the_other(two_pets, tmp_path):
     root, first, second = two_pets
     out = tmp_path / "default"
