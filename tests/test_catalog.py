@@ -124,6 +124,7 @@ def test_record_subject_study_series_params(tmp_path: Path) -> None:
         assert cat.query("SELECT status FROM studies")["status"][0] == "scanned"
 
 
+@pytest.mark.slow
 def test_record_series_accepts_the_scanners_series_info(tmp_path: Path) -> None:
     from petcorpus.dicom.scan import scan
     from petcorpus.phantom import write_study

@@ -13,6 +13,7 @@ def test_help_lists_commands():
         assert name in result.output
 
 
+@pytest.mark.slow
 def test_phantom_command_writes_tree(tmp_path):
     result = runner.invoke(app, ["phantom", str(tmp_path), "--subjects", "2", "--vendor", "ge"])
     assert result.exit_code == 0, result.output

@@ -290,6 +290,7 @@ def test_export_without_pyarrow_writes_csv_and_xlsx(inputs, tmp_path) -> None:
     assert "pip install 'petcorpus[parquet]'" in notes[0]  # the extra survives rich markup
 
 
+@pytest.mark.slow
 def test_export_parquet_asked_without_pyarrow_writes_nothing(inputs, tmp_path) -> None:
     dest = tmp_path / "tables"
     formats = ["-f", "csv", "-f", "parquet"]

@@ -134,7 +134,8 @@ def test_sidecar_has_suv_inputs_and_no_identifiers(converted):
         assert study.subject_id.encode() not in hdr["descrip"].tobytes()
 
 
-@pytest.mark.parametrize("kind", ["lbm", pytest.param("bsa", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["lbm", "bsa"])
 def test_other_suv_kinds(kind, tmp_path):
     study = phantom(
         seed=31, size="small", vendor="siemens", diagnosis="MELANOMA", seg_frame_order="shuffled"

@@ -264,6 +264,7 @@ def test_hdf5_layout_options_are_checked_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_largest_studies_are_converted_first(tmp_path):
     import pydicom
 

@@ -191,6 +191,7 @@ def test_exports_open_with_pandas_and_agree(catalog: Catalog, studies, tmp_path:
     )
 
 
+@pytest.mark.slow
 def test_pt_details_from_the_scanner_agree_with_the_truth(tmp_path: Path, studies) -> None:
     from petcorpus.dicom.scan import scan
     from petcorpus.phantom import write_study
