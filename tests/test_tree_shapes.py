@@ -198,6 +198,7 @@ def test_names_from_folders_when_asked(tcia_tree, tmp_path):
     assert set(_study_folders(out)) == set(patients)
 
 
+@pytest.mark.slow
 def test_names_from_folders_refuses_a_clash_before_writing(tcia_tree, tmp_path):
     root, _ = tcia_tree
     _flat(root, tmp_path / "in" / "a" / "b" / "c")  # every study in one folder
@@ -223,6 +224,7 @@ def test_names_recorded_by_an_earlier_build_are_kept(tcia_tree, tmp_path):
     assert all(str(n) != "SITE_A/PETCT_x" for n in names.values())
 
 
+@pytest.mark.slow
 def test_clashing_names_get_the_uid_hash(tcia_tree):
     from petcorpus.dicom.scan import scan
 
