@@ -64,6 +64,10 @@ SHARED = _shared_lines()
 def _env() -> dict[str, str]:
     env = dict(os.environ, PYTHONWARNINGS="ignore", COLUMNS="120")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    if env.get("PYTHONPATH"):  # `PYTHONPATH=src pytest`: the examples run in other folders
+        env["PYTHONPATH"] = os.pathsep.join(
+            str(Path(p).resolve()) for p in env["PYTHONPATH"].split(os.pathsep) if p
+        )
     return env
 
 
