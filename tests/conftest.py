@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,13 @@ _CACHE: dict[tuple, PhantomStudy] = {}
 
 
 def phantom(**kwargs) -> PhantomStudy:
-    """A phantom study, built once per parameter set and process."""
-    key = tuple(sorted(kwargs.items()))
+    """A phantom study, built once per parameter set and process.
+
+    Shared between tests: never edit it in place (deep-copy the datasets you change).
+    """
+    bound = inspect.signature(make_study).bind(**kwargs)
+    bound.apply_defaults()  # phantom(seed=1) and phantom(seed=1, size="small") are one study
+    key = tuple(sorted(bound.arguments.items()))
     if key not in _CACHE:
         _CACHE[key] = make_study(**kwargs)
     return _CACHE[key]

@@ -124,14 +124,15 @@ def test_record_subject_study_series_params(tmp_path: Path) -> None:
         assert cat.query("SELECT status FROM studies")["status"][0] == "scanned"
 
 
+@pytest.mark.slow
 def test_record_series_accepts_the_scanners_series_info(tmp_path: Path) -> None:
-    scan = pytest.importorskip("petcorpus.dicom.scan")
+    from petcorpus.dicom.scan import scan
     from petcorpus.phantom import write_study
     from tests.conftest import phantom
 
     study = phantom(seed=3, size="small", vendor="ge", diagnosis="LYMPHOMA")
     write_study(study, tmp_path / "dicom")
-    result = scan.scan(tmp_path / "dicom", workers=1)
+    result = scan(tmp_path / "dicom", workers=1)
     studies = result.studies if hasattr(result, "studies") else result
     with Catalog.open(tmp_path / "out") as cat:
         for st in studies:

@@ -1,3 +1,4 @@
+import pytest
 from typer.testing import CliRunner
 
 from petcorpus.cli import app
@@ -12,6 +13,7 @@ def test_help_lists_commands():
         assert name in result.output
 
 
+@pytest.mark.slow
 def test_phantom_command_writes_tree(tmp_path):
     result = runner.invoke(app, ["phantom", str(tmp_path), "--subjects", "2", "--vendor", "ge"])
     assert result.exit_code == 0, result.output
@@ -25,6 +27,7 @@ def test_phantom_rejects_unknown_vendor(tmp_path):
     assert "vendor" in result.output
 
 
+@pytest.mark.slow
 def test_demo_runs(tmp_path):
     result = runner.invoke(app, ["demo", str(tmp_path / "demo"), "--subjects", "2"])
     assert result.exit_code == 0, result.output

@@ -210,6 +210,7 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
 
 
+@pytest.mark.slow
 def test_convert_disk_full_is_one_line_and_leaves_no_file(inputs, tmp_path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "XDG_STATE_HOME": str(tmp_path / "s")}
@@ -273,6 +274,7 @@ def _export_without_pyarrow(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_export_without_pyarrow_writes_csv_and_xlsx(inputs, tmp_path) -> None:
     dest = tmp_path / "tables"
     proc = _export_without_pyarrow(str(inputs.corpus), "--to", str(dest))
@@ -288,6 +290,7 @@ def test_export_without_pyarrow_writes_csv_and_xlsx(inputs, tmp_path) -> None:
     assert "pip install 'petcorpus[parquet]'" in notes[0]  # the extra survives rich markup
 
 
+@pytest.mark.slow
 def test_export_parquet_asked_without_pyarrow_writes_nothing(inputs, tmp_path) -> None:
     dest = tmp_path / "tables"
     formats = ["-f", "csv", "-f", "parquet"]

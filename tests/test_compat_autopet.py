@@ -144,6 +144,7 @@ def _petcorpus_compat(recipe_run, flavor="current"):
     )
 
 
+@pytest.mark.slow
 def test_recipe_factor_equals_petcorpus_autopet_factor(recipe_run):
     _, _, dirs, _, _, _ = recipe_run
     first = next(dirs["PT"].glob("*.dcm"))
@@ -152,6 +153,7 @@ def test_recipe_factor_equals_petcorpus_autopet_factor(recipe_run):
     assert factor == _recipe_factor(first)
 
 
+@pytest.mark.slow
 def test_orientation_and_affine_equal_dicom2nifti(recipe_run, tmp_path):
     _, _, _, files, ct, pet = recipe_run
     for name, vol in (("CT", ct.volume), ("PET", pet.volume)):
@@ -165,6 +167,7 @@ def test_orientation_and_affine_equal_dicom2nifti(recipe_run, tmp_path):
         np.testing.assert_allclose(ours.affine, ref.affine, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_ct_and_pet_values_equal_dicom2nifti(recipe_run):
     _, _, _, files, _ct, _pet = recipe_run
     _, (ct_c, pet_c, _, _, _) = _petcorpus_compat(recipe_run, "current")
@@ -175,6 +178,7 @@ def test_ct_and_pet_values_equal_dicom2nifti(recipe_run):
     np.testing.assert_array_equal(pet_c.array, ref_pet)
 
 
+@pytest.mark.slow
 def test_suv_seg_ctres_equal_recipe(recipe_run, tmp_path):
     study, _, _, files, _, _ = recipe_run
     _, (ct_c, pet_c, suv_c, ctres_c, seg_c) = _petcorpus_compat(recipe_run, "current")
@@ -206,6 +210,7 @@ def test_suv_seg_ctres_equal_recipe(recipe_run, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_published_flavor_dtypes_and_rounding(recipe_run):
     """dicom2nifti 2.3 (the TCIA release): int16 CT, float32 PET rescaled in float32."""
     _, _, _, files, _, pet = recipe_run
@@ -239,6 +244,7 @@ def _stored_slices(series):
         yield ds.pixel_array.T.astype(np.int64)
 
 
+@pytest.mark.slow
 def test_recover_stored_is_exact(recipe_run):
     _, _, _, _, _, pet = recipe_run
     rescale = [(float(ds.RescaleSlope), float(ds.RescaleIntercept)) for ds in pet.datasets]

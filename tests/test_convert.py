@@ -28,7 +28,14 @@ def _only_study(root: Path):
     return studies[0]
 
 
-@pytest.fixture(scope="module", params=["siemens", "ge", "philips"])
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param("siemens", marks=pytest.mark.slow),
+        pytest.param("ge", marks=pytest.mark.slow),
+        "philips",  # the fast subset converts one vendor: the one whose PET is scaled
+    ],
+)
 def converted(request, tmp_path_factory):
     study = phantom(
         seed=31,
@@ -127,6 +134,7 @@ def test_sidecar_has_suv_inputs_and_no_identifiers(converted):
         assert study.subject_id.encode() not in hdr["descrip"].tobytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lbm", "bsa"])
 def test_other_suv_kinds(kind, tmp_path):
     study = phantom(
@@ -151,6 +159,7 @@ def test_study_without_pet_is_a_clear_error(tmp_path):
     assert info.value.reason == Reason.NO_SERIES
 
 
+@pytest.mark.slow
 def test_negative_study_gives_empty_seg(tmp_path):
     study = phantom(seed=32, size="small", vendor="ge", diagnosis="NEGATIVE")
     write_study(study, tmp_path)
@@ -160,7 +169,7 @@ def test_negative_study_gives_empty_seg(tmp_path):
     assert out.seg.same_grid(out.pet)
 
 
-@pytest.mark.parametrize("vendor", ["siemens", "philips"])
+@pytest.mark.parametrize("vendor", [pytest.param("siemens", marks=pytest.mark.slow), "philips"])
 def test_one_thread_writes_the_same_bytes_as_two(vendor, tmp_path):
     """One thread writes inline and computes SUV in the PET's buffer; two threads write in
     the background into fresh arrays. The files must not differ by a byte (Philips: PET is
@@ -182,6 +191,7 @@ def test_one_thread_writes_the_same_bytes_as_two(vendor, tmp_path):
     assert (vendor == "philips") == (meta["bqml_factor"] != 1.0)
 
 
+@pytest.mark.slow
 def test_cli_converts_a_tree_and_reports_a_broken_study(tmp_path):
     good = phantom(seed=33, size="small", vendor="philips", diagnosis="LYMPHOMA")
     bad = phantom(seed=34, size="small", vendor="siemens", diagnosis="LUNG_CANCER")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from petcorpus.cli import app
@@ -12,6 +13,7 @@ from tests.test_compat_autopet import recipe_run  # noqa: F401 - fixture (skips 
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_convert_compat_equals_recipe(recipe_run, tmp_path):  # noqa: F811
     _study, study_dir, _dirs, files, _ct, _pet = recipe_run
     result = runner.invoke(

@@ -140,6 +140,7 @@ def test_enhance_v1_first_cases(tmp_path) -> None:
     assert "1 masks / 1 cases  ok" in res.output
 
 
+@pytest.mark.slow
 def test_autopet_download_dry_run_and_manifest(nbia, tmp_path) -> None:
     dest = tmp_path / "autopet"
     common = ["--nbia-url", nbia.base, "--clinical-url", nbia.clinical_url, *FAST]

@@ -169,10 +169,11 @@ def test_tcia_flow_builds_a_tree_a_reader_accepts(nbia, studies, tmp_path) -> No
 
 
 def test_tree_is_read_by_the_scanner(nbia, studies, tmp_path) -> None:
-    scan_mod = pytest.importorskip("petcorpus.dicom.scan", reason="dicom/scan.py not landed")
+    from petcorpus.dicom.scan import scan
+
     dest = tmp_path / "autopet"
     download_autopet(dest, nbia_url=nbia.base, clinical_url=nbia.clinical_url, policy=POLICY)
-    result = scan_mod.scan(dest, workers=1)
+    result = scan(dest, workers=1)
     assert result.skipped == [] or all(p.suffix != ".dcm" for p, _ in result.skipped)
     assert {s.study_uid for s in result.studies} == {st.study_uid for st in studies}
     assert {s.patient_id for s in result.studies} == {st.subject_id for st in studies}
@@ -245,6 +246,7 @@ def test_subjects_filter_and_dry_run_plan(nbia, studies, tmp_path) -> None:
     assert nbia.image_gets() == []  # planning fetches no images
 
 
+@pytest.mark.slow
 def test_bad_md5_in_series_zip_is_reported_and_fetched_next_time(nbia, studies, tmp_path):
     uid = next(iter(nbia.truth))
     good = nbia.server.files[nbia.image_path(uid)]

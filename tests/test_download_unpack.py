@@ -273,6 +273,7 @@ def _bomb(path: Path, members: int = 256, size: int = 1 << 20) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_many_small_members_cannot_add_up_to_a_bomb(tmp_path, box) -> None:
     arc = _bomb(tmp_path / "bomb.zip")  # 256 members of 1 MiB of zeros
     assert arc.stat().st_size < 300_000
@@ -316,6 +317,7 @@ def test_a_member_that_lies_about_its_size_is_refused(tmp_path, box) -> None:
     assert err.reason is Reason.CORRUPT_FILE  # zipfile stops at the declared size: bad CRC
 
 
+@pytest.mark.slow
 def test_caps_are_enforced_while_streaming(tmp_path, box, monkeypatch) -> None:
     """Even if the declared sizes passed, the bytes written are counted against the cap."""
     monkeypatch.setattr(unpack_mod, "_check_sizes", lambda *args: None)

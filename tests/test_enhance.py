@@ -42,6 +42,7 @@ def corpora(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["v1", "v2", "zip"])
 def test_every_case_found(corpora, name):
     root, _ = corpora[name]
@@ -59,6 +60,7 @@ def test_every_case_found(corpora, name):
         assert all(case.ct.member is None for case in c.by_id.values())
 
 
+@pytest.mark.slow
 def test_v2_layout_on_disk(corpora):
     root, _ = corpora["v2"]
     images = sorted(p.name for p in (root / "imaging-data" / "images").iterdir())
@@ -69,6 +71,7 @@ def test_v2_layout_on_disk(corpora):
     assert len(zips) == 13  # 3 metadata + 7 label zips + 3 image zips
 
 
+@pytest.mark.slow
 def test_cases_table_holds_true_xlsx_values(corpora):
     root, cases = corpora["zip"]
     t = enhance_cases_table(root)
@@ -97,6 +100,7 @@ def test_licence_for_site():
     assert licence_for_site(None) is None
 
 
+@pytest.mark.slow
 def test_zip_read_equals_unpacked(corpora):
     cz = open_enhance(corpora["zip"][0], zips="only")
     cd = open_enhance(corpora["v2"][0], zips="never")
@@ -113,6 +117,7 @@ def test_zip_read_equals_unpacked(corpora):
     np.testing.assert_array_equal(read_case(cz, 1).pet.array, nib.load(ref.path).get_fdata())
 
 
+@pytest.mark.slow
 def test_volumes_are_the_phantom_truth(corpora):
     root, cases = corpora["v1"]
     data = read_case(open_enhance(root), 2)
@@ -125,6 +130,7 @@ def test_volumes_are_the_phantom_truth(corpora):
         np.testing.assert_array_equal(data.groups[g].array, cases[1].masks[g])
 
 
+@pytest.mark.slow
 def test_merged_map_round_trips(corpora):
     data = read_case(open_enhance(corpora["v2"][0]), 3, images=False)
     groups = {g: v.array for g, v in data.groups.items()}
@@ -135,6 +141,7 @@ def test_merged_map_round_trips(corpora):
     assert len(np.unique(merged)) > 30
 
 
+@pytest.mark.slow
 def test_left_right_split(corpora):
     _, cases = corpora["v1"]
     case = cases[0]
@@ -148,6 +155,7 @@ def test_left_right_split(corpora):
         assert xl.max() < 0 < xr.min()  # RAS+: patient's left is -x
 
 
+@pytest.mark.slow
 def test_missing_files_reported_not_fatal(corpora, tmp_path):
     root = tmp_path / "broken"
     shutil.copytree(corpora["v2"][0], root)
@@ -170,6 +178,7 @@ def test_missing_files_reported_not_fatal(corpora, tmp_path):
     assert "Organs" not in read_case(c, 3, images=False).groups
 
 
+@pytest.mark.slow
 def test_labels_check_finds_planted_problems(corpora, tmp_path):
     root = tmp_path / "planted"
     shutil.copytree(corpora["v1"][0], root)
@@ -198,6 +207,7 @@ def test_labels_check_finds_planted_problems(corpora, tmp_path):
     assert "15 spleen" in res.output
 
 
+@pytest.mark.slow
 def test_cli_cases_merge_export(corpora, tmp_path):
     root = corpora["zip"][0]
     r = CliRunner().invoke(app, ["enhance", "cases", str(root), "-o", str(tmp_path / "c.csv")])
@@ -221,6 +231,7 @@ def test_cli_cases_merge_export(corpora, tmp_path):
     np.testing.assert_array_equal(liver, (data.groups["Organs"].array == 8).astype(np.uint8))
 
 
+@pytest.mark.slow
 def test_flat_layout_and_unpadded_names(corpora, tmp_path):
     root = tmp_path / "flat"
     src = corpora["v1"][0]

@@ -307,6 +307,7 @@ _KILL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["mid-dataset", "before-index"])
 def test_a_killed_append_loses_nothing(tmp_path: Path, point: str) -> None:
     a, b = _study(31), _study(32)

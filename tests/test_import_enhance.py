@@ -14,7 +14,14 @@ from petcorpus.pipeline import import_enhance
 runner = CliRunner()
 
 
-@pytest.mark.parametrize(("release", "zipped"), [("v1", False), ("v2", False), ("v2", True)])
+@pytest.mark.parametrize(
+    ("release", "zipped"),
+    [
+        ("v1", False),
+        pytest.param("v2", False, marks=pytest.mark.slow),
+        pytest.param("v2", True, marks=pytest.mark.slow),
+    ],
+)
 def test_cases_sites_licences_and_xlsx_fields(tmp_path, release, zipped):
     cases = write_enhance_corpus(tmp_path / "enh", cases=3, release=release, zipped=zipped)
     report = import_enhance(tmp_path / "enh", tmp_path / "out")
@@ -35,6 +42,7 @@ def test_cases_sites_licences_and_xlsx_fields(tmp_path, release, zipped):
         assert w == pytest.approx(case.study.truth.weight_kg)
 
 
+@pytest.mark.slow
 def test_filter_by_licence_and_missing_case_reported(tmp_path):
     write_enhance_corpus(tmp_path / "enh", cases=3, release="v2")
     (next((tmp_path / "enh").rglob("PT_*/0002.nii.gz"))).unlink()

@@ -50,6 +50,7 @@ print(default, kept)
     assert kept < default / 4  # the freed block was reused from the heap
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt only")
 def test_threads_started_after_share_main_arena_reuse_freed_volumes():
     import subprocess

@@ -91,6 +91,7 @@ masks = (
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(masks, st.sampled_from(["I", "III", "IV"]))
 def test_matches_brute_force(pair, edition) -> None:

@@ -183,6 +183,7 @@ def _monai_cases():
     return cases
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 def test_surface_equals_monai() -> None:
     """Options that match: petcorpus connectivity=1, hd_mode="max" ≡ MONAI

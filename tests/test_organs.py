@@ -287,6 +287,7 @@ def test_cli_organs_stats_and_lesions(enhance_case, tmp_path):
     _ = study
 
 
+@pytest.mark.slow
 def test_corpus_stats_parallel_equals_serial_and_reports_failures(tmp_path):
     from petcorpus.organs import corpus_organ_stats
 

@@ -167,6 +167,7 @@ def test_parallel_build_gives_the_same_report(corpus: Path, tmp_path: Path) -> N
     assert one == two
 
 
+@pytest.mark.slow
 def test_report_with_catalog(corpus: Path, tmp_path: Path) -> None:
     from petcorpus.catalog import Catalog
     from petcorpus.errors import SliceGapError

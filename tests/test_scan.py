@@ -126,6 +126,7 @@ def test_series_parameters(two_studies):
     assert info_ge.by_modality("PT")[0].params["UptakeTimeS"] == pytest.approx(up_ge)
 
 
+@pytest.mark.slow
 def test_select_prefers_attenuation_corrected_pet_and_covering_ct(tmp_path):
     st = phantom(seed=21, vendor="siemens", diagnosis="LYMPHOMA")  # cached
     study_dir = write_study(st, tmp_path)
@@ -224,6 +225,7 @@ def _index(result) -> list:
     ]
 
 
+@pytest.mark.slow
 def test_process_pool_and_given_executor_index_like_one_thread(two_studies):
     """Worker processes return per-file keys, not Datasets: the index must not change."""
     from concurrent.futures import ThreadPoolExecutor

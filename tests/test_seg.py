@@ -27,18 +27,30 @@ def _place(study, **kwargs) -> SegResult:
     )
 
 
-@pytest.mark.parametrize("vendor", ["siemens", "ge", "philips"])
+_VENDORS = ["siemens", "ge", "philips"]
+_VARIANTS = {
+    "one-segment": {},
+    "three-segments": {"seg_segments": 3},
+    "shuffled": {"seg_frame_order": "shuffled"},
+    "all-frames": {"seg_all_frames": True},
+    "two-shuffled": {"seg_segments": 2, "seg_frame_order": "shuffled"},
+    "negative": {"diagnosis": "NEGATIVE"},
+}
+_FAST = {"three-segments-siemens", "shuffled-philips"}
+
+
 @pytest.mark.parametrize(
-    "variant",
+    ("vendor", "variant"),
     [
-        {},
-        {"seg_segments": 3},
-        {"seg_frame_order": "shuffled"},
-        {"seg_all_frames": True},
-        {"seg_segments": 2, "seg_frame_order": "shuffled"},
-        {"diagnosis": "NEGATIVE"},
+        # The fast subset: one segment for each vendor (the phantoms other tests use) and
+        # two variants; every variant for every vendor is slow.
+        pytest.param(
+            vendor, variant, id=f"{name}-{vendor}", marks=() if fast else pytest.mark.slow
+        )
+        for vendor in _VENDORS
+        for name, variant in _VARIANTS.items()
+        for fast in [name == "one-segment" or f"{name}-{vendor}" in _FAST]
     ],
-    ids=["one-segment", "three-segments", "shuffled", "all-frames", "two-shuffled", "negative"],
 )
 def test_phantom_seg_equals_truth(vendor, variant):
     kwargs = {"seed": 11, "size": "small", "vendor": vendor, "diagnosis": "LYMPHOMA"}

@@ -59,6 +59,7 @@ def test_two_ac_pet_series_the_choice_is_shown(two_pets, tmp_path):
     assert first in warning and second in warning
 
 
+@pytest.mark.slow
 def test_pet_series_picks_the_other(two_pets, tmp_path):
     root, first, second = two_pets
     out = tmp_path / "default"
@@ -87,6 +88,7 @@ def test_unknown_series_uid_is_refused_before_writing(two_pets, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_no_seg_converts_the_images_of_a_study_with_a_broken_seg(tmp_path):
     study = make_study(seed=6, size="small", vendor="ge", diagnosis="LYMPHOMA")
     study_dir = write_study(study, tmp_path / "dicom")

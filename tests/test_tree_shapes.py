@@ -142,6 +142,7 @@ def reference(
     return out
 
 
+@pytest.mark.slow
 def test_tcia_tree_keeps_the_published_names(tcia_tree, reference):
     root, patients = tcia_tree
     folders = _study_folders(reference)
@@ -154,6 +155,7 @@ def test_tcia_tree_keeps_the_published_names(tcia_tree, reference):
     assert len({f.parent for f in folders.values()}) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_every_tree_shape_builds_each_study_once(shape, tcia_tree, reference, tmp_path):
     root, patients = tcia_tree
@@ -175,6 +177,7 @@ def test_every_tree_shape_builds_each_study_once(shape, tcia_tree, reference, tm
     assert again.done == [] and sorted(again.skipped) == sorted(patients)
 
 
+@pytest.mark.slow
 def test_dicom_names_do_not_depend_on_folder_names(tcia_tree, tmp_path):
     """A folder named after the patient never reaches OUT."""
     root, _ = tcia_tree
@@ -185,6 +188,7 @@ def test_dicom_names_do_not_depend_on_folder_names(tcia_tree, tmp_path):
     assert not [p for p in out.rglob("*") if "DOE" in str(p.relative_to(out))]
 
 
+@pytest.mark.slow
 def test_names_from_folders_when_asked(tcia_tree, tmp_path):
     root, patients = tcia_tree
     dicom = _site_level(root, tmp_path / "in")
@@ -194,6 +198,7 @@ def test_names_from_folders_when_asked(tcia_tree, tmp_path):
     assert set(_study_folders(out)) == set(patients)
 
 
+@pytest.mark.slow
 def test_names_from_folders_refuses_a_clash_before_writing(tcia_tree, tmp_path):
     root, _ = tcia_tree
     _flat(root, tmp_path / "in" / "a" / "b" / "c")  # every study in one folder
@@ -219,6 +224,7 @@ def test_names_recorded_by_an_earlier_build_are_kept(tcia_tree, tmp_path):
     assert all(str(n) != "SITE_A/PETCT_x" for n in names.values())
 
 
+@pytest.mark.slow
 def test_clashing_names_get_the_uid_hash(tcia_tree):
     from petcorpus.dicom.scan import scan
 
@@ -231,6 +237,7 @@ def test_clashing_names_get_the_uid_hash(tcia_tree):
     assert len({n.key() for n in names.values()}) == len(studies)
 
 
+@pytest.mark.slow
 def test_a_folder_holding_another_study_is_not_overwritten(tcia_tree, reference, tmp_path):
     from petcorpus.convert import convert_to_layout
     from petcorpus.dicom.scan import scan

@@ -53,6 +53,7 @@ def _nib_reference(vol: Volume, view: str) -> np.ndarray:
     return a.max(axis=axis).T[::-1, ::-1]
 
 
+@pytest.mark.slow
 def test_phantom_is_lps_and_variants_differ() -> None:
     t = _truth()
     assert t.suv.orientation == ("L", "P", "S")

@@ -18,7 +18,6 @@ from petcorpus.catalog import hash_file
 from petcorpus.phantom import write_corpus
 
 pytestmark = [
-    pytest.mark.slow,
     pytest.mark.skipif(
         not sys.platform.startswith("linux"), reason="walks /proc; PR_SET_PDEATHSIG is Linux's"
     ),
@@ -110,6 +109,7 @@ _SENTINEL_DRIVER = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("watch", ["pdeathsig", "sentinel"])
 def test_killed_driver_leaves_no_process(dicom, reference, tmp_path, watch):
     """SIGKILL to the driver alone (not its group) mid-conversion: every process it started
@@ -153,6 +153,7 @@ def test_killed_driver_leaves_no_process(dicom, reference, tmp_path, watch):
     assert _checksums(out) == reference
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["console script", "python -m"])
 def test_folders_named_like_modules_change_nothing(dicom, reference, tmp_path, how):
     """Empty folders `dl` (gdcm runs `import dl`), `numpy`, `pydicom`, `test` and an empty
@@ -211,6 +212,7 @@ print(forkserver._forkserver._forkserver_pid == pid)
 """
 
 
+@pytest.mark.slow
 def test_pool_from_a_thread_that_ends(tmp_path):
     """PR_SET_PDEATHSIG follows the thread that started the forkserver: one started for a
     thread that then ends must live on (it is started from a thread that lives as long as
