@@ -111,6 +111,7 @@ def _reasons(report, key: str) -> set[str]:
     return set(report[key].reasons())
 
 
+@pytest.mark.slow  # the module corpus: 21 clean + 6 faulty phantom builds
 def test_clean_phantoms_are_not_flagged(corpus, report) -> None:
     _, keys = corpus
     clean = [k for i, k in keys.items() if i < 0]
@@ -123,6 +124,7 @@ def test_clean_phantoms_are_not_flagged(corpus, report) -> None:
         assert max(abs(m[f"shift_{a}_mm"]) for a in "xyz") < 3.0
 
 
+@pytest.mark.slow  # the module corpus: 21 clean + 6 faulty phantom builds
 def test_shifted_pet_is_flagged_misaligned(corpus, report) -> None:
     key = corpus[1][SHIFTED]
     assert QcReason.MISALIGNED in _reasons(report, key)
@@ -134,6 +136,7 @@ def test_shifted_pet_is_flagged_misaligned(corpus, report) -> None:
     assert flag.picture is not None and flag.picture.startswith(b"\x89PNG")
 
 
+@pytest.mark.slow  # the module corpus: 21 clean + 6 faulty phantom builds
 def test_weight_in_pounds_is_named(corpus, report) -> None:
     key = corpus[1][POUNDS]
     flags = [f for f in report[key].flags if f.reason is QcReason.SUV_IMPLAUSIBLE]
@@ -142,6 +145,7 @@ def test_weight_in_pounds_is_named(corpus, report) -> None:
     assert 3.8 < flags[0].value < 5.0  # liver 2 SUV x 2.2
 
 
+@pytest.mark.slow  # the module corpus: 21 clean + 6 faulty phantom builds
 def test_negative_with_lesions_names_the_study(corpus, report) -> None:
     key = corpus[1][NEG_WITH_LESIONS]
     assert _reasons(report, key) == {QcReason.NEGATIVE_WITH_LESIONS}
@@ -149,6 +153,7 @@ def test_negative_with_lesions_names_the_study(corpus, report) -> None:
     assert "NEGATIVE" in msg and "component" in msg
 
 
+@pytest.mark.slow  # the module corpus: 21 clean + 6 faulty phantom builds
 def test_one_voxel_lesion(corpus, report) -> None:
     key = corpus[1][ONE_VOXEL]
     # The NEGATIVE study now has a lesion voxel: both contradictions are named.
@@ -156,6 +161,7 @@ def test_one_voxel_lesion(corpus, report) -> None:
                                      QcReason.ONE_VOXEL_COMPONENT}  # fmt: skip
 
 
+@pytest.mark.slow  # the module corpus: 21 clean + 6 faulty phantom builds
 def test_field_of_view_cut_at_the_chest(corpus, report) -> None:
     key = corpus[1][CUT_AT_CHEST]
     reasons = _reasons(report, key)
@@ -166,6 +172,7 @@ def test_field_of_view_cut_at_the_chest(corpus, report) -> None:
     assert "lower edge" in msg
 
 
+@pytest.mark.slow  # the module corpus: 21 clean + 6 faulty phantom builds
 def test_results_are_stored_shown_and_strict_exits_1(corpus, report, tmp_path) -> None:
     out, _ = corpus
     with Catalog.open(out, readonly=True) as cat:
@@ -186,6 +193,7 @@ def test_results_are_stored_shown_and_strict_exits_1(corpus, report, tmp_path) -
     assert text.count("ONE_VOXEL_COMPONENT") >= 1
 
 
+@pytest.mark.slow  # the module corpus: 21 clean + 6 faulty phantom builds
 def test_cli_strict(corpus, tmp_path) -> None:
     out, _ = corpus
     runner = CliRunner()

@@ -103,8 +103,11 @@ def test_a_schema_1_catalog_is_migrated_and_reads_before(tmp_path):
     out = tmp_path / "corpus"
     _catalog_with_repeat_patients(out)
     db = out / "catalog.sqlite"
-    with sqlite3.connect(db) as conn:  # what petcorpus 0.1 wrote
-        conn.execute("DROP TABLE splits")
+    with sqlite3.connect(db) as conn:  # what petcorpus 0.1 wrote: no table added since
+        v1 = {"meta", "subjects", "studies", "series", "params", "artifacts", "runs", "failures"}
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in sorted(set(tables) - v1 - {"sqlite_sequence"}):
+            conn.execute(f'DROP TABLE "{table}"')
         conn.execute("PRAGMA user_version = 1")
     with Catalog.open(out, readonly=True) as cat:
         assert cat.schema_version == 1 and cat.splits().empty
