@@ -190,3 +190,13 @@ def parse_cases(text: str | None) -> list[str] | None:
             f"{text!r} is not a case list such as 1-20,35", param_hint="--cases"
         ) from None
     return out
+
+
+#: The series choice of ``convert`` and ``build`` (one definition for both commands).
+PET_SERIES = typer.Option(
+    None, "--pet-series", metavar="UID", help="Convert this PT series (not the rule's)."
+)
+CT_SERIES = typer.Option(
+    None, "--ct-series", metavar="UID", help="Convert this CT series (not the rule's)."
+)
+NO_SEG = typer.Option(False, "--no-seg", help="Images only (for a study whose SEG is broken).")

@@ -13,7 +13,17 @@ from rich.markup import escape
 from petcorpus.cli._app import app, console, handle_errors
 from petcorpus.cli._format import table as fold_table
 from petcorpus.cli._outputs import check_output_dir, check_output_file
-from petcorpus.cli._params import Compat, Hdf5Layout, Source, Suv, SuvTime, value
+from petcorpus.cli._params import (
+    CT_SERIES,
+    NO_SEG,
+    PET_SERIES,
+    Compat,
+    Hdf5Layout,
+    Source,
+    Suv,
+    SuvTime,
+    value,
+)
 from petcorpus.cli._progress import NO_PROGRESS, progress_bar
 
 
@@ -106,15 +116,9 @@ def build_cmd(
         "--from",
         help="What DICOM holds (see above).",
     ),
-    pet_series: str = typer.Option(
-        None, "--pet-series", metavar="UID", help="Convert this PT series (not the rule's)."
-    ),
-    ct_series: str = typer.Option(
-        None, "--ct-series", metavar="UID", help="Convert this CT series (not the rule's)."
-    ),
-    no_seg: bool = typer.Option(
-        False, "--no-seg", help="Images only (for a study whose SEG is broken)."
-    ),
+    pet_series: str = PET_SERIES,
+    ct_series: str = CT_SERIES,
+    no_seg: bool = NO_SEG,
     names_from_folders: bool = typer.Option(
         False,
         "--names-from-folders",

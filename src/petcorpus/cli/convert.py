@@ -10,7 +10,16 @@ from rich.markup import escape
 from petcorpus.cli._app import app, console, err_console, handle_errors
 from petcorpus.cli._format import table
 from petcorpus.cli._outputs import check_output_dir
-from petcorpus.cli._params import Compat, CompatFlavor, Suv, SuvTime, value
+from petcorpus.cli._params import (
+    CT_SERIES,
+    NO_SEG,
+    PET_SERIES,
+    Compat,
+    CompatFlavor,
+    Suv,
+    SuvTime,
+    value,
+)
 from petcorpus.cli._progress import NO_PROGRESS, progress_bar
 
 
@@ -34,15 +43,9 @@ def convert_cmd(
     workers: int = typer.Option(
         None, "--workers", "-j", min=1, metavar="N", help="Threads (default: all cores)."
     ),
-    pet_series: str = typer.Option(
-        None, "--pet-series", metavar="UID", help="Convert this PT series (not the rule's)."
-    ),
-    ct_series: str = typer.Option(
-        None, "--ct-series", metavar="UID", help="Convert this CT series (not the rule's)."
-    ),
-    no_seg: bool = typer.Option(
-        False, "--no-seg", help="Images only (for a study whose SEG is broken)."
-    ),
+    pet_series: str = PET_SERIES,
+    ct_series: str = CT_SERIES,
+    no_seg: bool = NO_SEG,
     no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Convert PET/CT studies to CT, PET (Bq/ml), SUV, CTres and SEG NIfTI, one at a time.
