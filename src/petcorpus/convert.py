@@ -446,7 +446,13 @@ def write_converted(
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from petcorpus.atomic import atomic_dir
-    from petcorpus.layouts.autopet import COMPAT_DTYPES, DTYPES, SIDECAR, sidecar_bytes
+    from petcorpus.layouts.autopet import (
+        COMPAT_DTYPES,
+        DTYPES,
+        SIDECAR,
+        file_name,
+        sidecar_bytes,
+    )
     from petcorpus.nifti import write_nifti_sha256
 
     options = options or ConversionOptions()
@@ -465,7 +471,7 @@ def write_converted(
             if name == "CT":  # wait for PET/SUV/SEG: their arrays are freed once written
                 for fut in pending.values():
                     fut.result()
-            path = tmp / f"{name}.nii.gz"
+            path = tmp / file_name(name)
             write = functools.partial(
                 write_nifti_sha256, volume, path, dtype=dtypes[name], drop_cache=drop_cache
             )
@@ -482,6 +488,6 @@ def write_converted(
         blob = sidecar_bytes(sidecar)
         (tmp / SIDECAR).write_bytes(blob)
         digests["sidecar"] = hashlib.sha256(blob).hexdigest()
-    paths = {name: final / f"{name}.nii.gz" for name in digests if name != "sidecar"}
+    paths = {name: final / file_name(name) for name in digests if name != "sidecar"}
     paths["sidecar"] = final / SIDECAR
     return WrittenStudy(paths=paths, sha256=digests, warnings=tuple(sidecar.get("warnings", ())))

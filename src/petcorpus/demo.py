@@ -63,14 +63,13 @@ def fake_prediction(seg: np.ndarray, pet_labels_hint: np.ndarray | None = None) 
 
 def run_demo(out: str | Path, subjects: int = 4, seed: int = 0, workers: int = 2) -> DemoResult:
     """Run the whole flow under ``out`` (``dicom/``, ``corpus/``, ``predictions/``...)."""
-    from petcorpus.layouts.autopet import iter_autopet_studies
+    from petcorpus.layouts.autopet import AutopetCorpus, file_name
     from petcorpus.metrics.evaluate import evaluate_folders, write_evaluation
     from petcorpus.nifti import write_nifti
     from petcorpus.phantom import write_corpus
     from petcorpus.phantom.corpus import CLINICAL_CSV_NAME
     from petcorpus.pipeline import build
     from petcorpus.report import write_report
-    from petcorpus.volume import Volume
 
     out = Path(out)
     dicom_root = out / "dicom"
@@ -87,9 +86,11 @@ def run_demo(out: str | Path, subjects: int = 4, seed: int = 0, workers: int = 2
         licence="CC0 (synthetic)",
     )
     predictions = out / "predictions"
-    for subject, study, folder in iter_autopet_studies(corpus):
-        gt = Volume.from_nifti(folder / "SEG.nii.gz")
-        target = predictions / subject / study / "SEG.nii.gz"
+    for case in AutopetCorpus(corpus).cases():
+        if not case.has("SEG"):
+            continue
+        gt = case.volume("SEG")
+        target = predictions / case.subject / case.study / file_name("SEG")
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             write_nifti(gt.with_array(fake_prediction(np.asarray(gt.array))), target)
