@@ -219,6 +219,17 @@ def test_percist_sphere_on_a_lesion_is_unusable() -> None:
     assert QcReason.PERCIST_UNUSABLE not in res.reasons()
 
 
+def test_percist_reference_on_a_hot_spot_is_never_reported_ok() -> None:
+    """The reference itself says it is unusable (what `organs stats` prints), not only QC."""
+    st = make_study(seed=4, size="small", vendor="siemens", diagnosis="MELANOMA")
+    t = st.truth
+    liver = t.pet_labels.array == Tissue.LIVER
+    on_lesion = percist_references(t.suv, liver, None)  # lesions not excluded
+    assert on_lesion.liver_status.startswith("unusable: ")
+    placed = percist_references(t.suv, liver, None, exclude=t.lesion_mask.array)
+    assert placed.liver_status == "ok"
+
+
 def test_off_grid_mask_and_positive_without_lesions() -> None:
     t = make_study(seed=2, size="small", vendor="ge", diagnosis="LYMPHOMA").truth
     ct = resample_to(t.ct_hu, t.suv, interpolation="linear", fill=-1024)

@@ -18,7 +18,18 @@ from scipy import ndimage
 from petcorpus.errors import GeometryMismatchError
 from petcorpus.volume import Volume
 
-__all__ = ["PercistReference", "percist_references"]
+__all__ = [
+    "PERCIST_MAX_COV",
+    "PERCIST_MAX_PEAK",
+    "PercistReference",
+    "percist_problems",
+    "percist_references",
+]
+
+#: A liver reference is unusable above this sd / mean, or with a maximum above
+#: ``PERCIST_MAX_PEAK`` × its mean (a hot spot, e.g. an unlabelled lesion, inside).
+PERCIST_MAX_COV = 0.25
+PERCIST_MAX_PEAK = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,4 +216,38 @@ def percist_references(
 
     lm, lsd, ln = summary(sphere)
     bm, bsd, bn = summary(blood)
-    return PercistReference(lm, lsd, ln, lc, ls, bm, bsd, bn, bc, bs, sphere, blood)
+    ref = PercistReference(lm, lsd, ln, lc, ls, bm, bsd, bn, bc, bs, sphere, blood)
+    problems = percist_problems(ref, ex, values) if sphere is not None else []
+    if problems:  # never reported as ok (see percist_problems)
+        ref = dataclasses.replace(ref, liver_status="unusable: " + "; ".join(problems))
+    return ref
+
+
+def percist_problems(
+    ref: PercistReference, lesions: np.ndarray | None = None, values: np.ndarray | None = None
+) -> list[str]:
+    """Why a PERCIST liver reference cannot be used (empty: usable).
+
+    Unusable: it was not placed; the sphere overlaps the lesion mask; its sd / mean exceeds
+    :data:`PERCIST_MAX_COV`; or (given the PET ``values``) its maximum exceeds
+    :data:`PERCIST_MAX_PEAK` × its mean (a hot spot, e.g. an unlabelled lesion, inside).
+    """
+    if ref.liver_mask is None or not math.isfinite(ref.liver_mean):
+        return [f"no liver reference ({ref.liver_status})"]
+    out = []
+    sphere = ref.liver_mask
+    if lesions is not None and np.shape(lesions) == sphere.shape:
+        n = int(np.count_nonzero(sphere & (np.asarray(lesions) > 0)))
+        if n:
+            out.append(f"the liver sphere overlaps the lesion mask ({n} voxels)")
+    cov = ref.liver_sd / ref.liver_mean if ref.liver_mean > 0 else math.inf
+    if cov > PERCIST_MAX_COV:
+        out.append(
+            f"liver reference {ref.liver_mean:.2f} ± {ref.liver_sd:.2f}: sd/mean {cov:.2f} "
+            f"above {PERCIST_MAX_COV}"
+        )
+    if values is not None and np.shape(values) == sphere.shape and ref.liver_mean > 0:
+        peak = float(np.asarray(values)[sphere].max()) / ref.liver_mean
+        if peak > PERCIST_MAX_PEAK:
+            out.append(f"a hot spot inside the liver sphere (max {peak:.1f}× its mean)")
+    return out

@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 
-from petcorpus.percist import PercistReference
+from petcorpus.dicom.values import RADIONUCLIDES
+from petcorpus.percist import percist_problems
 from petcorpus.qc.align import CT_BODY_HU
 from petcorpus.volume import Volume
 
@@ -36,11 +37,8 @@ __all__ = [
 LIVER_HU = (-10.0, 200.0)
 LIVER_NORMAL = 2.0
 LIVER_RANGE = (1.0, 3.6)
-F18_HALF_LIFE_MIN = 109.77
+F18_HALF_LIFE_MIN = RADIONUCLIDES["F-18"].half_life_s / 60  # the one half-life table
 LB_PER_KG = 2.20462
-#: PERCIST liver reference: largest acceptable sd / mean, and max / median.
-PERCIST_MAX_COV = 0.25
-PERCIST_MAX_PEAK = 2.0
 
 
 class LiverRegion:
@@ -162,33 +160,3 @@ def likely_cause(liver_suv: float) -> str:
             "and scan times (and the dose)"
         )
     return "check weight, dose, units and times"
-
-
-def percist_problems(
-    ref: PercistReference, lesions: np.ndarray | None = None, values: np.ndarray | None = None
-) -> list[str]:
-    """Why a PERCIST liver reference cannot be used (empty: usable).
-
-    Unusable: it was not placed; the sphere overlaps the lesion mask; its sd / mean exceeds
-    :data:`PERCIST_MAX_COV`; or (given the PET ``values``) its maximum exceeds
-    :data:`PERCIST_MAX_PEAK` × its mean (a hot spot, e.g. an unlabelled lesion, inside).
-    """
-    if ref.liver_mask is None or not math.isfinite(ref.liver_mean):
-        return [f"no liver reference ({ref.liver_status})"]
-    out = []
-    sphere = ref.liver_mask
-    if lesions is not None and np.shape(lesions) == sphere.shape:
-        n = int(np.count_nonzero(sphere & (np.asarray(lesions) > 0)))
-        if n:
-            out.append(f"the liver sphere overlaps the lesion mask ({n} voxels)")
-    cov = ref.liver_sd / ref.liver_mean if ref.liver_mean > 0 else math.inf
-    if cov > PERCIST_MAX_COV:
-        out.append(
-            f"liver reference {ref.liver_mean:.2f} ± {ref.liver_sd:.2f}: sd/mean {cov:.2f} "
-            f"above {PERCIST_MAX_COV}"
-        )
-    if values is not None and np.shape(values) == sphere.shape and ref.liver_mean > 0:
-        peak = float(np.asarray(values)[sphere].max()) / ref.liver_mean
-        if peak > PERCIST_MAX_PEAK:
-            out.append(f"a hot spot inside the liver sphere (max {peak:.1f}× its mean)")
-    return out
