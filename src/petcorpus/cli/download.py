@@ -87,6 +87,12 @@ _IDC_ENDPOINT = typer.Option(
     metavar="URL",
     help="S3 endpoint of IDC's bucket (default https://s3.amazonaws.com).",
 )
+# Options that `download autopet` and `download psma` share (one definition each).
+_SUBJECT = typer.Option([], "--subject", metavar="ID", help="Only this PatientID (repeatable).")
+_LIMIT = typer.Option(None, "--limit", min=1, metavar="N", help="The first N series only.")
+_NBIA_URL = typer.Option(
+    None, "--nbia-url", envvar="PETCORPUS_NBIA_URL", metavar="URL", help="NBIA REST API base URL."
+)
 _IDC_INDEX = typer.Option(
     None,
     "--idc-index",
@@ -226,9 +232,7 @@ def autopet_cmd(
     manifest: Path | None = typer.Option(
         None, "--manifest", metavar="FILE", help="A .tcia manifest file."
     ),
-    subjects: list[str] = typer.Option(
-        [], "--subject", metavar="ID", help="Only this PatientID (repeatable)."
-    ),
+    subjects: list[str] = _SUBJECT,
     subjects_old: list[str] = typer.Option([], "--subjects", hidden=True, help="Old --subject."),
     collection: str = typer.Option(
         "FDG-PET-CT-Lesions", "--collection", metavar="NAME", help="NBIA collection."
@@ -237,13 +241,7 @@ def autopet_cmd(
     source: Source = _SOURCE,
     idc_endpoint: str | None = _IDC_ENDPOINT,
     idc_index: Path | None = _IDC_INDEX,
-    nbia_url: str | None = typer.Option(
-        None,
-        "--nbia-url",
-        envvar="PETCORPUS_NBIA_URL",
-        metavar="URL",
-        help="NBIA REST API base URL.",
-    ),
+    nbia_url: str | None = _NBIA_URL,
     clinical_url: str | None = typer.Option(
         None,
         "--clinical-url",
@@ -255,9 +253,7 @@ def autopet_cmd(
     no_md5: bool = typer.Option(
         False, "--no-md5", help="Use getImage, not getImageWithMD5Hash (no MD5 check)."
     ),
-    limit: int | None = typer.Option(
-        None, "--limit", min=1, metavar="N", help="The first N series only."
-    ),
+    limit: int | None = _LIMIT,
     keep_zips: bool = typer.Option(False, "--keep-zips", help="Keep series zips."),
     workers: int = _WORKERS,
     retries: int = _RETRIES,
@@ -343,22 +339,12 @@ PSMA_COLLECTION = "PSMA-PET-CT-Lesions"
 def psma_cmd(
     dest: Path = typer.Argument(..., help="Target folder for the TCIA-style DICOM tree."),
     source: Source = _SOURCE,
-    subjects: list[str] = typer.Option(
-        [], "--subject", metavar="ID", help="Only this PatientID (repeatable)."
-    ),
+    subjects: list[str] = _SUBJECT,
     modality: list[str] = _MODALITY,
-    limit: int | None = typer.Option(
-        None, "--limit", min=1, metavar="N", help="The first N series only."
-    ),
+    limit: int | None = _LIMIT,
     idc_endpoint: str | None = _IDC_ENDPOINT,
     idc_index: Path | None = _IDC_INDEX,
-    nbia_url: str | None = typer.Option(
-        None,
-        "--nbia-url",
-        envvar="PETCORPUS_NBIA_URL",
-        metavar="URL",
-        help="NBIA REST API base URL.",
-    ),
+    nbia_url: str | None = _NBIA_URL,
     workers: int = _WORKERS,
     retries: int = _RETRIES,
     timeout: float = _TIMEOUT,
