@@ -256,3 +256,65 @@ def test_temp_sibling_is_the_one_scheme(tmp_path):
     assert a != b and a.parent == tmp_path and a.name.startswith(".tmp-CT.nii.gz-")
     a.write_bytes(b"x")
     assert remove_stale_temps(tmp_path) == [a]
+
+
+# -- reading: the ISA-L fast path gives nibabel's values, affine and dtype ----------------
+def _nib_volume(path):
+    img = nib.load(str(path))
+    return np.asanyarray(img.dataobj) if img.header.get_slope_inter() in (
+        (None, None),
+        (1.0, 0.0),
+    ) else img.get_fdata(dtype=np.float32), img.affine
+
+
+def _written_by_nibabel(tmp_path, name, arr, *, extension=False, slope=None, version=1):
+    aff = np.array([[-2.0, 0.1, 0, 10], [0, 2.5, 0, -20], [0.2, 0, 3.0, 5], [0, 0, 0, 1]])
+    cls = nib.Nifti1Image if version == 1 else nib.Nifti2Image
+    img = cls(arr, aff)
+    if extension:
+        img.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"a comment of some length"))
+    if slope is not None:
+        img.header.set_slope_inter(slope, 3.0)
+    path = tmp_path / name
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("dtype", "extension", "slope", "version", "suffix"),
+    [
+        (np.float32, False, None, 1, ".nii.gz"),
+        (np.int16, True, None, 1, ".nii.gz"),  # vox_offset beyond 352
+        (np.uint8, False, None, 1, ".nii.gz"),
+        (">f4", False, None, 1, ".nii.gz"),  # big-endian data: nibabel's path
+        (np.int16, False, 0.5, 1, ".nii.gz"),  # scaled: nibabel's float32 path
+        (np.float32, False, None, 2, ".nii.gz"),  # NIfTI-2: nibabel's path
+        (np.float32, False, None, 1, ".nii"),
+    ],
+)
+def test_read_nifti_equals_nibabel(tmp_path, dtype, extension, slope, version, suffix):
+    rng = np.random.default_rng(0)
+    arr = (rng.random((7, 5, 4)) * 100).astype(dtype)
+    path = _written_by_nibabel(tmp_path, "x" + suffix, arr, extension=extension, slope=slope,
+                               version=version)  # fmt: skip
+    want, affine = _nib_volume(path)
+    got = read_nifti(path)
+    assert got.array.dtype == want.dtype
+    np.testing.assert_array_equal(got.array, want)
+    np.testing.assert_array_equal(got.affine, affine)
+
+
+def test_read_nifti_of_our_own_files_is_writable_fortran_ordered(tmp_path):
+    vol = Volume(np.arange(60, dtype=np.float32).reshape(3, 4, 5), np.diag([2.0, 3.0, 4.0, 1]))
+    got = read_nifti(write_nifti(vol, tmp_path / "v.nii.gz"))
+    np.testing.assert_array_equal(got.array, vol.array)
+    assert got.array.flags.f_contiguous and got.array.flags.writeable
+
+
+def test_read_nifti_of_a_cut_file_raises(tmp_path):
+    vol = Volume(np.random.default_rng(1).random((40, 40, 40)).astype(np.float32), np.eye(4))
+    path = write_nifti(vol, tmp_path / "v.nii.gz")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises((EOFError, OSError)):
+        read_nifti(path)

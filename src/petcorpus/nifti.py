@@ -31,7 +31,7 @@ import numpy.typing as npt
 from petcorpus.atomic import atomic_write
 from petcorpus.volume import Volume, VolumeStream
 
-__all__ = ["read_nifti", "write_nifti", "write_nifti_sha256"]
+__all__ = ["read_nifti", "read_nifti_stream", "write_nifti", "write_nifti_sha256"]
 
 #: Bytes of raw data handed to the compressor per call.
 _CHUNK_BYTES = 16 << 20
@@ -212,6 +212,48 @@ def _write(
 def read_nifti(path: str | PathLike[str]) -> Volume:
     """Read a NIfTI file as a `Volume` (stored dtype; scaled files as float32).
 
-    A thin wrapper over :meth:`Volume.from_nifti` so readers and writers live together.
+    The values and affine are nibabel's (:meth:`Volume.from_nifti`). A plain 3-D NIfTI-1
+    ``.nii.gz`` without scaling — what petcorpus and most tools write — is decompressed by
+    ISA-L straight into the array's memory, ~2-3x faster than nibabel's zlib reader and
+    with no second copy; anything else is read by nibabel. Errors are nibabel's or
+    :class:`EOFError`/:class:`OSError` for a truncated or damaged gzip stream.
     """
-    return Volume.from_nifti(Path(path))
+    p = Path(path)
+    igzip = _isal()
+    if igzip is not None and p.name.lower().endswith(".gz"):
+        with igzip.open(p, "rb") as fh:
+            volume = read_nifti_stream(fh)
+        if volume is not None:
+            return volume
+    return Volume.from_nifti(p)
+
+
+def read_nifti_stream(fh: IO[bytes]) -> Volume | None:
+    """Decode an uncompressed NIfTI-1 byte stream (e.g. an open gzip member) into a
+    `Volume`, reading the voxels directly into the array; ``None`` when the file is not a
+    plain 3-D NIfTI-1 image without scaling (the caller then uses nibabel)."""
+    import nibabel as nib
+
+    block = fh.read(348)
+    if len(block) < 348:
+        raise EOFError(f"NIfTI header cut short ({len(block)} of 348 bytes)")
+    hdr = nib.Nifti1Header(block, check=False)
+    if hdr.sizeof_hdr != 348 or hdr["magic"].item() != b"n+1":
+        return None  # NIfTI-2, byte-swapped or a .hdr/.img pair: nibabel knows them all
+    shape = hdr.get_data_shape()
+    slope, inter = hdr.get_slope_inter()
+    if len(shape) != 3 or slope not in (None, 1.0) or inter not in (None, 0.0):
+        return None
+    offset = int(hdr["vox_offset"])
+    if offset < 348:
+        return None
+    fh.read(offset - 348)  # extensions: not needed for the voxels
+    array = np.empty(shape, dtype=hdr.get_data_dtype(), order="F")
+    view = array.reshape(-1, order="A").data.cast("B")
+    got = 0
+    while got < array.nbytes:
+        n = fh.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            raise EOFError(f"NIfTI data cut short ({got} of {array.nbytes} bytes)")
+        got += n
+    return Volume(array, hdr.get_best_affine())

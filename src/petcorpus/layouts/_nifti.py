@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 
 from petcorpus.errors import CorruptFileError, PetcorpusError
+from petcorpus.nifti import read_nifti
 from petcorpus.volume import Volume
 
 __all__ = ["header_voxel_ml", "load_nifti"]
@@ -22,14 +23,13 @@ def _image(path: Path) -> nib.Nifti1Image:
 
 
 def load_nifti(path: Path) -> Volume:
-    """The file as a :class:`Volume` (stored dtype); an unreadable file is a
-    :class:`~petcorpus.errors.CorruptFileError` naming it."""
-    img = _image(path)
+    """The file as a :class:`Volume` (stored dtype, :func:`petcorpus.nifti.read_nifti`); an
+    unreadable file is a :class:`~petcorpus.errors.CorruptFileError` naming it."""
     try:
-        return Volume.from_nifti(img)
+        return read_nifti(path)
     except PetcorpusError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # nibabel, gzip and numpy raise many kinds for damaged files
         raise CorruptFileError(f"cannot read NIfTI: {exc}", path=path) from exc
 
 

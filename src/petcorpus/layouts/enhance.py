@@ -50,6 +50,7 @@ from petcorpus.labels import (
     parse_labels,
 )
 from petcorpus.layouts.base import Case, Corpus
+from petcorpus.nifti import read_nifti
 from petcorpus.volume import Volume
 
 __all__ = [
@@ -128,12 +129,12 @@ class FileRef:
 
     def load_volume(self) -> Volume:
         """Read a NIfTI file (``.nii`` or ``.nii.gz``) as a :class:`Volume`."""
-        if self.member is None and not self.path.name.lower().endswith(".gz"):
+        if self.member is None:
             try:
-                return Volume.from_nifti(self.path)
+                return read_nifti(self.path)
             except Exception as exc:
                 raise CorruptFileError(f"cannot read NIfTI ({exc})", path=str(self)) from exc
-        # .nii.gz files and zip members: bytes in, ISA-L gunzip (~3x zlib), decode in memory.
+        # Zip members: bytes in, ISA-L gunzip (~3x zlib), decode in memory.
         data = self.read_bytes()
         try:
             if data[:2] == b"\x1f\x8b":
