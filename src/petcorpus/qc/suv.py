@@ -21,7 +21,7 @@ import numpy as np
 
 from petcorpus.dicom.values import RADIONUCLIDES
 from petcorpus.percist import percist_problems
-from petcorpus.qc.align import CT_BODY_HU
+from petcorpus.qc.align import CT_BODY_HU, between
 from petcorpus.volume import Volume
 
 __all__ = [
@@ -59,26 +59,6 @@ class LiverRegion:
         self.body = body
 
 
-def _inside(body: np.ndarray, axis: int) -> np.ndarray:
-    """Voxels with body on both sides along ``axis`` (from the first to the last body
-    voxel of their line)."""
-    return _depth_ok(body, axis, 0)
-
-
-def _depth_ok(body: np.ndarray, axis: int, margin: int) -> np.ndarray:
-    """Voxels at least ``margin`` voxels inside the body's first and last voxel along
-    ``axis`` (per line)."""
-    n = body.shape[axis]
-    shape = [1, 1, 1]
-    shape[axis] = n
-    dtype = np.int16 if n < 32_000 else np.int32
-    idx = np.arange(n, dtype=dtype).reshape(shape)
-    up = np.arange(1, n + 1, dtype=dtype).reshape(shape)
-    last = np.max(body * up, axis=axis, keepdims=True) - 1
-    first = n - np.max(body * np.flip(up, axis), axis=axis, keepdims=True)
-    return np.asarray((idx >= first + margin) & (idx <= last - margin))
-
-
 def liver_region(
     suv: Volume, ct: Volume, lesions: np.ndarray | None = None, *, step: int = 2
 ) -> LiverRegion:
@@ -94,11 +74,12 @@ def liver_region(
     sl: list[slice] = [slice(None, None, step)] * 3
     sl[si] = slice(None)
     sub = tuple(sl)
-    ctv = np.asarray(ct.array)[sub]
+    # Gathered once: the sampled grid is worked on several times, contiguous is ~3x faster.
+    ctv = np.array(np.asarray(ct.array)[sub], order="F")
     sv = np.asarray(suv.array)[sub]
     body = ctv > CT_BODY_HU
-    inside = _inside(body, lr) & _inside(body, ap)
-    lungs = inside & (ctv < -500.0) & ~body
+    inside = between(body, lr) & between(body, ap)
+    lungs = inside & (ctv < -500.0)  # (below -500 HU is never body)
     # RAS x per LR index (the patient's right has larger x).
     spacing = np.abs(np.diag(lin[:, [lr, ap, si]]))  # mm per voxel along lr, ap, si
     x_of = lin[0, lr] * step * np.arange(ctv.shape[lr]) + suv.affine[0, 3]
@@ -117,21 +98,29 @@ def liver_region(
         return LiverRegion(None, "no right lung on the CT", lungs, body)
     zs = z_of[per_slice >= 0.05 * per_slice.max()]
     base = float(zs.min())
-    zshape = [1, 1, 1]
-    zshape[si] = -1
-    z = z_of.reshape(zshape)
-    slab = (z <= base - 10.0) & (z >= base - 60.0)
+    # The slab 1-6 cm below the lung base: the rest is worked on there only.
+    ks = np.flatnonzero((z_of <= base - 10.0) & (z_of >= base - 60.0))
+    cand = np.zeros(ctv.shape, dtype=bool)
+    if ks.size == 0:
+        return LiverRegion(None, "no soft tissue below the right lung", lungs, body)
+    in_slab: list[slice] = [slice(None)] * 3
+    in_slab[si] = slice(int(ks[0]), int(ks[-1]) + 1)
+    at = tuple(in_slab)
     margin_lr = math.ceil(25.0 / (spacing[0] * step))
     margin_ap = math.ceil(25.0 / (spacing[1] * step))
-    deep = _depth_ok(body, lr, margin_lr) & _depth_ok(body, ap, margin_ap)
-    cand = slab & right & deep & (ctv >= LIVER_HU[0]) & (ctv <= LIVER_HU[1])
+    b = body[at]
+    c = ctv[at]
+    found = right & between(b, lr, margin_lr) & between(b, ap, margin_ap)
+    found &= (c >= LIVER_HU[0]) & (c <= LIVER_HU[1])
     if lesions is not None and lesions.shape == suv.shape:
-        cand &= ~np.asarray(lesions[sub], dtype=bool)
-    if cand.sum() < 20:
+        found &= ~(np.asarray(lesions)[sub][at] > 0)
+    if found.sum() < 20:
         return LiverRegion(None, "no soft tissue below the right lung", lungs, body)
-    med = float(np.median(sv[cand]))
-    cand &= sv <= 2.0 * med  # kidneys, bowel, lesions without a mask
-    return LiverRegion(np.asarray(cand), "ok", lungs, body)
+    s = sv[at]
+    med = float(np.median(s[found]))
+    found &= s <= 2.0 * med  # kidneys, bowel, lesions without a mask
+    cand[at] = found
+    return LiverRegion(cand, "ok", lungs, body)
 
 
 def likely_cause(liver_suv: float) -> str:
