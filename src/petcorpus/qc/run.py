@@ -129,6 +129,9 @@ def check_study(
     organs, organ_names : optional
         An organ label map on the PET grid and its names (ENHANCE.PET): adds the share of
         hot-organ activity inside the masks and, with a liver, the liver SUV from the mask.
+        Every other labelled region of the map (named or not) is a neighbour, left out of a
+        hot organ's margin (:func:`~petcorpus.qc.align.organ_activity_share`,
+        ``exclude_others``).
     percist : PercistReference, optional
         A PERCIST reference to judge (:func:`~petcorpus.qc.suv.percist_problems`).
     which : str
@@ -239,7 +242,7 @@ def check_study(
                                title=f"PET, CT outline (blue): {comps[worst]:+.0f} mm"))
             )  # fmt: skip
     if organs is not None and organ_names:
-        shares = organ_activity_share(suv, organs, organ_names)
+        shares = organ_activity_share(suv, organs, organ_names, exclude_others=True)
         for organ, share in shares.items():
             meas[f"share_{organ}"] = share
         low = {o: s for o, s in shares.items() if math.isfinite(s) and s < opt.organ_share}
