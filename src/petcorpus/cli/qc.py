@@ -20,7 +20,7 @@ T = TypeVar("T")
 @handle_errors
 def qc_cmd(
     corpus: Path = typer.Argument(
-        ..., metavar="CORPUS", help="Corpus folder (autoPET layout; its catalog is updated)."
+        ..., metavar="CORPUS", help="Corpus (any layout; its catalog is updated)."
     ),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when any study is flagged."),
     shift_mm: float = typer.Option(
@@ -29,11 +29,12 @@ def qc_cmd(
     no_pictures: bool = typer.Option(
         False, "--no-pictures", help="Do not draw a picture for each flag."
     ),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, metavar="N", help="Processes."),
     no_progress: bool = NO_PROGRESS,
 ) -> None:
     """Check every study: PET/CT misalignment, implausible SUV, label contradictions,
-    acquisition outliers against the corpus. Results go to the catalog (catalog status,
-    report)."""
+    acquisition outliers against the corpus; with organ masks (ENHANCE.PET), hot-organ
+    activity outside its mask. Results go to the catalog (catalog status, report)."""
     from petcorpus.qc import QcOptions, run_qc
 
     bar = progress_bar(console, enabled=not no_progress)
@@ -44,7 +45,7 @@ def qc_cmd(
 
     options = QcOptions(shift_mm=shift_mm, pictures=not no_pictures)
     with bar:
-        report = run_qc(corpus, options=options, progress=track)
+        report = run_qc(corpus, options=options, progress=track, workers=workers)
     flagged = report.flagged
     if flagged:
         t = table("study", "check", "reason", "finding", title="flagged studies")

@@ -246,7 +246,12 @@ def estimate_shift(pet: Volume, ct: Volume, *, max_mm: float = 40.0) -> Shift:
 
 
 def organ_activity_share(
-    pet: Volume, organs: Volume, names: Mapping[int, str], *, margin_mm: float = 20.0
+    pet: Volume,
+    organs: Volume,
+    names: Mapping[int, str],
+    *,
+    margin_mm: float = 20.0,
+    exclude_others: bool = False,
 ) -> dict[str, float]:
     """Share of each high-uptake organ's PET activity that falls inside its CT mask.
 
@@ -254,7 +259,10 @@ def organ_activity_share(
     left and right kidneys together), the activity above background (the median of a
     ``margin_mm`` shell around the mask) is summed inside the mask and inside the mask
     grown by ``margin_mm``; the share is their ratio (1: all of it inside; a PET moved
-    against the CT lowers it). ``organs`` must be on the PET grid.
+    against the CT lowers it). ``organs`` must be on the PET grid. With
+    ``exclude_others`` the voxels of the other labelled regions of ``organs`` (named or
+    not) are left out of the margin: a neighbour's uptake (the liver beside the right
+    kidney) is not this organ's activity outside its mask.
     """
     from scipy import ndimage
 
@@ -279,6 +287,8 @@ def organ_activity_share(
         v = val[box].astype(np.float64)
         dist = ndimage.distance_transform_edt(~m, sampling=pet.spacing)
         grown = dist <= margin_mm
+        if exclude_others:
+            grown &= ~((lab[box] != 0) & ~m)
         shell = grown & ~m
         bg = float(np.median(v[shell])) if shell.any() else 0.0
         excess = np.clip(v - bg, 0.0, None)

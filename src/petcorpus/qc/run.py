@@ -7,17 +7,22 @@ import dataclasses
 import logging
 import math
 import os
+import threading
+import uuid
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import BrokenExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from petcorpus.errors import PetcorpusError
+from petcorpus.labels import LabelTable
 from petcorpus.qc.acquisition import correction_flags, outlier_flags
 from petcorpus.qc.align import estimate_shift, organ_activity_share
 from petcorpus.qc.flags import QcFlag, QcReason, QcReport, StudyQc
 from petcorpus.qc.labels import check_labels
+from petcorpus.qc.organ_maps import case_organ_map, qc_regions
 from petcorpus.qc.pictures import flag_picture, sampled
 from petcorpus.qc.suv import (
     LIVER_RANGE,
@@ -26,6 +31,9 @@ from petcorpus.qc.suv import (
     percist_problems,
 )
 from petcorpus.volume import Volume
+
+if TYPE_CHECKING:
+    from petcorpus.layouts.base import Case, Corpus
 
 __all__ = ["QcOptions", "check_study", "qc_corpus", "run_qc"]
 
@@ -97,6 +105,7 @@ def check_study(
     organ_names: Mapping[int, str] | None = None,
     percist: Any = None,
     which: str = "",
+    pet_unit: Literal["SUV", "Bq/ml"] = "SUV",
     options: QcOptions | None = None,
 ) -> StudyQc:
     """The per-study checks (alignment, SUV, labels, corrections) of one study.
@@ -104,7 +113,7 @@ def check_study(
     Parameters
     ----------
     suv : Volume
-        SUVbw on the PET grid.
+        SUVbw on the PET grid (activity in Bq/ml with ``pet_unit="Bq/ml"``).
     ct : Volume, optional
         CT in HU on the PET grid (CTres); without it the alignment, liver and body checks
         are skipped.
@@ -120,11 +129,21 @@ def check_study(
     organs, organ_names : optional
         An organ label map on the PET grid and its names (ENHANCE.PET): adds the share of
         hot-organ activity inside the masks and, with a liver, the liver SUV from the mask.
+        Every other labelled region of the map (named or not) is a neighbour, left out of a
+        hot organ's margin (:func:`~petcorpus.qc.align.organ_activity_share`,
+        ``exclude_others``).
     percist : PercistReference, optional
         A PERCIST reference to judge (:func:`~petcorpus.qc.suv.percist_problems`).
     which : str
         Names the study in label messages (patients with several studies).
+    pet_unit : {"SUV", "Bq/ml"}
+        The unit of ``suv``. In Bq/ml the liver is still measured (``liver_bqml``, the
+        pictures' level) but its SUV range is not checked (``liver_note`` says so):
+        without an SUV factor no range applies. Alignment, organ shares and labels do not
+        depend on the unit.
     """
+    if pet_unit not in ("SUV", "Bq/ml"):
+        raise ValueError(f"pet_unit must be 'SUV' or 'Bq/ml', got {pet_unit!r}")
     opt = options or QcOptions()
     out = StudyQc(key=key)
     meas = out.measures
@@ -148,28 +167,34 @@ def check_study(
                 fill: bool = False) -> bytes | None:  # fmt: skip
         if not opt.pictures:
             return None
-        return flag_picture(pet_s, overlays, view=view, title=title,
-                            level=meas.get("liver_suv", math.nan), fill=fill)  # fmt: skip
+        return flag_picture(pet_s, overlays, view=view, title=title, level=_level(meas),
+                            fill=fill)  # fmt: skip
 
     # 1. Liver SUV (first: its level sets the pictures' window).
     region = None
     liver_from = None
+    liver = "liver_suv" if pet_unit == "SUV" else "liver_bqml"
     if organs is not None and organ_names:
         liver_ids = [i for i, n in organ_names.items() if "liver" in n.lower()]
         lm = np.isin(np.asarray(organs.array), liver_ids) if liver_ids else None
         if lm is not None and lm.any():
-            meas["liver_suv"] = float(np.mean(np.asarray(suv.array)[lm]))
+            meas[liver] = float(np.mean(np.asarray(suv.array)[lm]))
             liver_from = "organ mask"
     if ct_f is not None:
         les_f = sampled(seg, fine, si).array if seg is not None and seg_on_grid else None
         region = liver_region(pet_f, ct_f, les_f, step=coarse)
         if liver_from is None and region.mask is not None:
-            meas["liver_suv"] = float(np.median(np.asarray(pet_s.array)[region.mask]))
+            meas[liver] = float(np.median(np.asarray(pet_s.array)[region.mask]))
             liver_from = "anatomy (below the right lung)"
         elif liver_from is None:
             meas["liver_note"] = region.why
     if liver_from is not None:
         meas["liver_from"] = liver_from
+    if pet_unit != "SUV":
+        meas["pet_unit"] = pet_unit
+    if liver_from is not None and pet_unit != "SUV":
+        meas["liver_note"] = f"PET in {pet_unit}, not SUV: the liver SUV range is not checked"
+    elif liver_from is not None:
         v = meas["liver_suv"]
         lo, hi = opt.liver_range
         if not lo <= v <= hi:
@@ -217,7 +242,7 @@ def check_study(
                                title=f"PET, CT outline (blue): {comps[worst]:+.0f} mm"))
             )  # fmt: skip
     if organs is not None and organ_names:
-        shares = organ_activity_share(suv, organs, organ_names)
+        shares = organ_activity_share(suv, organs, organ_names, exclude_others=True)
         for organ, share in shares.items():
             meas[f"share_{organ}"] = share
         low = {o: s for o, s in shares.items() if math.isfinite(s) and s < opt.organ_share}
@@ -279,6 +304,11 @@ def check_study(
     return out
 
 
+def _level(meas: Mapping[str, Any]) -> float:
+    """The liver's level that sets a picture's grey window (SUV or Bq/ml), nan if unknown."""
+    return float(meas.get("liver_suv", meas.get("liver_bqml", math.nan)))
+
+
 def _num(v: Any, default: float = math.nan) -> float:
     try:
         f = float(v)
@@ -334,8 +364,27 @@ def _case_infos(root: Path, keys: list[str]) -> tuple[dict[str, _CaseInfo], list
     return infos, notes
 
 
-def _read_case(case: Any) -> tuple[Volume, Volume | None, Volume | None]:
-    """SUV (or PET), CT on the PET grid, lesion mask of a case of any layout."""
+@dataclasses.dataclass
+class _CaseVolumes:
+    """What :func:`check_study` reads of one case."""
+
+    suv: Volume
+    unit: Literal["SUV", "Bq/ml"]
+    ct: Volume | None
+    seg: Volume | None
+    organs: Volume | None = None
+    organ_names: dict[int, str] | None = None
+
+
+def _read_case(
+    case: Case,
+    labels: LabelTable | None = None,
+    regions: Mapping[str, Mapping[int, str]] | None = None,
+) -> _CaseVolumes:
+    """SUV (or PET and its unit), CT on the PET grid, lesion mask of a case of any layout;
+    with a label table and its QC regions (:func:`~petcorpus.qc.organ_maps.qc_regions`), the
+    case's organ map on the PET grid."""
+    from petcorpus.organs import guess_pet_unit
     from petcorpus.resample import resample_to
 
     pet_name = "SUV" if case.has("SUV") else "PET"
@@ -346,15 +395,29 @@ def _read_case(case: Any) -> tuple[Volume, Volume | None, Volume | None]:
     elif case.has("CT"):
         ct = resample_to(case.volume("CT"), suv, interpolation="linear", fill=-1024.0)
     seg = case.volume("SEG") if case.has("SEG") else None
-    return suv, ct, seg
+    organs = None
+    if labels is not None and regions:
+        organs = case_organ_map(case, suv, labels, regions)
+    unit: Literal["SUV", "Bq/ml"] = "SUV"
+    if pet_name == "PET":  # a PET without an SUV beside it: its unit from its magnitude
+        lab = None if organs is None else np.asarray(organs[0].array)
+        unit = "Bq/ml" if guess_pet_unit(np.asarray(suv.array), lab) == "Bq/ml" else "SUV"
+    return _CaseVolumes(suv, unit, ct, seg, *(organs or (None, None)))
 
 
-def _check_case(case: Any, info: _CaseInfo, options: QcOptions) -> StudyQc:
+def _check_case(
+    case: Case,
+    info: _CaseInfo,
+    options: QcOptions,
+    labels: LabelTable | None = None,
+    regions: Mapping[str, Mapping[int, str]] | None = None,
+) -> StudyQc:
     try:
-        suv, ct, seg = _read_case(case)
+        v = _read_case(case, labels, regions)
         diagnosis = info.diagnosis or _sidecar_diagnosis(case)
-        res = check_study(suv, ct, seg, key=info.key, diagnosis=diagnosis, params=info.params,
-                          which=info.which, options=options)  # fmt: skip
+        res = check_study(v.suv, v.ct, v.seg, key=info.key, diagnosis=diagnosis,
+                          params=info.params, organs=v.organs, organ_names=v.organ_names,
+                          which=info.which, pet_unit=v.unit, options=options)  # fmt: skip
     except (PetcorpusError, OSError, ValueError) as exc:
         res = StudyQc(key=info.key)
         res.flags.append(QcFlag("labels", QcReason.UNREADABLE, f"cannot check: {exc}"))
@@ -362,10 +425,60 @@ def _check_case(case: Any, info: _CaseInfo, options: QcOptions) -> StudyQc:
     return res
 
 
-def _sidecar_diagnosis(case: Any) -> str | None:
+def _sidecar_diagnosis(case: Case) -> str | None:
     meta = case.metadata or {}
     v = meta.get("diagnosis") or (meta.get("clinical") or {}).get("diagnosis")
     return str(v) if v else None
+
+
+# -- in worker processes -------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """One case to check in a worker: the corpus is opened there (once per run and
+    process, :func:`_worker_case`), since not every layout's case can be pickled (HDF5)."""
+
+    run: str
+    layout: str
+    root: str
+    info: _CaseInfo
+    options: QcOptions
+    labels: dict[str, dict[str, str]] | None
+    regions: dict[str, dict[int, str]] | None
+
+
+#: In a worker: the run token → (its open corpus, its cases by key).
+_OPEN: dict[str, tuple[Corpus, dict[str, Case]]] = {}
+_OPEN_LOCK = threading.Lock()  # Dask runs tasks on threads
+
+
+def _worker_case(job: _Job) -> Case:
+    with _OPEN_LOCK:
+        got = _OPEN.get(job.run)
+        if got is None:
+            for corpus, _ in _OPEN.values():  # an earlier run's (a long-lived Dask worker)
+                corpus.close()
+            _OPEN.clear()
+            from petcorpus.layouts import open_corpus
+
+            corpus = open_corpus(job.root, layout=job.layout)
+            got = _OPEN[job.run] = (corpus, {c.key: c for c in corpus.cases()})
+    return got[1][job.info.key]
+
+
+def _check_job(job: _Job) -> StudyQc:
+    """Worker: :func:`_check_case` of one case (a case that cannot be opened or read is a
+    flag, as on the driver)."""
+    try:
+        case = _worker_case(job)
+        labels = None
+        if job.labels is not None:
+            labels = LabelTable({g: {int(k): n for k, n in r.items()}
+                                 for g, r in job.labels.items()})  # fmt: skip
+    except Exception as exc:  # a batch records every failure and goes on
+        res = StudyQc(key=job.info.key, study_uid=job.info.study_uid)
+        res.flags.append(QcFlag("labels", QcReason.UNREADABLE, f"cannot check: {exc}"))
+        return res
+    return _check_case(case, job.info, job.options, labels, job.regions)
 
 
 def qc_corpus(
@@ -373,6 +486,7 @@ def qc_corpus(
     *,
     options: QcOptions | None = None,
     progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
+    workers: int = 1,
 ) -> QcReport:
     """Run every check on every case of a corpus (any layout :func:`open_corpus` reads;
     the catalog, when the folder has one, gives diagnoses and acquisition parameters).
@@ -381,16 +495,55 @@ def qc_corpus(
     acquisition quantities are scored against the corpus after all cases
     (:func:`~petcorpus.qc.acquisition.outlier_flags`); an outlier's picture needs its PET
     again, which is then re-read.
+
+    With organ masks (an ENHANCE.PET corpus: its group label images, names from its
+    ``labels.json``), the groups holding the hot organs and the liver are mapped onto the
+    PET grid (:mod:`~petcorpus.qc.organ_maps`) and :func:`check_study` gets them: the share
+    of each hot organ's activity inside its mask, the liver from its mask. A PET without an
+    SUV beside it is taken as Bq/ml or SUV by its magnitude
+    (:func:`~petcorpus.organs.guess_pet_unit`); in Bq/ml the liver SUV range is not checked.
+
+    ``workers`` > 1 checks the cases in that many processes (the build's
+    :class:`~petcorpus.pipeline.Runner`); the result is the same as with one. ``progress``
+    wraps the case keys and is advanced as each case finishes.
     """
     from petcorpus.layouts import open_corpus
+    from petcorpus.pipeline import Runner
 
     opt = options or QcOptions()
     root = Path(corpus)
     with open_corpus(root) as c:
         cases = {case.key: case for case in c.cases()}
         infos, notes = _case_infos(root, list(cases))
-        show = progress or (lambda it: it)
-        results = [_check_case(cases[k], infos[k], opt) for k in show(list(cases))]
+        labels = getattr(c, "labels", None)
+        regions: dict[str, dict[int, str]] | None = None
+        if isinstance(labels, LabelTable):
+            regions, more = qc_regions(labels)
+            notes += more
+        else:
+            labels = None
+        show = iter((progress or (lambda it: it))(list(cases)))
+        done: dict[str, StudyQc] = {}
+        n = min(workers, len(cases))
+        if n <= 1:
+            for k in show:
+                done[k] = _check_case(cases[k], infos[k], opt, labels, regions)
+        else:
+            run = uuid.uuid4().hex
+            table = None if labels is None else labels.to_json()
+            jobs = [_Job(run, c.layout, str(root), infos[k], opt, table, regions) for k in cases]
+            try:
+                with Runner(workers=n, preload=(__name__,)) as runner:
+                    for res in runner.map_unordered(_check_job, jobs):
+                        done[res.key] = res
+                        next(show, None)
+            except BrokenExecutor as exc:  # a worker died (memory?): its cases are flagged
+                died = QcFlag("labels", QcReason.UNREADABLE, f"cannot check: worker died ({exc})")
+                for k in cases.keys() - done.keys():
+                    done[k] = StudyQc(key=k, study_uid=infos[k].study_uid, flags=[died])
+            for _ in show:  # the display ends at the total
+                pass
+        results = [done[k] for k in cases]
         flags, zs, more = outlier_flags({r.key: r.measures for r in results})
         notes += more
         for r in results:
@@ -400,10 +553,10 @@ def qc_corpus(
             pic = None
             if opt.pictures:
                 try:
-                    suv = _read_case(cases[r.key])[0]
+                    suv = _read_case(cases[r.key]).suv
                     si = _axes(suv)[2]
                     pic = flag_picture(sampled(suv, 2, si), title="acquisition outlier",
-                                       level=r.measures.get("liver_suv", math.nan))  # fmt: skip
+                                       level=_level(r.measures))  # fmt: skip
                 except (PetcorpusError, OSError, ValueError):
                     pic = None
             r.flags += [dataclasses.replace(f, picture=pic) for f in flags[r.key]]
@@ -415,13 +568,14 @@ def run_qc(
     *,
     options: QcOptions | None = None,
     progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
+    workers: int = 1,
 ) -> QcReport:
     """:func:`qc_corpus`, then store the result in ``corpus/catalog.sqlite`` (created when
     absent), replacing the previous one. (Not a build: no row in the ``runs`` table, whose
     latest row says what the last build skipped.)"""
     from petcorpus.catalog import Catalog
 
-    report = qc_corpus(corpus, options=options, progress=progress)
+    report = qc_corpus(corpus, options=options, progress=progress, workers=workers)
     with Catalog.open(corpus) as cat:
         cat.record_qc(report.studies)
     return report
