@@ -241,3 +241,12 @@ def test_cli_workers_and_strict(enhance, tmp_path: Path) -> None:
     assert f"checked {N_CASES} studies: {len(SHIFTS)} flagged" in res.output
     assert "ORGAN_UPTAKE_OUTSIDE" in res.output
     assert (root / "catalog.sqlite").is_file()
+
+
+def test_organ_names_match_whole_words() -> None:
+    """A gallbladder is not the bladder; plural and snake-case names are."""
+    from petcorpus.qc.align import region_words
+
+    assert "bladder" not in region_words("gallbladder")
+    assert "bladder" in region_words("urinary_bladder")
+    assert "kidney" in region_words("Kidneys") and "kidney" in region_words("kidney_left")

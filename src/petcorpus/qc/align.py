@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 
 import cc3d
@@ -37,6 +38,7 @@ __all__ = [
     "estimate_shift",
     "line_bounds",
     "organ_activity_share",
+    "region_words",
 ]
 
 #: CT voxels above this (HU) are body (fat is about -100, lung about -850, air -1000).
@@ -245,6 +247,13 @@ def estimate_shift(pet: Volume, ct: Volume, *, max_mm: float = 40.0) -> Shift:
     return Shift(float(world[0]), float(world[1]), float(world[2]), float(min(scores)))
 
 
+def region_words(name: str) -> set[str]:
+    """Lower-case words of a region name, a plural ``s`` dropped (``kidneys`` → ``kidney``):
+    an organ is matched by whole word, so ``gallbladder`` is not the bladder."""
+    words = {w for w in re.split(r"[^a-z]+", name.lower()) if w}
+    return words | {w[:-1] for w in words if w.endswith("s")}
+
+
 def organ_activity_share(
     pet: Volume,
     organs: Volume,
@@ -255,7 +264,7 @@ def organ_activity_share(
 ) -> dict[str, float]:
     """Share of each high-uptake organ's PET activity that falls inside its CT mask.
 
-    For each organ of :data:`HOT_ORGANS` present (labels whose name contains one of them;
+    For each organ of :data:`HOT_ORGANS` present (labels whose name has it as a word;
     left and right kidneys together), the activity above background (the median of a
     ``margin_mm`` shell around the mask) is summed inside the mask and inside the mask
     grown by ``margin_mm``; the share is their ratio (1: all of it inside; a PET moved
@@ -272,7 +281,7 @@ def organ_activity_share(
     val = np.asarray(pet.array)
     out: dict[str, float] = {}
     for organ in HOT_ORGANS:
-        ids = [i for i, n in names.items() if organ in n.lower().replace("_", " ")]
+        ids = [i for i, n in names.items() if organ in region_words(n)]
         if not ids:
             continue
         mask = np.isin(lab, ids)

@@ -15,7 +15,6 @@ beside the left) are left out of its margin; only the chosen regions are named.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from petcorpus.errors import GeometryMismatchError, UnsupportedError
 from petcorpus.labels import GROUPS, LabelTable, merge_groups
-from petcorpus.qc.align import HOT_ORGANS
+from petcorpus.qc.align import HOT_ORGANS, region_words
 from petcorpus.volume import Volume
 
 if TYPE_CHECKING:
@@ -33,12 +32,6 @@ __all__ = ["QC_ORGANS", "case_organ_map", "qc_regions"]
 
 #: The organs quality control reads from an organ map: the hot organs and the liver.
 QC_ORGANS: tuple[str, ...] = (*HOT_ORGANS, "liver")
-
-
-def _words(name: str) -> set[str]:
-    """Lower-case words of a region name, a plural ``s`` dropped (``kidneys`` → ``kidney``)."""
-    words = {w for w in re.split(r"[^a-z]+", name.lower()) if w}
-    return words | {w[:-1] for w in words if w.endswith("s")}
 
 
 def qc_regions(table: LabelTable) -> tuple[dict[str, dict[int, str]], list[str]]:
@@ -56,7 +49,7 @@ def qc_regions(table: LabelTable) -> tuple[dict[str, dict[int, str]], list[str]]
     notes: list[str] = []
     for group, regions in table.groups.items():
         for local, name in regions.items():
-            if not _words(name) & set(QC_ORGANS):
+            if not region_words(name) & set(QC_ORGANS):
                 continue
             if not _has_global_id(table, group, local):
                 notes.append(f"organ check: {group} {local} ({name}) has no global id: left out")

@@ -19,7 +19,7 @@ import numpy as np
 from petcorpus.errors import PetcorpusError
 from petcorpus.labels import LabelTable
 from petcorpus.qc.acquisition import correction_flags, outlier_flags
-from petcorpus.qc.align import estimate_shift, organ_activity_share
+from petcorpus.qc.align import estimate_shift, organ_activity_share, region_words
 from petcorpus.qc.flags import QcFlag, QcReason, QcReport, StudyQc
 from petcorpus.qc.labels import check_labels
 from petcorpus.qc.organ_maps import case_organ_map, qc_regions
@@ -175,7 +175,7 @@ def check_study(
     liver_from = None
     liver = "liver_suv" if pet_unit == "SUV" else "liver_bqml"
     if organs is not None and organ_names:
-        liver_ids = [i for i, n in organ_names.items() if "liver" in n.lower()]
+        liver_ids = [i for i, n in organ_names.items() if "liver" in region_words(n)]
         lm = np.isin(np.asarray(organs.array), liver_ids) if liver_ids else None
         if lm is not None and lm.any():
             meas[liver] = float(np.mean(np.asarray(suv.array)[lm]))
@@ -247,7 +247,7 @@ def check_study(
             meas[f"share_{organ}"] = share
         low = {o: s for o, s in shares.items() if math.isfinite(s) and s < opt.organ_share}
         if low:
-            ids = [i for i, n in organ_names.items() if any(o in n.lower() for o in low)]
+            ids = [i for i, n in organ_names.items() if region_words(n) & set(low)]
             hot = np.isin(np.asarray(organs.array), ids)
             out.flags.append(
                 QcFlag("alignment", QcReason.ORGAN_UPTAKE_OUTSIDE,
