@@ -350,3 +350,38 @@ def test_far_voxels_by_kd_tree_equal_brute_force(pair, spacing) -> None:
         else:
             assert (m.hd, m.hd95, m.nsd) == (ref["hd"], ref["hd95"], ref["nsd"])
             assert m.assd == pytest.approx(ref["assd"], rel=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shapes.flatmap(
+        lambda s: st.tuples(
+            arrays(np.uint8, s, elements=st.integers(0, 3)),
+            arrays(np.uint8, s, elements=st.integers(0, 3)),
+        )
+    ),
+    spacings,
+    st.integers(1, 7),
+)
+def test_ring_search_in_blocks_equals_brute_force(pair, spacing, block) -> None:
+    """Border voxels searched a few at a time (blocks of 1-7, every block boundary and a
+    block left with far voxels): still the brute-force numbers."""
+    import petcorpus.metrics.surface as surface
+
+    gt, pred = pair
+    saved = surface._RING_BLOCK
+    surface._RING_BLOCK = block
+    try:
+        multi = surface_metrics(gt, pred, spacing, labels=[1, 2, 3], tolerance_mm=1.0)
+    finally:
+        surface._RING_BLOCK = saved
+    for lab in (1, 2, 3):
+        ref = brute_metrics(gt == lab, pred == lab, spacing, 1.0)
+        m = multi[lab]
+        if ref is None:
+            assert math.isnan(m.assd)
+        elif 0 in ref["n"]:
+            assert m.assd == math.inf
+        else:
+            assert (m.hd, m.hd95, m.nsd) == (ref["hd"], ref["hd95"], ref["nsd"])
+            assert m.assd == pytest.approx(ref["assd"], rel=1e-12)
