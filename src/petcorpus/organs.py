@@ -96,12 +96,14 @@ def labels_to_grid(labels: Volume, target: Volume) -> Volume:
         idx.append(np.clip(i, 0, labels.shape[ax] - 1))
         valid.append(ok)
     src = np.asarray(labels.array)
-    if src.flags.f_contiguous and not src.flags.c_contiguous:
-        # NIfTI data are Fortran-ordered: gather on the C-ordered transpose (contiguous
-        # innermost axis) and transpose back, ~3x faster than a strided gather.
-        arr = src.T[np.ix_(idx[2], idx[1], idx[0])].T
-    else:
-        arr = src[np.ix_(*idx)]
+    # One axis at a time, outermost in memory first (whole planes, then rows, then
+    # voxels within rows): ~4x faster than one np.ix_ gather. NIfTI data are
+    # Fortran-ordered, so on the C-ordered transpose.
+    flip = src.flags.f_contiguous and not src.flags.c_contiguous
+    arr = src.T if flip else src
+    for ax, i in enumerate(idx[::-1] if flip else idx):
+        arr = np.take(arr, i, axis=ax)
+    arr = arr.T if flip else arr
     if not all(v.all() for v in valid):  # arr is a fresh array (fancy indexing)
         arr[~valid[0], :, :] = 0
         arr[:, ~valid[1], :] = 0

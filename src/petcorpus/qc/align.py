@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import cc3d
 import numpy as np
@@ -36,6 +36,7 @@ __all__ = [
     "between",
     "body_mask",
     "estimate_shift",
+    "label_mask",
     "line_bounds",
     "organ_activity_share",
     "region_words",
@@ -254,6 +255,18 @@ def region_words(name: str) -> set[str]:
     return words | {w[:-1] for w in words if w.endswith("s")}
 
 
+def label_mask(labels: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+    """``np.isin(labels, ids)``, as a few comparisons when ``ids`` are few (one pass each,
+    ~10x faster than ``isin``'s sort on a whole-body map)."""
+    ids = list(ids)
+    if not 0 < len(ids) <= 4:
+        return np.isin(labels, ids)
+    out = labels == ids[0]
+    for i in ids[1:]:
+        out |= labels == i
+    return out
+
+
 def organ_activity_share(
     pet: Volume,
     organs: Volume,
@@ -279,25 +292,30 @@ def organ_activity_share(
         raise GeometryMismatchError(f"organ map {organs.shape} is not on the PET grid {pet.shape}")
     lab = np.asarray(organs.array)
     val = np.asarray(pet.array)
+    if not np.issubdtype(lab.dtype, np.integer):
+        lab = lab.astype(np.int64)
+    # Every label's bounding box from one pass over the map; each organ is worked on in
+    # the union of its labels' boxes grown by the margin only.
+    wanted = {o: [i for i, n in names.items() if o in region_words(n) and i > 0]
+              for o in HOT_ORGANS}  # fmt: skip
+    top = max((i for ids in wanted.values() for i in ids), default=0)
+    boxes = ndimage.find_objects(lab, max_label=top) if top else []
+    pad = np.ceil(margin_mm / pet.spacing).astype(int) + 1
     out: dict[str, float] = {}
-    for organ in HOT_ORGANS:
-        ids = [i for i, n in names.items() if organ in region_words(n)]
-        if not ids:
+    for organ, ids in wanted.items():
+        found = [boxes[i - 1] for i in ids if i <= len(boxes) and boxes[i - 1] is not None]
+        if not found:
             continue
-        mask = np.isin(lab, ids)
-        if not mask.any():
-            continue
-        idx = np.argwhere(mask)
-        pad = np.ceil(margin_mm / pet.spacing).astype(int) + 1
-        lo = np.maximum(idx.min(axis=0) - pad, 0)
-        hi = np.minimum(idx.max(axis=0) + pad + 1, mask.shape)
+        lo = np.maximum([min(b[a].start for b in found) for a in range(3)] - pad, 0)
+        hi = np.minimum([max(b[a].stop for b in found) for a in range(3)] + pad, lab.shape)
         box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-        m = mask[box]
+        lab_box = lab[box]
+        m = label_mask(lab_box, ids)
         v = val[box].astype(np.float64)
         dist = ndimage.distance_transform_edt(~m, sampling=pet.spacing)
         grown = dist <= margin_mm
         if exclude_others:
-            grown &= ~((lab[box] != 0) & ~m)
+            grown &= ~((lab_box != 0) & ~m)
         shell = grown & ~m
         bg = float(np.median(v[shell])) if shell.any() else 0.0
         excess = np.clip(v - bg, 0.0, None)

@@ -19,7 +19,12 @@ import numpy as np
 from petcorpus.errors import PetcorpusError
 from petcorpus.labels import LabelTable
 from petcorpus.qc.acquisition import correction_flags, outlier_flags
-from petcorpus.qc.align import estimate_shift, organ_activity_share, region_words
+from petcorpus.qc.align import (
+    estimate_shift,
+    label_mask,
+    organ_activity_share,
+    region_words,
+)
 from petcorpus.qc.flags import QcFlag, QcReason, QcReport, StudyQc
 from petcorpus.qc.labels import check_labels
 from petcorpus.qc.organ_maps import case_organ_map, qc_regions
@@ -176,7 +181,7 @@ def check_study(
     liver = "liver_suv" if pet_unit == "SUV" else "liver_bqml"
     if organs is not None and organ_names:
         liver_ids = [i for i, n in organ_names.items() if "liver" in region_words(n)]
-        lm = np.isin(np.asarray(organs.array), liver_ids) if liver_ids else None
+        lm = label_mask(np.asarray(organs.array), liver_ids) if liver_ids else None
         if lm is not None and lm.any():
             meas[liver] = float(np.mean(np.asarray(suv.array)[lm]))
             liver_from = "organ mask"
@@ -248,7 +253,7 @@ def check_study(
         low = {o: s for o, s in shares.items() if math.isfinite(s) and s < opt.organ_share}
         if low:
             ids = [i for i, n in organ_names.items() if region_words(n) & set(low)]
-            hot = np.isin(np.asarray(organs.array), ids)
+            hot = label_mask(np.asarray(organs.array), ids)
             out.flags.append(
                 QcFlag("alignment", QcReason.ORGAN_UPTAKE_OUTSIDE,
                        "PET activity outside its CT organ mask: " + ", ".join(
