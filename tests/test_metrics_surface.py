@@ -69,6 +69,13 @@ mask_pairs = shapes.flatmap(
     lambda s: st.tuples(arrays(np.bool_, s, elements=st.booleans()), arrays(np.bool_, s))
 )
 spacings = st.tuples(*(st.floats(0.3, 4.0, allow_nan=False) for _ in range(3)))
+#: Pairs of small label maps with labels 0-3.
+label_map_pairs = shapes.flatmap(
+    lambda s: st.tuples(
+        arrays(np.uint8, s, elements=st.integers(0, 3)),
+        arrays(np.uint8, s, elements=st.integers(0, 3)),
+    )
+)
 
 
 @settings(max_examples=80, deadline=None)
@@ -111,12 +118,7 @@ def test_pooled_hd95_is_medpy_style(pair, spacing) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    shapes.flatmap(
-        lambda s: st.tuples(
-            arrays(np.uint8, s, elements=st.integers(0, 3)),
-            arrays(np.uint8, s, elements=st.integers(0, 3)),
-        )
-    ),
+    label_map_pairs,
     spacings,
 )
 def test_multilabel_equals_label_by_label(pair, spacing) -> None:
@@ -318,14 +320,23 @@ def test_many_labels_equal_monai_label_by_label() -> None:
         assert abs(m.nsd - nsd) <= 1e-6
 
 
+def _assert_labels_equal_brute_force(gt, pred, spacing, multi) -> None:
+    """Labels 1-3 of ``multi`` (tolerance 1 mm) equal the brute-force definition."""
+    for lab in (1, 2, 3):
+        ref = brute_metrics(gt == lab, pred == lab, spacing, 1.0)
+        m = multi[lab]
+        if ref is None:
+            assert math.isnan(m.assd)
+        elif 0 in ref["n"]:
+            assert m.assd == math.inf
+        else:
+            assert (m.hd, m.hd95, m.nsd) == (ref["hd"], ref["hd95"], ref["nsd"])
+            assert m.assd == pytest.approx(ref["assd"], rel=1e-12)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
-    shapes.flatmap(
-        lambda s: st.tuples(
-            arrays(np.uint8, s, elements=st.integers(0, 3)),
-            arrays(np.uint8, s, elements=st.integers(0, 3)),
-        )
-    ),
+    label_map_pairs,
     spacings,
 )
 def test_far_voxels_by_kd_tree_equal_brute_force(pair, spacing) -> None:
@@ -340,26 +351,12 @@ def test_far_voxels_by_kd_tree_equal_brute_force(pair, spacing) -> None:
         multi = surface_metrics(gt, pred, spacing, labels=[1, 2, 3], tolerance_mm=1.0)
     finally:
         surface._RING_VOXELS = saved
-    for lab in (1, 2, 3):
-        ref = brute_metrics(gt == lab, pred == lab, spacing, 1.0)
-        m = multi[lab]
-        if ref is None:
-            assert math.isnan(m.assd)
-        elif 0 in ref["n"]:
-            assert m.assd == math.inf
-        else:
-            assert (m.hd, m.hd95, m.nsd) == (ref["hd"], ref["hd95"], ref["nsd"])
-            assert m.assd == pytest.approx(ref["assd"], rel=1e-12)
+    _assert_labels_equal_brute_force(gt, pred, spacing, multi)
 
 
 @settings(max_examples=40, deadline=None)
 @given(
-    shapes.flatmap(
-        lambda s: st.tuples(
-            arrays(np.uint8, s, elements=st.integers(0, 3)),
-            arrays(np.uint8, s, elements=st.integers(0, 3)),
-        )
-    ),
+    label_map_pairs,
     spacings,
     st.integers(1, 7),
 )
@@ -375,13 +372,4 @@ def test_ring_search_in_blocks_equals_brute_force(pair, spacing, block) -> None:
         multi = surface_metrics(gt, pred, spacing, labels=[1, 2, 3], tolerance_mm=1.0)
     finally:
         surface._RING_BLOCK = saved
-    for lab in (1, 2, 3):
-        ref = brute_metrics(gt == lab, pred == lab, spacing, 1.0)
-        m = multi[lab]
-        if ref is None:
-            assert math.isnan(m.assd)
-        elif 0 in ref["n"]:
-            assert m.assd == math.inf
-        else:
-            assert (m.hd, m.hd95, m.nsd) == (ref["hd"], ref["hd95"], ref["nsd"])
-            assert m.assd == pytest.approx(ref["assd"], rel=1e-12)
+    _assert_labels_equal_brute_force(gt, pred, spacing, multi)
