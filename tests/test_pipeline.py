@@ -185,6 +185,9 @@ def test_dask_local_cluster_gives_identical_checksums(corpus, tmp_path):
         assert all("petcorpus-prepare-workers" in names for names in plugins.values())
         study_threads = client.run(_worker_has_task_threads)
         assert all(study_threads.values())
+        # and Dask's stack-sampling profiler (GIL-holding, every 10 ms) is stopped there
+        profiled = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
+        assert not any(profiled.values())
         # The CLI connects to a running scheduler by address.
         result = runner.invoke(
             app,

@@ -164,6 +164,10 @@ def _dask_worker_plugin(preload: Sequence[str]) -> Any:
         those map every whole-body volume afresh: faulting ~220 MB in again per study cost
         0.5-1 s here. So the worker keeps freed memory, threads started from now on use
         the main heap, and :func:`_on_task_threads` runs each task on one of them.
+
+        Dask's statistical profiler is stopped on the worker: every 10 ms it walks every
+        thread's stack while holding the GIL, which cost a two-worker build ~5 % of its
+        conversion time (docs/benchmarks.md); the dashboard's profile page stays empty.
         """
 
         def setup(self, worker: Any) -> None:
@@ -172,6 +176,10 @@ def _dask_worker_plugin(preload: Sequence[str]) -> Any:
             from petcorpus import _memory
             from petcorpus.pipeline import executors
 
+            for name in ("profile", "profile-cycle"):
+                callback = worker.periodic_callbacks.pop(name, None)
+                if callback is not None:
+                    callback.stop()
             _memory.keep_freed_memory()
             _memory.share_main_arena()
             for name in preload:
