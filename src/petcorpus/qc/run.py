@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from petcorpus._memory import keep_freed_memory
 from petcorpus.errors import PetcorpusError
 from petcorpus.labels import LabelTable
 from petcorpus.qc.acquisition import correction_flags, outlier_flags
@@ -531,8 +532,14 @@ def qc_corpus(
         done: dict[str, StudyQc] = {}
         n = min(workers, len(cases))
         if n <= 1:
-            for k in show:
-                done[k] = _check_case(cases[k], infos[k], opt, labels, regions)
+            # The build's memory habit on the driver: each study's volumes reuse the last
+XX
+            keep_freed_memory()
+            try:
+                for k in show:
+                    done[k] = _check_case(cases[k], infos[k], opt, labels, regions)
+            finally:
+                keep_freed_memory(False)
         else:
             run = uuid.uuid4().hex
             table = None if labels is None else labels.to_json()
