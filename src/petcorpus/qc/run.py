@@ -533,7 +533,7 @@ def qc_corpus(
         n = min(workers, len(cases))
         if n <= 1:
             # The build's memory habit on the driver: each study's volumes reuse the last
-XX
+            # one's pages instead of faulting fresh ones in (as Runner does for workers=1).
             keep_freed_memory()
             try:
                 for k in show:
