@@ -16,7 +16,6 @@ import pytest
 
 from petcorpus.catalog import Catalog
 from petcorpus.dicom.scan import scan
-from petcorpus.dicom.scan_cache import EmptyCache
 from petcorpus.phantom import write_corpus
 from petcorpus.pipeline import build
 
@@ -61,14 +60,17 @@ def _rewrite(path: Path) -> None:
 def test_cached_scan_equals_a_fresh_scan(built, tmp_path):
     dicom, _ = _copy(built, tmp_path)
     fresh = scan(dicom)
-    first = scan(dicom, cache=EmptyCache())
-    assert first.studies == fresh.studies and first.skipped == fresh.skipped
     with Catalog.open(tmp_path / "c") as cat:
-        cat.write_scan_cache(first.cache_writes)
-        again = scan(dicom, cache=cat.scan_cache())
-    assert again.parsed == 0
+        store = cat.scan_store()
+        first = scan(dicom, store=store)
+        store.write_cache()
+        cat._conn.commit()
+        again = scan(dicom, store=cat.scan_store())
+    assert first.parsed >= report_files(dicom) and again.parsed == 0
+    assert first.studies == fresh.studies and first.skipped == fresh.skipped
     assert again.studies == fresh.studies and again.skipped == fresh.skipped
     assert [s.fingerprint for s in again.studies] == [s.fingerprint for s in first.studies]
+    assert [s.fingerprint for s in fresh.studies] == [s.fingerprint for s in first.studies]
 
 
 def test_rerun_over_an_unchanged_tree_parses_no_header(built, tmp_path):

@@ -33,7 +33,7 @@ import dataclasses
 import enum
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -151,7 +151,7 @@ def _folder_name(study: StudyInfo) -> OutputName:
 
 
 def name_studies(
-    studies: Sequence[StudyInfo],
+    studies: Iterable[StudyInfo],
     *,
     naming: Naming | str = Naming.DICOM,
     recorded: Mapping[str, str] | None = None,
@@ -160,8 +160,8 @@ def name_studies(
 
     Parameters
     ----------
-    studies : sequence of StudyInfo
-        What :func:`petcorpus.dicom.scan.scan` found.
+    studies : iterable of StudyInfo
+        What :func:`petcorpus.dicom.scan.scan` found (read once, one study at a time).
     naming : Naming or str
         ``"dicom"`` (default) or ``"folders"``.
     recorded : mapping, optional

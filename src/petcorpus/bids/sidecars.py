@@ -92,6 +92,8 @@ _TRACER_FACTS: Mapping[str, Mapping[str, Any]] = {
         "TracerMolecularWeightUnits": "g/mol",
     }
 }
+
+
 @dataclasses.dataclass(frozen=True)
 class PetFacts:
     """The timing and SUV inputs of one study, in BIDS units.

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from petcorpus.catalog.reads import CatalogReads, path_key
+from petcorpus.catalog.reads import CatalogReads
 from petcorpus.catalog.records import (
     ArtifactRecord,
     FailureRecord,
@@ -466,26 +466,6 @@ class Catalog(CatalogReads):
                 "INSERT INTO splits(subject_id, fold, is_test) VALUES (?, ?, ?)",
                 [(s, f, int(f is None)) for s, f in sorted(folds.items())],
             )
-
-    def write_scan_cache(self, writes: Any) -> None:
-        """Store what a scan changed (a :class:`~petcorpus.dicom.scan_cache.ScanCacheWrites`:
-        files parsed, files and folders gone, every series) in one transaction."""
-        with self.transaction():
-            c = self._conn
-            c.executemany(
-                "DELETE FROM scan_files WHERE folder = ?",
-                [(path_key(f),) for f in writes.gone_folders],
-            )
-            c.executemany(
-                "DELETE FROM scan_files WHERE folder = ? AND name = ?",
-                [(path_key(f), path_key(n)) for f, n in writes.gone],
-            )
-            c.executemany(
-                "INSERT OR REPLACE INTO scan_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(path_key(r[0]), path_key(r[1]), *r[2:]) for r in writes.files],
-            )
-            c.execute("DELETE FROM scan_series")
-            c.executemany("INSERT INTO scan_series VALUES (?, ?, ?, ?)", writes.series)
 
     def record_input_fingerprint(self, study_uid: str, fingerprint: str | None) -> None:
         """Record the inputs a study was converted from (None forgets them)."""

@@ -14,6 +14,8 @@ from petcorpus.errors import PetcorpusError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from petcorpus.dicom.scan_store import ScanStore
+
 __all__ = ["CatalogReads"]
 
 
@@ -45,12 +47,15 @@ class CatalogReads:
         return pd.DataFrame([tuple(r) for r in cur.fetchall()], columns=cols)
 
     # -- the scan cache (see petcorpus.dicom.scan_cache) ---------------------------------------
-    def scan_cache(self) -> _ScanCacheView:
-        """The scan cache as the scan reads it (empty when the catalog predates it).
+    def scan_store(self) -> ScanStore:
+        """Where a scan stages its files, with the scan cache of the last one (none when the
+        catalog predates it); the cache is written back by the plan.
 
         Paths are relative to the scanned root: a tree moved elsewhere with its sizes and
         mtimes (``cp -a``, another mount point) is still known."""
-        return _ScanCacheView(self._conn, self.schema_version >= 3)
+        from petcorpus.dicom.scan_store import ScanStore
+
+        return ScanStore(self._conn, cache=self.schema_version >= 3)
 
     def recorded_sources(self) -> dict[str, str]:
         """StudyInstanceUID → ``<subject>/<study>`` of every catalogued study with a folder."""
@@ -298,48 +303,3 @@ class CatalogReads:
             ),
             "last_run": None if last is None else dict(last),
         }
-
-
-def path_key(name: str) -> bytes:
-    """A file or folder name as the scan cache stores it: its bytes, so that names that are
-    not UTF-8 (Python's surrogate escapes) can be stored and compared like any other."""
-    return name.encode("utf-8", "surrogateescape")
-
-
-def path_text(stored: bytes | str) -> str:
-    """:func:`path_key` undone (a ``str`` from a cache written before is returned as is)."""
-    return stored.decode("utf-8", "surrogateescape") if isinstance(stored, bytes) else stored
-
-
-class _ScanCacheView:
-    """:class:`petcorpus.dicom.scan_cache.ScanCache` over the catalog: rows are read one
-    folder at a time, so the driver never holds the whole tree's."""
-
-    def __init__(self, conn: sqlite3.Connection, usable: bool) -> None:
-        self._conn = conn
-        self._usable = usable
-
-    def folders(self) -> set[str]:
-        if not self._usable:
-            return set()
-        return {
-            path_text(r[0]) for r in self._conn.execute("SELECT DISTINCT folder FROM scan_files")
-        }
-
-    def files_in(self, folder: str) -> dict[str, Any]:
-        if not self._usable:
-            return {}
-        rows = self._conn.execute(
-            "SELECT name, size, mtime_ns, study_uid, series_uid, x, y, z, orientation, "
-            "instance, acquisition, skip FROM scan_files WHERE folder = ?",
-            (path_key(folder),),
-        )
-        return {path_text(r[0]): tuple(r)[1:] for r in rows}
-
-    def series(self) -> dict[tuple[str, str], tuple[str, str]]:
-        if not self._usable:
-            return {}
-        rows = self._conn.execute(
-            "SELECT study_uid, series_uid, fingerprint, summary FROM scan_series"
-        )
-        return {(r[0], r[1]): (r[2], r[3]) for r in rows}

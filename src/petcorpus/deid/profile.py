@@ -57,8 +57,6 @@ class Action(enum.StrEnum):
     X_Z_U = "X/Z/U*"
 
 
-
-
 @functools.cache
 def table_rows() -> list[tuple[str, tuple[str, str, str, str], str]]:
     """The rows as written: (tag text, the four columns' codes or ``-``, keyword)."""

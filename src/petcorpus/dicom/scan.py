@@ -23,6 +23,7 @@ SEG
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -30,36 +31,29 @@ import json
 import math
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from petcorpus._memory import gc_paused
 from petcorpus.dicom.header import as_float, as_text, read_scan_header, series_params
 from petcorpus.dicom.io import get_value
-from petcorpus.dicom.scan_cache import (
-    SUMMARY_FIELDS,
-    ScanCache,
-    ScanCacheWrites,
-    _FileKeys,
-    _parse,
-    fingerprint,
-    read_cached,
-)
+from petcorpus.dicom.scan_cache import SUMMARY_FIELDS, _FileKeys, fingerprint, stage_tree
+from petcorpus.dicom.scan_store import ScanStore, path_text
 from petcorpus.errors import PetcorpusError, Reason
 
 __all__ = [
-    "ScanCache",
-    "ScanCacheWrites",
     "ScanResult",
     "Selection",
     "SeriesInfo",
+    "StagedScan",
     "StudyInfo",
     "scan",
+    "stage_scan",
 ]
 
 
@@ -83,8 +77,7 @@ class SeriesInfo:
     #: may be slices (zero bytes, truncated, unreadable, unparsable), with the reason:
     #: a gap in the series is then reported as these files, not as a missing slice
     unreadable: tuple[tuple[Path, str], ...] = ()
-    #: digest of the members' paths (relative to the root), sizes and mtimes; set when
-    #: the scan keeps a cache (:class:`ScanCache`), else None
+    #: digest of the members' paths (relative to the root), sizes and mtimes
     fingerprint: str | None = dataclasses.field(default=None, compare=False)
 
     def __hash__(self) -> int:
@@ -310,23 +303,10 @@ class ScanResult:
     #: headers parsed (files not found unchanged in the cache, and the first and earliest
     #: header of each series whose members changed): 0 for a re-run over an unchanged tree
     parsed: int = 0
-    #: what to store in the scan cache (None without a cache)
-    cache_writes: ScanCacheWrites | None = dataclasses.field(default=None, repr=False)
 
     @property
     def n_files(self) -> int:
         return sum(st.n_files for st in self.studies)
-
-
-# -- reading -----------------------------------------------------------------------------------
-def _walk(root: Path) -> Iterator[Path]:
-    if root.is_file():
-        yield root
-        return
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            yield Path(dirpath) / name
 
 
 #: first words of the skip reasons of files that may be damaged slices, as opposed to
@@ -354,7 +334,7 @@ def scan(
     workers: int | None = None,
     processes: int | None = None,
     executor: Executor | None = None,
-    cache: ScanCache | None = None,
+    store: ScanStore | None = None,
 ) -> ScanResult:
     """Index every DICOM file under ``root`` by its headers.
 
@@ -373,11 +353,11 @@ def scan(
     executor : concurrent.futures.Executor, optional
         Parse on this process pool instead of starting one (``build`` passes the pool it
         then converts with); it is left running.
-    cache : ScanCache, optional
-        An earlier scan of this root (see :mod:`petcorpus.dicom.scan_cache`): files whose
-        size and mtime match are not parsed, series whose members all match keep their
-        summary. The result then carries fingerprints and the rows to write back
-        (:attr:`ScanResult.cache_writes`).
+    store : ScanStore, optional
+        Where the files are staged: a catalog's (:meth:`Catalog.scan_store
+        <petcorpus.catalog.Catalog.scan_store>`) reads the last scan's cache, so files whose
+        size and mtime match are not parsed and series whose members all match keep their
+        summary (see :mod:`petcorpus.dicom.scan_cache`). Default: an in-memory database.
 
     Returns
     -------
@@ -387,125 +367,230 @@ def scan(
         number of headers parsed.
     """
     root_p = Path(root)
-    if not root_p.exists():
-        raise PetcorpusError("no such file or folder", path=root_p, reason=Reason.NO_SERIES)
-    with gc_paused():
-        return _scan(root_p, workers, processes, executor, cache)
+    conn = None
+    if store is None:
+        conn = sqlite3.connect(":memory:")
+        store = ScanStore(conn, cache=False)
+    try:
+        staged = stage_scan(root_p, store, workers=workers, processes=processes, executor=executor)
+        return ScanResult(
+            root=root_p, studies=list(staged), skipped=staged.skipped(), parsed=staged.parsed
+        )
+    finally:
+        if conn is not None:
+            conn.close()
 
 
-def _scan(
-    root_p: Path,
-    workers: int | None,
-    processes: int | None,
-    executor: Executor | None,
-    cache: ScanCache | None,
-) -> ScanResult:
-    headers: list[_FileKeys | str]
-    stats: list[tuple[int, int] | None] = []
-    writes = None
-    if cache is None:
-        paths = list(_walk(root_p))
-        headers = _parse(paths, workers, processes, executor)
-        n_parsed = len(paths)
-    else:
-        paths, headers, stats, writes, n_parsed = read_cached(
-            root_p,
-            cache,
-            functools.partial(_parse, workers=workers, processes=processes, executor=executor),
+def stage_scan(
+    root: Path,
+    store: ScanStore,
+    *,
+    workers: int | None = None,
+    processes: int | None = None,
+    executor: Executor | None = None,
+) -> StagedScan:
+    """Stage every file under ``root`` in ``store`` and return the studies to read back
+    one at a time (what a build plans with: nothing per file stays in memory).
+
+    Parameters as :func:`scan`.
+    """
+    if not root.exists():
+        raise PetcorpusError("no such file or folder", path=root, reason=Reason.NO_SERIES)
+    with contextlib.ExitStack() as stack:
+        if executor is None and processes is not None and processes > 1:
+            from petcorpus._procs import process_pool
+
+            executor = stack.enter_context(
+                process_pool(processes, preload=("petcorpus.dicom.scan",))
+            )
+        elif executor is None and workers is not None and workers > 1:
+            executor = stack.enter_context(ThreadPoolExecutor(max_workers=workers))
+        stage_tree(root, store, executor)
+    return StagedScan(root, store)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Member:
+    keys: _FileKeys
+    ordinal: int
+    #: the folder relative to the scan's root
+    folder: str
+    #: what the series' fingerprint takes of the file: relative path, (size, mtime_ns)
+    identity: str
+
+
+class StagedScan:
+    """The studies of a staged scan (:func:`stage_scan`), read back one at a time.
+
+    A study's series and files come back as :func:`scan` would return them; the summary of
+    a series is parsed (its first and earliest headers) at most once per scan.
+    """
+
+    def __init__(self, root: Path, store: ScanStore) -> None:
+        self.root = root
+        self._store = store
+        self._base = str(root if not root.is_file() else root.parent)
+        self._summaries_parsed = 0
+        #: (StudyInstanceUID, number of files) of every study, sorted by UID
+        self.sizes: list[tuple[str, int]] = store.studies()
+
+    def __iter__(self) -> Iterator[StudyInfo]:
+        for uid, _ in self.sizes:
+            yield self.study(uid)
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def n_files(self) -> int:
+        return sum(n for _, n in self.sizes)
+
+    @property
+    def parsed(self) -> int:
+        """Headers parsed: files not taken from the cache, and series summaries read."""
+        return self._store.n_parsed() + self._summaries_parsed
+
+    def skipped(self) -> list[tuple[Path, str]]:
+        """Files not read as DICOM images, with the reason, in walk order."""
+        return [(self._path(f, n), why) for f, n, why in self._store.skipped()]
+
+    def write_cache(self) -> None:
+        """Store this scan as the cache of the next (after every study has been read)."""
+        self._store.write_cache()
+
+    def _path(self, folder: str, name: str) -> Path:
+        return Path(
+            os.path.join(self._base, folder, name) if folder else os.path.join(self._base, name)
         )
 
-    prefix = len(str(root_p)) + 1 if not root_p.is_file() else len(str(root_p.parent)) + 1
-    skipped: list[tuple[Path, str]] = []
-    groups: dict[tuple[str, str], tuple[list[_FileKeys], Any]] = {}
-    for k, (p, h) in enumerate(zip(paths, headers, strict=True)):
-        if isinstance(h, str):
-            skipped.append((p, h))
-            continue
-        group = groups.get((h.study_uid, h.series_uid))
-        if group is None:
-            digest = hashlib.blake2b(digest_size=16) if cache is not None else None
-            group = groups[(h.study_uid, h.series_uid)] = ([], digest)
-        group[0].append(h)
-        if group[1] is not None:
-            group[1].update(f"{str(p)[prefix:]}\0{stats[k]}\n".encode("utf-8", "surrogateescape"))
-    del headers, stats
-    damaged: dict[Path, list[tuple[Path, str]]] = {}  # folder -> files that may be slices
-    for p, why in skipped:
-        if why.startswith(DAMAGED) and not p.name.startswith("."):
-            damaged.setdefault(p.parent, []).append((p, why))
+    def _damaged(self, folder: str) -> list[tuple[Path, str]]:
+        """Files of ``folder`` that may be damaged slices, with the reason."""
+        return [
+            (self._path(folder, name), why)
+            for name, why in self._store.skipped_in(folder)
+            if why.startswith(DAMAGED) and not name.startswith(".")
+        ]
 
-    cached_series = cache.series() if cache is not None else {}
-    studies: dict[str, list[SeriesInfo]] = {}
-    study_meta: dict[str, tuple[str | None, str | None]] = {}  # patient ID, study date
-    for (study_uid, series_uid), (members, digest) in groups.items():
-        fp = None if digest is None else digest.hexdigest()
-        first_keys = members[0]
-        iop = first_keys.orientation
-        normal = None if iop is None else np.cross(iop[:3], iop[3:])
-        members.sort(key=functools.partial(_slice_key, normal=normal))
-        hit = cached_series.get((study_uid, series_uid))
-        if fp is not None and hit is not None and hit[0] == fp:
-            summary = json.loads(hit[1])
-        else:
+    def study(self, uid: str) -> StudyInfo:
+        """One study, as :func:`scan` returns it."""
+        by_series: dict[str, list[_Member]] = {}
+        folders: dict[str, Path] = {}  # relative folder -> its path
+        for (
+            series_uid,
+            folder_b,
+            name_b,
+            size,
+            mtime,
+            ordinal,
+            x,
+            y,
+            z,
+            orient,
+            instance,
+            acquisition,
+        ) in self._store.files_of(uid):
+            folder, name = path_text(folder_b), path_text(name_b)
+            path = self._path(folder, name)
+            if folder not in folders:
+                folders[folder] = path.parent
+            keys = _FileKeys(
+                path=path,
+                study_uid=uid,
+                series_uid=series_uid,
+                position=None if x is None or y is None or z is None else (x, y, z),
+                orientation=None if orient is None else _orientation(orient),
+                instance=instance,
+                acquisition=acquisition or "",
+            )
+            rel = f"{folder}/{name}" if folder else name
+            stat = None if size is None else (size, mtime)
+            by_series.setdefault(series_uid, []).append(
+                _Member(keys, ordinal, folder, f"{rel}\0{stat}\n")
+            )
+        series: list[SeriesInfo] = []
+        first_seen: list[tuple[int, dict[str, Any]]] = []
+        series_folders: set[str] = set()
+        for series_uid, members in by_series.items():
+            info, summary = self._series(uid, series_uid, members, folders)
+            series.append(info)
+            first_seen.append((members[0].ordinal, summary))
+            series_folders.update(m.folder for m in members)
+        series.sort(key=lambda s: (s.modality, s.series_number or 0, s.series_uid))
+        # The study's patient ID and date: those of the series met first in walk order.
+        meta = min(first_seen, key=lambda t: t[0])[1] if first_seen else {}
+        # Damaged files in a folder of their own beside the study's series (a SEG, say):
+        # no series claims them, yet the study may be incomplete without them.
+        parents = {_parent(rel) for rel in series_folders} - {None}
+        beside = sorted(
+            d
+            for parent in parents
+            for folder in self._store.folders_with_skipped_under(parent)  # type: ignore[arg-type]
+            if folder not in series_folders
+            for d in self._damaged(folder)
+        )
+        cut = len(self._base) + 1
+        fp = fingerprint(
+            [
+                *(f"{s.series_uid}:{s.fingerprint}" for s in series),
+                *(
+                    f"{str(p)[cut:]}:{why}"
+                    for p, why in (*beside, *(d for s in series for d in s.unreadable))
+                ),
+            ]
+        )
+        return StudyInfo(
+            uid,
+            meta.get("patient_id"),
+            meta.get("study_date"),
+            series,
+            unreadable=tuple(beside),
+            fingerprint=fp,
+        )
+
+    def _series(
+        self, study_uid: str, series_uid: str, members: list[_Member], folders: dict[str, Path]
+    ) -> tuple[SeriesInfo, dict[str, Any]]:
+        digest = hashlib.blake2b(digest_size=16)
+        for m in members:  # walk order
+            digest.update(m.identity.encode("utf-8", "surrogateescape"))
+        fp = digest.hexdigest()
+        first = members[0].keys
+        summary = self._store.summary(study_uid, series_uid, fp)
+        if summary is None:
             # The series' summary comes from its first file as walked and from its earliest
             # acquisition; only these two headers are read again, here.
-            earliest_keys = min(members, key=lambda m: m.acquisition)
-            summary = _summary(first_keys.path, earliest_keys.path)
-            n_parsed += 1 if earliest_keys is first_keys else 2
-        if writes is not None and fp is not None:
-            writes.series.append((study_uid, series_uid, fp, json.dumps(summary)))
-        zs = [m.position[2] for m in members if m.position is not None]
+            earliest = min(members, key=lambda m: m.keys.acquisition).keys
+            summary = _summary(first.path, earliest.path)
+            self._summaries_parsed += 1 if earliest is first else 2
+            self._store.put_summary(study_uid, series_uid, fp, summary)
+        iop = first.orientation
+        normal = None if iop is None else np.cross(iop[:3], iop[3:])
+        keys = sorted((m.keys for m in members), key=functools.partial(_slice_key, normal=normal))
+        zs = [k.position[2] for k in keys if k.position is not None]
+        own = sorted({m.folder for m in members}, key=folders.__getitem__)
         info = SeriesInfo(
             series_uid=series_uid,
             study_uid=study_uid,
-            files=tuple(m.path for m in members),
+            files=tuple(k.path for k in keys),
             z_extent=(min(zs), max(zs)) if zs else None,
-            unreadable=tuple(
-                d
-                for folder in sorted({m.path.parent for m in members})
-                for d in damaged.get(folder, ())
-            ),
+            unreadable=tuple(d for folder in own for d in self._damaged(folder)),
             fingerprint=fp,
             **{k: summary[k] for k in SUMMARY_FIELDS[:7]},
         )
-        studies.setdefault(study_uid, []).append(info)
-        study_meta.setdefault(study_uid, (summary["patient_id"], summary["study_date"]))
-    del groups
+        return info, summary
 
-    out = []
-    for uid in sorted(studies):
-        series = sorted(
-            studies[uid], key=lambda s: (s.modality, s.series_number or 0, s.series_uid)
-        )
-        # Damaged files in a folder of their own beside the study's series (a SEG, say):
-        # no series claims them, yet the study may be incomplete without them.
-        series_folders = {f.parent for s in series for f in s.files}
-        beside = sorted(
-            d
-            for folder, files in damaged.items()
-            if folder not in series_folders and folder.parent in {f.parent for f in series_folders}
-            for d in files
-        )
-        fp = None
-        if cache is not None:
-            fp = fingerprint(
-                [
-                    *(f"{s.series_uid}:{s.fingerprint}" for s in series),
-                    *(
-                        f"{str(p)[prefix:]}:{why}"
-                        for p, why in (*beside, *(d for s in series for d in s.unreadable))
-                    ),
-                ]
-            )
-        patient_id, study_date = study_meta[uid]
-        out.append(
-            StudyInfo(
-                uid, patient_id, study_date, series, unreadable=tuple(beside), fingerprint=fp
-            )
-        )
-    return ScanResult(
-        root=root_p, studies=out, skipped=skipped, parsed=n_parsed, cache_writes=writes
-    )
+
+@functools.lru_cache(maxsize=64)
+def _orientation(text: str) -> tuple[float, ...]:
+    return tuple(json.loads(text))
+
+
+def _parent(folder: str) -> str | None:
+    """The parent of a relative folder; None for the root's (outside the tree)."""
+    if not folder:
+        return None
+    cut = folder.rfind("/")
+    return folder[:cut] if cut >= 0 else ""
 
 
 def _summary(first_path: Path, earliest_path: Path) -> dict[str, Any]:

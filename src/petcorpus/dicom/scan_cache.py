@@ -8,22 +8,24 @@ header. A series is known by the fingerprint of its members (paths, sizes, mtime
 it matches, the series' summary (modality, vendor, params...) comes from the cache too,
 and the series' first and earliest headers are not read again.
 
-The cache lives in the catalog (:class:`~petcorpus.catalog.Catalog`); the scan only sees
-the :class:`ScanCache` protocol, reads it folder by folder (the driver never holds the
-whole tree's rows), and returns the rows to write as :class:`ScanCacheWrites`.
+:func:`stage_tree` walks the tree and writes every file's row into a
+:class:`~petcorpus.dicom.scan_store.ScanStore` as it goes, a few thousand at a time: the
+headers to parse travel to the worker processes in chunks (a bounded number at once) and
+their rows are staged as they come back, so the driver holds no list of the tree's files.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pydicom.dataset import Dataset
 
@@ -32,31 +34,7 @@ from petcorpus.dicom.header import as_float, as_text, read_scan_header
 from petcorpus.dicom.io import DICOMDIR_SOP_CLASS, cannot_parse
 from petcorpus.errors import PetcorpusError
 
-__all__ = [
-    "CachedFile",
-    "EmptyCache",
-    "ScanCache",
-    "ScanCacheWrites",
-    "fingerprint",
-    "read_cached",
-    "walk_folders",
-]
-
-#: One cached file: size, mtime_ns, study_uid, series_uid, x, y, z, orientation (JSON),
-#: instance, acquisition, skip reason (the UIDs are None for a skipped file).
-CachedFile = tuple[
-    int,
-    int,
-    str | None,
-    str | None,
-    float | None,
-    float | None,
-    float | None,
-    str | None,
-    float | None,
-    str | None,
-    str | None,
-]
+__all__ = ["SUMMARY_FIELDS", "fingerprint", "stage_tree", "walk_folders"]
 
 #: The fields of a series' summary that the cache keeps (besides its members).
 SUMMARY_FIELDS = (
@@ -72,43 +50,6 @@ SUMMARY_FIELDS = (
 )
 
 
-class ScanCache(Protocol):
-    """An earlier scan of the same root, as :func:`petcorpus.dicom.scan.scan` reads it."""
-
-    def folders(self) -> set[str]:
-        """Folders (relative to the root, ``/``-separated, ``""`` for the root itself)
-        that have cached files."""
-        ...
-
-    def files_in(self, folder: str) -> dict[str, CachedFile]:
-        """The cached files of one folder: name → row."""
-        ...
-
-    def series(self) -> Mapping[tuple[str, str], tuple[str, str]]:
-        """(study UID, series UID) → (fingerprint, summary as JSON)."""
-        ...
-
-
-@dataclasses.dataclass
-class ScanCacheWrites:
-    """What a scan changes in its cache (written by the caller, in one transaction)."""
-
-    #: (folder, name, *CachedFile): files parsed by this scan
-    files: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
-    #: (folder, name) of cached files that are gone
-    gone: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-    #: cached folders that are gone
-    gone_folders: list[str] = dataclasses.field(default_factory=list)
-    #: every series of this scan: (study UID, series UID, fingerprint, summary JSON); the
-    #: cache's other series are dropped
-    series: list[tuple[str, str, str, str]] = dataclasses.field(default_factory=list)
-
-    def clear(self) -> None:
-        """Forget the rows (once written)."""
-        for rows in (self.files, self.gone, self.gone_folders, self.series):
-            rows.clear()
-
-
 def walk_folders(root: Path) -> Iterator[tuple[Path, str, list[str]]]:
     """(folder, folder relative to ``root``, sorted file names) in the scan's walk order."""
     if root.is_file():
@@ -120,7 +61,7 @@ def walk_folders(root: Path) -> Iterator[tuple[Path, str, list[str]]]:
         yield Path(dirpath), "" if rel == "." else rel.replace(os.sep, "/"), sorted(filenames)
 
 
-def stat_key(path: Path) -> tuple[int, int] | None:
+def stat_key(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     """(size, mtime_ns) of a file, None when it cannot be stat'ed (a broken link)."""
     try:
         st = os.stat(path)
@@ -184,52 +125,6 @@ def _acq_key(ds: Dataset) -> str:
     return (as_text(ds.get("AcquisitionDate")) or "") + (as_text(ds.get("AcquisitionTime")) or "~")
 
 
-class _Memo(dict[Any, Any]):
-    """One object per distinct UID or orientation read from the cache (less memory)."""
-
-    def __missing__(self, key: Any) -> Any:
-        value = tuple(json.loads(key)) if isinstance(key, str) and key[:1] == "[" else key
-        self[key] = value
-        return value
-
-
-def _from_row(path: Path, row: CachedFile, memo: _Memo) -> _FileKeys | str:
-    _, _, study, series, x, y, z, orientation, instance, acquisition, skip = row
-    if skip is not None or study is None or series is None:
-        return skip or "no StudyInstanceUID/SeriesInstanceUID"
-    return _FileKeys(
-        path=path,
-        study_uid=memo[study],
-        series_uid=memo[series],
-        position=None if x is None or y is None or z is None else (x, y, z),
-        orientation=None if orientation is None else memo[orientation],
-        instance=instance,
-        acquisition=acquisition or "",
-    )
-
-
-def _to_row(folder: str, name: str, stat: tuple[int, int], h: _FileKeys | str) -> tuple | None:
-    """The cache row of a parsed file (None when it cannot be stored faithfully)."""
-    if isinstance(h, str):
-        return (folder, name, *stat, None, None, None, None, None, None, None, None, h)
-    pos = h.position or (None, None, None)
-    if not cacheable(*pos, h.instance, *(h.orientation or ())):
-        return None
-    orientation = None if h.orientation is None else json.dumps(list(h.orientation))
-    return (
-        folder,
-        name,
-        *stat,
-        h.study_uid,
-        h.series_uid,
-        *pos,
-        orientation,
-        h.instance,
-        h.acquisition,
-        None,
-    )
-
-
 def _read_header(path: Path) -> _FileKeys | str:
     """The file's keys, or why it is skipped (a reason starting with one of :data:`DAMAGED`
     when the file may be a damaged slice)."""
@@ -254,128 +149,179 @@ def _read_headers(paths: list[Path]) -> list[_FileKeys | str]:
         return [_read_header(p) for p in paths]
 
 
-def _read_shared(parts: list[list[Path]], executor: Executor) -> list[_FileKeys | str]:
-    """Parse chunks of files on ``executor`` and, meanwhile, on this thread.
+#: files per chunk sent to a worker process, and staged rows per insert
+_CHUNK, _STAGE_BATCH = 256, 4096
 
-    A feeder thread hands chunks from the front to the worker processes, a few at a time;
-    this thread parses chunks from the back until none is left. A fresh process pool
-    needs ~0.5 s before its first worker runs (its server imports the conversion stack,
-    and ``submit`` blocks until then): the driver parses instead of waiting.
+_Pending = list[tuple[int, str, str, "tuple[int, int] | None", Path]]
+
+
+class _ChunkParser:
+    """Parse chunks of files on ``executor`` and, when it is busy, on this thread.
+
+    A feeder thread hands chunks to the executor, a few at a time (``submit`` blocks
+    while a fresh process pool starts: ~0.5 s for its server to import the conversion
+    stack); when more than that many wait, this thread parses the newest itself. Finished
+    chunks are collected by :meth:`ready` and :meth:`finish`, in any order.
     """
-    import threading
-    from concurrent.futures import Future
-    from concurrent.futures import wait as wait_all
 
-    results: list[list[_FileKeys | str] | None] = [None] * len(parts)
-    lock = threading.Lock()
-    ends = [0, len(parts)]  # next chunk from the front, one past the last from the back
-    slots = threading.BoundedSemaphore(2 * (os.cpu_count() or 1))  # chunks queued at once
-    futures: list[tuple[int, Future[list[_FileKeys | str]]]] = []
+    def __init__(self, executor: Executor | None) -> None:
+        import collections
+        import threading
 
-    def take(front: bool) -> int | None:
-        with lock:
-            if ends[0] >= ends[1]:
-                return None
-            if front:
-                ends[0] += 1
-                return ends[0] - 1
-            ends[1] -= 1
-            return ends[1]
+        self._executor = executor
+        self._done: collections.deque[tuple[_Pending, list[_FileKeys | str]]] = collections.deque()
+        self._waiting: collections.deque[_Pending] = collections.deque()
+        self._futures: list[Any] = []
+        self._failed: list[BaseException] = []
+        self._limit = 2 * (os.cpu_count() or 1)  # chunks queued or running at once
+        self._slots = threading.BoundedSemaphore(self._limit)
+        self._wake = threading.Condition()
+        self._closed = False
+        self._feeder: threading.Thread | None = None
+        if executor is not None:
+            self._feeder = threading.Thread(
+                target=self._feed, name="petcorpus-scan-feeder", daemon=True
+            )
+            self._feeder.start()
 
-    failed: list[BaseException] = []
+    def _parse_here(self, chunk: _Pending) -> None:
+        self._done.append((chunk, _read_headers([c[4] for c in chunk])))
 
-    def feed() -> None:
+    def submit(self, chunk: _Pending) -> None:
+        if self._executor is None:
+            self._parse_here(chunk)
+            return
+        with self._wake:
+            self._waiting.append(chunk)
+            busy = len(self._waiting) > self._limit
+            mine = self._waiting.pop() if busy else None
+            self._wake.notify()
+        if mine is not None:
+            self._parse_here(mine)
+
+    def _feed(self) -> None:
         try:
             while True:
-                slots.acquire()
-                i = take(front=True)
-                if i is None:
-                    return
-                fut = executor.submit(_read_headers, parts[i])
-                fut.add_done_callback(lambda _f: slots.release())
-                futures.append((i, fut))
-        except BaseException as exc:  # e.g. a broken pool: re-raised by the driver below
-            failed.append(exc)
+                self._slots.acquire()
+                with self._wake:
+                    while not self._waiting and not self._closed:
+                        self._wake.wait()
+                    if not self._waiting:
+                        self._slots.release()
+                        return
+                    chunk = self._waiting.popleft()
+                assert self._executor is not None
+                fut = self._executor.submit(_read_headers, [c[4] for c in chunk])
+                fut.add_done_callback(functools.partial(self._collect, chunk))
+                self._futures.append(fut)
+        except BaseException as exc:  # e.g. a broken pool: re-raised on this thread
+            self._failed.append(exc)
 
-    feeder = threading.Thread(target=feed, name="petcorpus-scan-feeder", daemon=True)
-    feeder.start()
-    while (i := take(front=False)) is not None:
-        results[i] = _read_headers(parts[i])
-    feeder.join()
-    if failed:
-        raise failed[0]
-    wait_all([fut for _, fut in futures])
-    for i, fut in futures:
-        results[i] = fut.result()
-    return [h for part in results if part is not None for h in part]
+    def _collect(self, chunk: _Pending, fut: Any) -> None:
+        self._slots.release()
+        if fut.exception() is None:
+            self._done.append((chunk, fut.result()))
 
+    def ready(self) -> Iterator[tuple[_Pending, list[_FileKeys | str]]]:
+        """Chunks parsed since the last call."""
+        while self._done:
+            yield self._done.popleft()
 
-def _parse(
-    paths: list[Path], workers: int | None, processes: int | None, executor: Executor | None
-) -> list[_FileKeys | str]:
-    chunk = 256
-    parts = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
-    if executor is not None and len(parts) > 1:
-        return _read_shared(parts, executor)
-    if processes is not None and processes > 1 and len(parts) > 1:
-        from petcorpus._procs import process_pool
-
-        with process_pool(processes, preload=("petcorpus.dicom.scan",)) as procs:
-            return _read_shared(parts, procs)
-    n_workers = workers or 1
-    if n_workers == 1:  # a thread pool of one only adds hand-offs
-        return [_read_header(p) for p in paths]
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        return list(pool.map(_read_header, paths))
-
-
-def read_cached(
-    root: Path, cache: ScanCache, parse: Callable[[list[Path]], list[_FileKeys | str]]
-) -> tuple[list[Path], list[_FileKeys | str], list[tuple[int, int] | None], ScanCacheWrites, int]:
-    """Every file under ``root`` in walk order with its keys (from ``cache`` when its size
-    and mtime match, else by ``parse``), its (size, mtime_ns), the cache rows to write, and
-    the number of files parsed."""
-    paths: list[Path] = []
-    headers: list[_FileKeys | str | None] = []
-    stats: list[tuple[int, int] | None] = []
-    todo: list[tuple[int, str, str]] = []  # (index, folder, name) of the files to parse
-    writes = ScanCacheWrites()
-    known, seen, memo = cache.folders(), set(), _Memo()
-    for folder, rel, names in walk_folders(root):
-        cached = cache.files_in(rel) if rel in known else {}  # one folder at a time
-        seen.add(rel)
-        for name in names:
-            path = folder / name
-            stat = stat_key(path)
-            row = cached.pop(name, None)
-            if row is not None and stat is not None and row[:2] == stat:
-                headers.append(_from_row(path, row, memo))
-            else:
-                headers.append(None)
-                todo.append((len(paths), rel, name))
-            paths.append(path)
-            stats.append(stat)
-        writes.gone.extend((rel, name) for name in cached)  # cached, no longer there
-    writes.gone_folders = sorted(known - seen)
-    parsed = parse([paths[i] for i, _, _ in todo])
-    for (i, rel, name), h in zip(todo, parsed, strict=True):
-        headers[i] = h
-        stat = stats[i]
-        row = None if stat is None else _to_row(rel, name, stat, h)
-        if row is not None:
-            writes.files.append(row)
-    return paths, headers, stats, writes, len(todo)  # type: ignore[return-value]
+    def finish(self) -> Iterator[tuple[_Pending, list[_FileKeys | str]]]:
+        """Every chunk left: this thread parses what no worker has taken yet."""
+        if self._feeder is not None:
+            while True:
+                with self._wake:
+                    mine = self._waiting.pop() if self._waiting else None
+                if mine is None:
+                    break
+                self._parse_here(mine)
+                yield from self.ready()
+            with self._wake:
+                self._closed = True
+                self._wake.notify_all()
+            self._feeder.join()
+            if self._failed:
+                raise self._failed[0]
+            for fut in self._futures:
+                fut.result()  # a worker's error is raised here
+                yield from self.ready()
+        yield from self.ready()
 
 
-class EmptyCache:
-    """A :class:`ScanCache` that remembers nothing (a first build): every file is parsed,
-    and the scan returns the rows to write."""
+def _staged_row(
+    ordinal: int, rel: str, name: str, stat: tuple[int, int] | None, h: _FileKeys | str
+) -> tuple[Any, ...]:
+    """The staged row of a file this scan parsed (see ScanStore.stage)."""
+    size, mtime = stat if stat is not None else (None, None)
+    if isinstance(h, str):
+        return (ordinal, rel, name, size, mtime, *(None,) * 8, h, 1, 1)
+    pos = h.position or (None, None, None)
+    ok = cacheable(*pos, h.instance, *(h.orientation or ()))
+    orientation = None if h.orientation is None else json.dumps(list(h.orientation))
+    return (
+        ordinal,
+        rel,
+        name,
+        size,
+        mtime,
+        h.study_uid,
+        h.series_uid,
+        *pos,
+        orientation,
+        h.instance,
+        h.acquisition,
+        None,
+        1,
+        int(ok),
+    )
 
-    def folders(self) -> set[str]:
-        return set()
 
-    def files_in(self, folder: str) -> dict[str, CachedFile]:
-        return {}
+def _cached_row(ordinal: int, rel: str, name: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The staged row of a file taken from the cache."""
+    if row[10] is None and (row[2] is None or row[3] is None):
+        row = (*row[:10], "no StudyInstanceUID/SeriesInstanceUID")
+    return (ordinal, rel, name, *row, 0, 1)
 
-    def series(self) -> dict[tuple[str, str], tuple[str, str]]:
-        return {}
+
+def stage_tree(root: Path, store: Any, executor: Executor | None) -> None:
+    """Write a row for every file under ``root`` (walk order) into ``store`` (a
+    :class:`~petcorpus.dicom.scan_store.ScanStore`): from the cache when the file's size
+    and mtime match, else from its header, parsed on ``executor`` (or this thread)."""
+    known = store.cached_folders()
+    parser = _ChunkParser(executor)
+    rows: list[tuple[Any, ...]] = []
+    pending: _Pending = []
+    ordinal = 0
+
+    def take(done: Iterator[tuple[_Pending, list[_FileKeys | str]]]) -> None:
+        for chunk, headers in done:
+            rows.extend(
+                _staged_row(o, rel, name, stat, h)
+                for (o, rel, name, stat, _), h in zip(chunk, headers, strict=True)
+            )
+
+    with gc_paused():
+        for folder, rel, names in walk_folders(root):
+            cached = store.cached_files(rel) if rel in known else {}  # one folder at a time
+            base = str(folder)
+            for name in names:
+                path = os.path.join(base, name)
+                stat = stat_key(path)
+                row = cached.get(name)
+                if row is not None and stat is not None and tuple(row[:2]) == stat:
+                    rows.append(_cached_row(ordinal, rel, name, row))
+                else:
+                    pending.append((ordinal, rel, name, stat, Path(path)))
+                    if len(pending) == _CHUNK:
+                        parser.submit(pending)
+                        pending = []
+                ordinal += 1
+            take(parser.ready())
+            if len(rows) >= _STAGE_BATCH:
+                store.stage(rows)
+                rows.clear()
+        if pending:
+            parser.submit(pending)
+        take(parser.finish())
+        store.stage(rows)

@@ -23,8 +23,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from petcorpus.catalog import Catalog
+from petcorpus.catalog import CATALOG_NAME, Catalog
 from petcorpus.convert import ConversionOptions
+from petcorpus.errors import PetcorpusError
 from petcorpus.naming import Naming
 from petcorpus.pipeline.executors import Runner
 from petcorpus.pipeline.plan import plan_build, plan_tasks, record_skipped
@@ -121,16 +122,23 @@ def build(
         runner = stack.enter_context(
             Runner(workers=workers, client=client, scheduler=scheduler, preload=WORKER_MODULES)
         )
+        # The scan stages its files in the catalog (the driver holds no list of them), so
+        # the catalog is opened first; a plan that refuses the tree removes what it made.
+        made = [p for p in (out, out / CATALOG_NAME) if not p.exists()]
+        catalog = stack.enter_context(Catalog.open(out))
         # Header parsing holds the GIL, so the processes that will convert parse the
         # headers first (a second pool cost ~0.6 s); on Dask, the cluster parses them.
-        plan = plan_build(
-            dicom_root, out, options=options, naming=naming, executor=runner.executor
-        )
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            plan = plan_build(
+                dicom_root, catalog, options=options, naming=naming, executor=runner.executor
+            )
+        except PetcorpusError:
+            catalog.close()
+            _remove_made(made)
+            raise
         removed = remove_stale_temps(out)  # leftovers of a killed run; no writer is active now
         if removed:
             log.info("removed %d temp files of an interrupted run", len(removed))
-        catalog = stack.enter_context(Catalog.open(out))
         run_id = catalog.start_run(
             command,
             {
@@ -141,6 +149,7 @@ def build(
                 "naming": str(Naming(naming)),
             },
         )
+        skipped_files = plan.scanned.skipped()
         record_skipped(catalog, run_id, plan)
         if clinical is not None:
             from petcorpus.tables import ingest_clinical
@@ -160,7 +169,7 @@ def build(
 
         done: list[StudyOutcome] = []
         failed: list[StudyOutcome] = []
-        inputs = {t.study.study_uid: t.study.fingerprint for t in tasks}
+        inputs = tasks.fingerprints
         for outcome in runner.map_unordered(run_study, tasks):
             _record(catalog, run_id, outcome, inputs.get(outcome.study_uid))
             (done if outcome.ok else failed).append(outcome)
@@ -170,6 +179,7 @@ def build(
         hdf5_path = None
         if hdf5 is not None:
             hdf5_path = _write_hdf5(catalog, Path(hdf5), out, options, done, hdf5_contiguous)
+        headers_parsed = plan.scanned.parsed
         catalog.finish_run(
             run_id, {"done": len(done), "skipped": len(skipped), "failed": len(failed)}
         )
@@ -178,12 +188,23 @@ def build(
         done=done,
         skipped=skipped,
         failed=failed,
-        skipped_files=list(plan.scanned.skipped),
+        skipped_files=skipped_files,
         hdf5=hdf5_path,
         seconds=time.perf_counter() - t0,
         plan_seconds=plan_seconds,
-        headers_parsed=plan.scanned.parsed,
+        headers_parsed=headers_parsed,
     )
+
+
+def _remove_made(made: list[Path]) -> None:
+    """Remove the catalog (and the output folder) a refused plan created."""
+    for path in reversed(made):
+        if path.is_dir():
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only when empty: nothing else of ours is there
+        else:
+            for extra in ("", "-wal", "-shm", "-journal"):
+                Path(f"{path}{extra}").unlink(missing_ok=True)
 
 
 def _record(

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import pickle
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from petcorpus._memory import keep_freed_memory
@@ -22,6 +23,10 @@ __all__ = ["Runner"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+#: Items handed out per worker before the first finishes: enough that no worker waits
+#: for its next item, few enough that the driver holds only these.
+AHEAD = 2
 
 #: Threads that run tasks inside a Dask worker (see :func:`_dask_worker_plugin`).
 _task_threads: ThreadPoolExecutor | None = None
@@ -113,27 +118,52 @@ class Runner:
         return max(1, (os.cpu_count() or 1) // self.workers)
 
     def map_unordered(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        """``fn(item)`` for every item, yielded as each finishes (``fn`` must not raise)."""
-        items = list(items)
-        if self._client is not None:
-            from dask.distributed import as_completed as dask_completed
+        """``fn(item)`` for every item, yielded as each finishes (``fn`` must not raise).
 
-            if self._preparing is not None:
-                self._preparing.result()  # every worker prepared (or the error raised)
-            # Each item travels as the bytes we pickled once: Dask passes bytes through
-            # its scheduler as they are, where a StudyTask (hundreds of Paths) would be
-            # pickled, unpickled on the scheduler and pickled again (~16 ms per study).
-            on_worker = functools.partial(_on_task_threads, fn)
-            blobs = [pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL) for item in items]
-            for fut in dask_completed(self._client.map(on_worker, blobs, pure=False)):
-                yield fut.result()
+        Items are taken from ``items`` as work is handed out, a few per worker ahead of the
+        workers (:data:`AHEAD`), never all at once: a plan that reads its tasks back one at a
+        time (:class:`~petcorpus.pipeline.plan.PlannedTasks`) then never holds them all.
+        """
+        pending = iter(items)
+        if self._client is not None:
+            yield from self._map_dask(fn, pending)
             return
-        if self._pool is None or len(items) <= 1:
-            for item in items:
+        if self._pool is None:
+            for item in pending:
                 yield fn(item)
             return
-        futures = [self._pool.submit(fn, item) for item in items]
-        for fut in as_completed(futures):
+        running: set[Future[R]] = set()
+        for item in itertools.islice(pending, AHEAD * self.workers):
+            running.add(self._pool.submit(fn, item))
+        while running:
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                for item in itertools.islice(pending, 1):
+                    running.add(self._pool.submit(fn, item))
+                yield fut.result()
+
+    def _map_dask(self, fn: Callable[[T], R], pending: Iterator[T]) -> Iterator[R]:
+        from dask.distributed import as_completed as dask_completed
+
+        if self._preparing is not None:
+            self._preparing.result()  # every worker prepared (or the error raised)
+        # Each item travels as the bytes we pickled once: Dask passes bytes through its
+        # scheduler as they are, where a StudyTask (hundreds of Paths) would be pickled,
+        # unpickled on the scheduler and pickled again (~16 ms per study).
+        on_worker = functools.partial(_on_task_threads, fn)
+        n_workers = max(1, len(self._client.scheduler_info().get("workers", {})))
+
+        def submit(item: T) -> Any:
+            blob = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+            return self._client.submit(on_worker, blob, pure=False)
+
+        first = [submit(item) for item in itertools.islice(pending, AHEAD * n_workers)]
+        if not first:
+            return
+        futures = dask_completed(first)
+        for fut in futures:
+            for item in itertools.islice(pending, 1):
+                futures.add(submit(item))
             yield fut.result()
 
 

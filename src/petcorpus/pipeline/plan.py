@@ -1,15 +1,20 @@
 """Plan a build: scan the tree, name every study's folder, and make one task per study.
 
-Planning reads headers only and writes nothing: :func:`plan_build` refuses a tree without
-studies, a ``--pet-series``/``--ct-series`` that names no series, and two studies that
-would share a folder, before the output folder exists. :func:`plan_tasks` then records the
-studies in the catalog and keeps those whose outputs are not complete (the resume check).
+Planning reads headers only: :func:`plan_build` refuses a tree without studies, a
+``--pet-series``/``--ct-series`` that names no series, and two studies that would share a
+folder; :func:`plan_tasks` then records the studies in the catalog and keeps those whose
+outputs are not complete (the resume check).
 
-Re-runs: the scan reads an existing catalog's scan cache (:mod:`petcorpus.dicom.scan_cache`)
-before anything is written, so unchanged files are not parsed again; :func:`plan_tasks`
-writes the cache back. A study whose inputs changed since its conversion (its fingerprint
-differs from the one recorded with its outputs) is converted again even when its outputs
-are intact.
+Memory: the scan stages its files in the catalog (:mod:`petcorpus.dicom.scan_store`) and
+the plan reads the studies back one at a time, three times (naming, recording, and once
+more as each task is handed to a worker); what it keeps per study is its UID, output name,
+number of files and fingerprint, so the driver's memory does not grow with the files of
+the tree.
+
+Re-runs: the scan reads the catalog's scan cache (:mod:`petcorpus.dicom.scan_cache`), so
+unchanged files are not parsed again; :func:`plan_tasks` writes the cache back. A study
+whose inputs changed since its conversion (its fingerprint differs from the one recorded
+with its outputs) is converted again even when its outputs are intact.
 """
 
 from __future__ import annotations
@@ -17,19 +22,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 
 from petcorpus.catalog import Catalog
 from petcorpus.convert import ConversionOptions
-from petcorpus.dicom.scan import ScanResult, StudyInfo, scan
-from petcorpus.dicom.scan_cache import EmptyCache
+from petcorpus.dicom.scan import StagedScan, StudyInfo, stage_scan
 from petcorpus.errors import PetcorpusError, Reason, printable
 from petcorpus.naming import Naming, OutputName, name_studies
 from petcorpus.pipeline.tasks import STUDY_KINDS, StudyTask
 
-__all__ = ["BuildPlan", "plan_build", "plan_tasks", "record_skipped", "skipped_summary"]
+__all__ = [
+    "BuildPlan",
+    "PlannedTasks",
+    "plan_build",
+    "plan_tasks",
+    "record_skipped",
+    "skipped_summary",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,42 +48,80 @@ class BuildPlan:
     """What a build found under its root, and where each study goes."""
 
     root: Path
-    scanned: ScanResult
+    scanned: StagedScan
     #: StudyInstanceUID → output folder, unique (see :mod:`petcorpus.naming`)
     names: dict[str, OutputName]
 
     @property
-    def studies(self) -> list[StudyInfo]:
-        return self.scanned.studies
+    def studies(self) -> Iterator[StudyInfo]:
+        """The studies, read back from the catalog one at a time."""
+        return iter(self.scanned)
 
 
 def plan_build(
     dicom_root: str | os.PathLike[str],
-    out: str | os.PathLike[str],
+    catalog: Catalog,
     *,
     options: ConversionOptions,
     naming: Naming | str = Naming.DICOM,
     executor: Executor | None = None,
 ) -> BuildPlan:
-    """Scan ``dicom_root`` (on ``executor`` if given) and name every study's output folder.
+    """Scan ``dicom_root`` (on ``executor`` if given) into ``catalog``'s scan store and name
+    every study's output folder. The catalog's tables are not changed.
 
     Raises
     ------
     PetcorpusError
         ``NO_SERIES``: no study under the root, or a chosen series that is not there;
-        ``OUTPUT_COLLISION``: two studies would share a folder. Nothing is written.
+        ``OUTPUT_COLLISION``: two studies would share a folder.
     """
-    root, out = Path(dicom_root), Path(out)
-    recorded, scanned = _scan_with_catalog(root, out, executor)
-    if not scanned.studies:
+    root = Path(dicom_root)
+    scanned = stage_scan(root, catalog.scan_store(), executor=executor)
+    if not len(scanned):
         raise PetcorpusError(
-            f"no DICOM study found ({skipped_summary(scanned.skipped, root)})",
+            f"no DICOM study found ({skipped_summary(scanned.skipped(), root)})",
             path=root,
             reason=Reason.NO_SERIES,
         )
-    _check_series_choice(scanned.studies, options, root)
-    names = name_studies(scanned.studies, naming=naming, recorded=recorded)
+    found: dict[str, set[str]] = {"PT": set(), "CT": set()}
+
+    def studies() -> Iterator[StudyInfo]:
+        for study in scanned:
+            for s in study.series:
+                if s.modality in found:
+                    found[s.modality].add(s.series_uid)
+            yield study
+
+    names = name_studies(studies(), naming=naming, recorded=catalog.recorded_sources())
+    _check_series_choice(found, options, root)
     return BuildPlan(root=root, scanned=scanned, names=names)
+
+
+class PlannedTasks:
+    """The studies to convert, largest first, each read back as a :class:`StudyTask` when
+    it is handed out (so the plan holds no file list)."""
+
+    def __init__(
+        self,
+        plan: BuildPlan,
+        todo: list[tuple[str, int, str | None]],
+        out: str,
+        options: ConversionOptions,
+    ) -> None:
+        self._plan, self._out, self._options = plan, out, options
+        # Largest studies first: the last task to start is then a small one, so the
+        # workers finish close together (longest-processing-time-first scheduling).
+        self._todo = sorted(todo, key=lambda t: (-t[1], t[0]))
+        #: StudyInstanceUID → fingerprint of the inputs (recorded with the outputs)
+        self.fingerprints = {uid: fp for uid, _, fp in self._todo}
+
+    def __len__(self) -> int:
+        return len(self._todo)
+
+    def __iter__(self) -> Iterator[StudyTask]:
+        for uid, _, _ in self._todo:
+            study = self._plan.scanned.study(uid)
+            yield StudyTask(study, self._plan.names[uid], self._out, self._options)
 
 
 def plan_tasks(
@@ -83,22 +132,20 @@ def plan_tasks(
     threads_per_task: int | None,
     site: str | None = None,
     licence: str | None = None,
-) -> tuple[list[StudyTask], list[str]]:
-    """Record the plan's studies in ``catalog``; return (tasks to run, UIDs complete).
+) -> tuple[PlannedTasks, list[str]]:
+    """Record the plan's studies and scan cache in ``catalog``; return (tasks to run,
+    UIDs complete).
 
     ``threads_per_task``: threads inside one study when the options do not fix them (the
     cores shared between local processes; None leaves them to the worker).
     """
-    tasks: list[StudyTask] = []
+    todo: list[tuple[str, int, str | None]] = []
     complete: list[str] = []
     per_study = options
     if options.workers is None and threads_per_task is not None:
         per_study = dataclasses.replace(options, workers=threads_per_task)
     with catalog.transaction():  # one commit, not three per study
-        writes = plan.scanned.cache_writes
-        if writes is not None:
-            catalog.write_scan_cache(writes)
-            writes.clear()  # written: the driver lets the rows go
+        plan.scanned.write_cache()
         for study in plan.studies:
             uid = str(study.study_uid)
             name = plan.names[uid]
@@ -120,53 +167,33 @@ def plan_tasks(
                 if recorded is None and study.fingerprint is not None:
                     catalog.record_input_fingerprint(uid, study.fingerprint)
             else:
-                tasks.append(StudyTask(study, name, str(catalog.out_dir), per_study))
-    # Largest studies first: the last task to start is then a small one, so the workers
-    # finish close together (longest-processing-time-first scheduling).
-    tasks.sort(key=lambda t: -t.study.n_files)
-    return tasks, complete
+                todo.append((uid, study.n_files, study.fingerprint))
+    return PlannedTasks(plan, todo, str(catalog.out_dir), per_study), complete
 
 
 def record_skipped(catalog: Catalog, run_id: int, plan: BuildPlan) -> None:
     """Every file the scan skipped, as a catalog failure of stage ``scan``."""
     with catalog.transaction():
-        for path, why in plan.scanned.skipped:
+        for path, why in plan.scanned.skipped():
             catalog.record_failure(run_id, None, "scan", _skipped_error(path, why, plan.root))
 
 
 def _check_series_choice(
-    studies: Sequence[StudyInfo], options: ConversionOptions, root: Path
+    found: dict[str, set[str]], options: ConversionOptions, root: Path
 ) -> None:
-    """``--pet-series``/``--ct-series`` must name a series of that modality under the root."""
+    """``--pet-series``/``--ct-series`` must name a series of that modality under the root
+    (``found``: modality → the SeriesInstanceUIDs of the tree)."""
     for uid, modality, flag in (
         (options.pet_series, "PT", "--pet-series"),
         (options.ct_series, "CT", "--ct-series"),
     ):
-        if uid is None:
-            continue
-        found = {s.series_uid for st in studies for s in st.by_modality(modality)}
-        if uid not in found:
+        if uid is not None and uid not in found[modality]:
             raise PetcorpusError(
                 f"{flag} {uid}: no {modality} series with this SeriesInstanceUID "
                 "(`petcorpus scan` lists them)",
                 path=root,
                 reason=Reason.NO_SERIES,
             )
-
-
-def _scan_with_catalog(
-    root: Path, out: Path, executor: Executor | None
-) -> tuple[dict[str, str], ScanResult]:
-    """Scan ``root`` with the scan cache of an existing catalog in ``out``; return the
-    recorded StudyInstanceUID → ``<subject>/<study>`` too. Nothing is written."""
-    from petcorpus.catalog import CATALOG_NAME
-
-    if not (out / CATALOG_NAME).is_file():
-        return {}, scan(root, executor=executor, cache=EmptyCache())
-    # Writable: a run killed as it created the catalog left a file without a schema.
-    with Catalog.open(out) as catalog:
-        recorded = catalog.recorded_sources()  # (no pandas: the driver stays small)
-        return recorded, scan(root, executor=executor, cache=catalog.scan_cache())
 
 
 def _skipped_error(path: Path, why: str, root: Path) -> PetcorpusError:
