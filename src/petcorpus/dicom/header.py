@@ -8,6 +8,8 @@ earliest headers into the acquisition parameters the catalog stores (and the tab
 from __future__ import annotations
 
 import functools
+import math
+from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -22,7 +24,14 @@ from petcorpus.dicom.values import (
     tracer_info,
 )
 
-__all__ = ["SCAN_TAGS", "as_float", "as_text", "read_scan_header", "series_params"]
+__all__ = [
+    "SCAN_TAGS",
+    "as_float",
+    "as_text",
+    "read_scan_header",
+    "series_params",
+    "series_summary",
+]
 
 _KEYWORDS = [
     "SOPClassUID",
@@ -178,3 +187,27 @@ def series_params(modality: str, first: Dataset, earliest: Dataset) -> dict[str,
         for kw in common:
             p[kw] = get(kw)
     return p
+
+
+def series_summary(first_path: Path, earliest_path: Path) -> dict[str, Any]:
+    """A series' summary (:data:`petcorpus.dicom.scan_cache.SUMMARY_FIELDS`) from its first
+    file as walked and its earliest acquisition's headers."""
+    first = read_scan_header(first_path)
+    earliest = first if earliest_path == first_path else read_scan_header(earliest_path)
+    modality = as_text(get_value(first, "Modality")) or "OT"
+    return {
+        "modality": modality,
+        "manufacturer": as_text(get_value(first, "Manufacturer")),
+        "model": as_text(get_value(first, "ManufacturerModelName")),
+        "frame_of_reference_uid": as_text(get_value(first, "FrameOfReferenceUID")),
+        "description": as_text(get_value(first, "SeriesDescription")),
+        "series_number": _int(get_value(first, "SeriesNumber")),
+        "params": series_params(modality, first, earliest),
+        "patient_id": as_text(get_value(first, "PatientID")),
+        "study_date": as_text(get_value(first, "StudyDate")),
+    }
+
+
+def _int(v: Any) -> int | None:
+    f = as_float(v)
+    return int(f) if f is not None and math.isfinite(f) else None

@@ -28,7 +28,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 import os
 import re
 import sqlite3
@@ -40,8 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from petcorpus.dicom.header import as_float, as_text, read_scan_header, series_params
-from petcorpus.dicom.io import get_value
+from petcorpus.dicom.header import series_summary
 from petcorpus.dicom.scan_cache import SUMMARY_FIELDS, _FileKeys, fingerprint, stage_tree
 from petcorpus.dicom.scan_store import ScanStore, path_text
 from petcorpus.errors import PetcorpusError, Reason
@@ -314,11 +312,6 @@ class ScanResult:
 DAMAGED = ("zero bytes", "truncated", "unreadable", "cannot parse")
 
 
-def _int(v: Any) -> int | None:
-    f = as_float(v)
-    return int(f) if f is not None and math.isfinite(f) else None
-
-
 def _slice_key(keys: _FileKeys, normal: np.ndarray | None) -> tuple[int, float, str]:
     """Sort files along the slice normal; without orientation, by InstanceNumber."""
     if normal is not None:
@@ -560,7 +553,7 @@ class StagedScan:
             # The series' summary comes from its first file as walked and from its earliest
             # acquisition; only these two headers are read again, here.
             earliest = min(members, key=lambda m: m.keys.acquisition).keys
-            summary = _summary(first.path, earliest.path)
+            summary = series_summary(first.path, earliest.path)
             self._summaries_parsed += 1 if earliest is first else 2
             self._store.put_summary(study_uid, series_uid, fp, summary)
         iop = first.orientation
@@ -591,21 +584,3 @@ def _parent(folder: str) -> str | None:
         return None
     cut = folder.rfind("/")
     return folder[:cut] if cut >= 0 else ""
-
-
-def _summary(first_path: Path, earliest_path: Path) -> dict[str, Any]:
-    """A series' summary (:data:`SUMMARY_FIELDS`) from its first and earliest headers."""
-    first = read_scan_header(first_path)
-    earliest = first if earliest_path == first_path else read_scan_header(earliest_path)
-    modality = as_text(get_value(first, "Modality")) or "OT"
-    return {
-        "modality": modality,
-        "manufacturer": as_text(get_value(first, "Manufacturer")),
-        "model": as_text(get_value(first, "ManufacturerModelName")),
-        "frame_of_reference_uid": as_text(get_value(first, "FrameOfReferenceUID")),
-        "description": as_text(get_value(first, "SeriesDescription")),
-        "series_number": _int(get_value(first, "SeriesNumber")),
-        "params": series_params(modality, first, earliest),
-        "patient_id": as_text(get_value(first, "PatientID")),
-        "study_date": as_text(get_value(first, "StudyDate")),
-    }
