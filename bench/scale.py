@@ -8,7 +8,8 @@ image each,
 
 first plan
     ``plan_build`` + ``plan_tasks`` over the tree with no catalog: every header parsed,
-    the catalog (and its scan cache) written. Reported: plan seconds, files/s of the header
+    the catalog (and its scan cache) written, and every task read back once (as a build
+    hands them to its workers). Reported: plan seconds, files/s of the header
     scan, catalog bytes, the driver's peak memory (VmHWM, and above its baseline after the
     imports).
 re-run
@@ -137,14 +138,15 @@ def plan_once(root: str, out: str, emulate_converted: bool, result: str) -> None
     baseline = _vm("VmRSS")
     options = ConversionOptions()
     t0 = time.perf_counter()
-    plan = plan_build(root, out, options=options)
-    t_scan = time.perf_counter() - t0
-    Path(out).mkdir(parents=True, exist_ok=True)
     with Catalog.open(out) as cat:
+        plan = plan_build(root, cat, options=options)
+        t_scan = time.perf_counter() - t0
         tasks, complete = plan_tasks(plan, cat, options=options, threads_per_task=1)
         t_plan = time.perf_counter() - t0
-        if emulate_converted:  # stand-in outputs, recorded as a build records a study
-            for task in tasks:
+        n_files, parsed = plan.scanned.n_files, plan.scanned.parsed
+        # Every task read back once, as a build hands them to its workers.
+        for task in tasks:
+            if emulate_converted:  # stand-in outputs, recorded as a build records a study
                 folder = Path(out) / task.name.subject / task.name.study
                 folder.mkdir(parents=True, exist_ok=True)
                 paths = {}
@@ -159,8 +161,8 @@ def plan_once(root: str, out: str, emulate_converted: bool, result: str) -> None
     Path(result).write_text(
         json.dumps(
             {
-                "files": plan.scanned.n_files,
-                "parsed": plan.scanned.parsed,
+                "files": n_files,
+                "parsed": parsed,
                 "scan_s": t_scan,
                 "plan_s": t_plan,
                 "tasks": len(tasks),

@@ -292,3 +292,46 @@ def test_largest_studies_are_converted_first(tmp_path):
     )
     assert report.ok
     assert order == [studies[1].study_uid, studies[0].study_uid]
+
+
+def test_the_runner_takes_items_as_it_hands_them_out():
+    """A plan's tasks are read back from the catalog one at a time: the runner must not
+    draw them all before the first is done."""
+    from petcorpus.pipeline.executors import AHEAD, Runner
+
+    drawn: list[int] = []
+
+    def items():
+        for i in range(40):
+            drawn.append(i)
+            yield i
+
+    with Runner(workers=2) as runner:
+        results = runner.map_unordered(abs, items())
+        first = next(results)
+        assert len(drawn) <= AHEAD * 2 + 1
+        rest = list(results)
+    assert sorted([first, *rest]) == list(range(40))
+
+
+def test_the_plan_keeps_no_file_of_the_tree(tmp_path):
+    """What the plan holds per study is its UID, name, size and fingerprint: no Path of
+    any input file stays alive once the studies are recorded."""
+    import gc
+    from pathlib import PurePath
+
+    from petcorpus.convert import ConversionOptions
+    from petcorpus.pipeline import plan_build, plan_tasks
+
+    dicom = tmp_path / "dicom"
+    write_corpus(dicom, subjects=3, seed=8, vendor="mixed", size="small")
+    with Catalog.open(tmp_path / "out") as cat:
+        plan = plan_build(dicom, cat, options=ConversionOptions())
+        tasks, complete = plan_tasks(plan, cat, options=ConversionOptions(), threads_per_task=1)
+        assert len(tasks) == 3 and complete == []
+        gc.collect()
+        alive = [o for o in gc.get_objects() if isinstance(o, PurePath) and dicom in o.parents]
+        assert alive == []
+        # ... and each task reads its study back whole
+        files = sum(t.study.n_files for t in tasks)
+    assert files == plan.scanned.n_files > 400

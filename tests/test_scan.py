@@ -249,3 +249,31 @@ def test_a_pool_that_cannot_take_work_fails_the_scan_loudly(two_studies):
     root, _ = two_studies
     with Broken(1) as pool, pytest.raises(RuntimeError, match="pool is broken"):
         scan(root, executor=pool)
+
+
+def test_a_busy_pool_leaves_chunks_to_the_driver_and_the_index_is_unchanged(two_studies):
+    """The driver parses the newest chunk itself when the pool has more than it can take;
+    the chunks come back in any order, the files keep their walk order."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    on_pool: list[int] = []
+
+    class Slow(ThreadPoolExecutor):
+        def submit(self, fn, paths, **kwargs):
+            def slowly(p):
+                time.sleep(0.2)
+                on_pool.append(threading.get_ident())
+                return fn(p)
+
+            return super().submit(slowly, paths, **kwargs)
+
+    root, _ = two_studies
+    serial = scan(root)
+    with Slow(1) as pool:
+        busy = scan(root, executor=pool)
+    assert on_pool  # the pool parsed some chunks, the driver the others
+    assert _index(busy) == _index(serial)
+    assert busy.skipped == serial.skipped and busy.parsed == serial.parsed
+    assert [s.fingerprint for s in busy.studies] == [s.fingerprint for s in serial.studies]

@@ -17,7 +17,6 @@ their rows are staged as they come back, so the driver holds no list of the tree
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -161,7 +160,8 @@ class _ChunkParser:
     A feeder thread hands chunks to the executor, a few at a time (``submit`` blocks
     while a fresh process pool starts: ~0.5 s for its server to import the conversion
     stack); when more than that many wait, this thread parses the newest itself. Finished
-    chunks are collected by :meth:`ready` and :meth:`finish`, in any order.
+    chunks are collected by :meth:`ready` and :meth:`finish`, in any order; the parser
+    holds only the chunks waiting or running.
     """
 
     def __init__(self, executor: Executor | None) -> None:
@@ -171,7 +171,7 @@ class _ChunkParser:
         self._executor = executor
         self._done: collections.deque[tuple[_Pending, list[_FileKeys | str]]] = collections.deque()
         self._waiting: collections.deque[_Pending] = collections.deque()
-        self._futures: list[Any] = []
+        self._running: dict[Any, _Pending] = {}  # future -> its chunk
         self._failed: list[BaseException] = []
         self._limit = 2 * (os.cpu_count() or 1)  # chunks queued or running at once
         self._slots = threading.BoundedSemaphore(self._limit)
@@ -212,20 +212,21 @@ class _ChunkParser:
                     chunk = self._waiting.popleft()
                 assert self._executor is not None
                 fut = self._executor.submit(_read_headers, [c[4] for c in chunk])
-                fut.add_done_callback(functools.partial(self._collect, chunk))
-                self._futures.append(fut)
+                with self._wake:
+                    self._running[fut] = chunk
+                fut.add_done_callback(lambda _f: self._slots.release())
         except BaseException as exc:  # e.g. a broken pool: re-raised on this thread
             self._failed.append(exc)
 
-    def _collect(self, chunk: _Pending, fut: Any) -> None:
-        self._slots.release()
-        if fut.exception() is None:
-            self._done.append((chunk, fut.result()))
-
     def ready(self) -> Iterator[tuple[_Pending, list[_FileKeys | str]]]:
-        """Chunks parsed since the last call."""
+        """Chunks parsed since the last call (a worker's error is raised here)."""
         while self._done:
             yield self._done.popleft()
+        with self._wake:
+            finished = [fut for fut in self._running if fut.done()]
+            chunks = [self._running.pop(fut) for fut in finished]
+        for fut, chunk in zip(finished, chunks, strict=True):
+            yield chunk, fut.result()
 
     def finish(self) -> Iterator[tuple[_Pending, list[_FileKeys | str]]]:
         """Every chunk left: this thread parses what no worker has taken yet."""
@@ -243,9 +244,9 @@ class _ChunkParser:
             self._feeder.join()
             if self._failed:
                 raise self._failed[0]
-            for fut in self._futures:
-                fut.result()  # a worker's error is raised here
-                yield from self.ready()
+            from concurrent.futures import wait
+
+            wait(list(self._running))
         yield from self.ready()
 
 
