@@ -335,3 +335,16 @@ def test_the_plan_keeps_no_file_of_the_tree(tmp_path):
         # ... and each task reads its study back whole
         files = sum(t.study.n_files for t in tasks)
     assert files == plan.scanned.n_files > 400
+
+
+def test_an_output_folder_inside_the_tree_is_not_scanned(tmp_path):
+    """``petcorpus build dicom dicom/out``: the catalog and the NIfTI files written there
+    are not DICOM files of the tree, neither on the first run nor on the next."""
+    dicom = tmp_path / "dicom"
+    write_corpus(dicom, subjects=1, seed=4, vendor="siemens", size="small")
+    first = build(dicom, dicom / "out", workers=1)
+    again = build(dicom, dicom / "out", workers=1)
+    assert first.ok and len(first.done) == 1 and again.skipped == [first.done[0].study_uid]
+    for report in (first, again):
+        assert not [p for p, _ in report.skipped_files if (dicom / "out") in p.parents]
+    assert again.headers_parsed == 0

@@ -86,8 +86,13 @@ def scan_cmd(
             for reason in choice["reasons"]:
                 console.print(f"  → {reason}", markup=False)
     console.print(
-        f"{len(result.studies)} studies, {result.n_files} DICOM files, "
-        f"{len(result.skipped)} files skipped"
+        f"{_count(len(result.studies), 'study', 'studies')}, "
+        f"{_count(result.n_files, 'DICOM file', 'DICOM files')}, "
+        f"{_count(len(result.skipped), 'file', 'files')} skipped"
     )
     for p, r in result.skipped[:20]:
         console.print(f"  skipped {p}: {r}", markup=False)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"

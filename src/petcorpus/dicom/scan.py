@@ -381,11 +381,13 @@ def stage_scan(
     workers: int | None = None,
     processes: int | None = None,
     executor: Executor | None = None,
+    skip: Path | None = None,
 ) -> StagedScan:
     """Stage every file under ``root`` in ``store`` and return the studies to read back
     one at a time (what a build plans with: nothing per file stays in memory).
 
-    Parameters as :func:`scan`.
+    Parameters as :func:`scan`; ``skip``: a folder not to enter (a build's output folder
+    inside the tree it converts).
     """
     if not root.exists():
         raise PetcorpusError("no such file or folder", path=root, reason=Reason.NO_SERIES)
@@ -398,7 +400,7 @@ def stage_scan(
             )
         elif executor is None and workers is not None and workers > 1:
             executor = stack.enter_context(ThreadPoolExecutor(max_workers=workers))
-        stage_tree(root, store, executor)
+        stage_tree(root, store, executor, skip)
     return StagedScan(root, store)
 
 

@@ -49,13 +49,19 @@ SUMMARY_FIELDS = (
 )
 
 
-def walk_folders(root: Path) -> Iterator[tuple[Path, str, list[str]]]:
-    """(folder, folder relative to ``root``, sorted file names) in the scan's walk order."""
+def walk_folders(root: Path, skip: Path | None = None) -> Iterator[tuple[Path, str, list[str]]]:
+    """(folder, folder relative to ``root``, sorted file names) in the scan's walk order;
+    the folder ``skip`` (a build's output inside its DICOM tree) is not entered."""
     if root.is_file():
         yield root.parent, "", [root.name]
         return
+    skip_real = os.path.realpath(skip) if skip is not None else None
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
+        if skip_real is not None:
+            dirnames[:] = [
+                d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) != skip_real
+            ]
         rel = os.path.relpath(dirpath, root)
         yield Path(dirpath), "" if rel == "." else rel.replace(os.sep, "/"), sorted(filenames)
 
@@ -285,10 +291,13 @@ def _cached_row(ordinal: int, rel: str, name: str, row: tuple[Any, ...]) -> tupl
     return (ordinal, rel, name, *row, 0, 1)
 
 
-def stage_tree(root: Path, store: Any, executor: Executor | None) -> None:
-    """Write a row for every file under ``root`` (walk order) into ``store`` (a
-    :class:`~petcorpus.dicom.scan_store.ScanStore`): from the cache when the file's size
-    and mtime match, else from its header, parsed on ``executor`` (or this thread)."""
+def stage_tree(
+    root: Path, store: Any, executor: Executor | None, skip: Path | None = None
+) -> None:
+    """Write a row for every file under ``root`` (walk order; not under ``skip``) into
+    ``store`` (a :class:`~petcorpus.dicom.scan_store.ScanStore`): from the cache when the
+    file's size and mtime match, else from its header, parsed on ``executor`` (or this
+    thread)."""
     known = store.cached_folders()
     parser = _ChunkParser(executor)
     rows: list[tuple[Any, ...]] = []
@@ -303,7 +312,7 @@ def stage_tree(root: Path, store: Any, executor: Executor | None) -> None:
             )
 
     with gc_paused():
-        for folder, rel, names in walk_folders(root):
+        for folder, rel, names in walk_folders(root, skip):
             cached = store.cached_files(rel) if rel in known else {}  # one folder at a time
             base = str(folder)
             for name in names:

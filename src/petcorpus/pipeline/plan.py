@@ -66,8 +66,9 @@ def plan_build(
     naming: Naming | str = Naming.DICOM,
     executor: Executor | None = None,
 ) -> BuildPlan:
-    """Scan ``dicom_root`` (on ``executor`` if given) into ``catalog``'s scan store and name
-    every study's output folder. The catalog's tables are not changed.
+    """Scan ``dicom_root`` (on ``executor`` if given; not the catalog's folder, should it be
+    inside) into ``catalog``'s scan store and name every study's output folder. The
+    catalog's tables are not changed.
 
     Raises
     ------
@@ -76,7 +77,7 @@ def plan_build(
         ``OUTPUT_COLLISION``: two studies would share a folder.
     """
     root = Path(dicom_root)
-    scanned = stage_scan(root, catalog.scan_store(), executor=executor)
+    scanned = stage_scan(root, catalog.scan_store(), executor=executor, skip=catalog.out_dir)
     if not len(scanned):
         raise PetcorpusError(
             f"no DICOM study found ({skipped_summary(scanned.skipped(), root)})",
@@ -209,7 +210,8 @@ def skipped_summary(skipped: Sequence[tuple[Path, str]], root: Path, show: int =
         return "the folder holds no files"
     first = "; ".join(f"{_rel(p, root)}: {why}" for p, why in skipped[:show])
     more = f" and {len(skipped) - show} more" if len(skipped) > show else ""
-    return f"{len(skipped)} files skipped: {first}{more}"
+    files = "1 file" if len(skipped) == 1 else f"{len(skipped)} files"
+    return f"{files} skipped: {first}{more}"
 
 
 def _rel(path: Path, root: Path) -> str:
