@@ -292,13 +292,23 @@ def _written_by_nibabel(tmp_path, name, arr, *, extension=False, slope=None, ver
         (np.float32, False, None, 1, ".nii"),
     ],
 )
-def test_read_nifti_equals_nibabel(tmp_path, dtype, extension, slope, version, suffix):
+@pytest.mark.parametrize("in_zip", [False, True], ids=["file", "zip-member"])
+def test_read_nifti_equals_nibabel(tmp_path, dtype, extension, slope, version, suffix, in_zip):
+    """Files on disk and members of a zip archive (ENHANCE's download) read alike."""
+    import zipfile
+
     rng = np.random.default_rng(0)
     arr = (rng.random((7, 5, 4)) * 100).astype(dtype)
     path = _written_by_nibabel(tmp_path, "x" + suffix, arr, extension=extension, slope=slope,
                                version=version)  # fmt: skip
     want, affine = _nib_volume(path)
-    got = read_nifti(path)
+    if in_zip:
+        archive = tmp_path / "a.zip"
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.write(path, "case/x" + suffix)
+        got = read_nifti(archive, member="case/x" + suffix)
+    else:
+        got = read_nifti(path)
     assert got.array.dtype == want.dtype
     np.testing.assert_array_equal(got.array, want)
     np.testing.assert_array_equal(got.affine, affine)

@@ -35,7 +35,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -128,32 +127,12 @@ class FileRef:
             raise CorruptFileError(f"cannot read ({exc})", path=str(self)) from exc
 
     def load_volume(self) -> Volume:
-        """Read a NIfTI file (``.nii`` or ``.nii.gz``) as a :class:`Volume`."""
-        if self.member is None:
-            try:
-                return read_nifti(self.path)
-            except Exception as exc:
-                raise CorruptFileError(f"cannot read NIfTI ({exc})", path=str(self)) from exc
-        # Zip members: bytes in, ISA-L gunzip (~3x zlib), decode in memory.
-        data = self.read_bytes()
+        """Read a NIfTI file (``.nii`` or ``.nii.gz``) as a :class:`Volume`; a zip member
+        is streamed out of its archive (:func:`petcorpus.nifti.read_nifti`)."""
         try:
-            if data[:2] == b"\x1f\x8b":
-                data = _gunzip(data)
-            img = nib.Nifti1Image.from_bytes(data)
+            return read_nifti(self.path, member=self.member)
         except Exception as exc:
             raise CorruptFileError(f"cannot read NIfTI ({exc})", path=str(self)) from exc
-        return Volume.from_nifti(img)
-
-
-def _gunzip(data: bytes) -> bytes:
-    try:
-        from isal import igzip
-
-        return igzip.decompress(data)
-    except ImportError:  # pragma: no cover - isal is a core dependency
-        import gzip
-
-        return gzip.decompress(data)
 
 
 @dataclasses.dataclass
