@@ -188,6 +188,7 @@ def test_dask_local_cluster_gives_identical_checksums(corpus, tmp_path):
         # and Dask's stack-sampling profiler (GIL-holding, every 10 ms) is stopped there
         profiled = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
         assert not any(profiled.values())
+        threads_before = client.run(_task_thread_ids)
         # The CLI connects to a running scheduler by address.
         result = runner.invoke(
             app,
@@ -200,12 +201,23 @@ def test_dask_local_cluster_gives_identical_checksums(corpus, tmp_path):
                 "--no-progress",
             ],
         )
+        # The CLI's build registered the plugin again: the workers kept their task
+        # threads (new ones could land in one of Dask's malloc arenas, not the main heap)
+        assert client.run(_task_thread_ids) == threads_before
+    assert all(threads_before.values())
     assert len(report.done) == 6
     assert len(report.failed) == 1
     assert result.exit_code == 1  # the broken study
     ref = _checksums(root / "out")
     assert _checksums(tmp_path / "api") == ref
     assert _checksums(tmp_path / "cli") == ref
+
+
+def _task_thread_ids() -> list[int]:
+    from petcorpus.pipeline import executors
+
+    pool = executors._task_threads
+    return sorted(t.native_id or 0 for t in pool._threads) if pool is not None else []
 
 
 def _worker_has_task_threads() -> bool:

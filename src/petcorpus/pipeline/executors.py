@@ -214,17 +214,16 @@ def _dask_worker_plugin(preload: Sequence[str]) -> Any:
             _memory.share_main_arena()
             for name in preload:
                 importlib.import_module(name)
+            # The task threads live as long as the worker: every build registers this
+            # plugin again (Dask tears the old one down first), and a thread started
+            # then may be given one of Dask's own malloc arenas rather than the main heap
+            # (glibc reuses arenas once M_ARENA_MAX is reached): that worker's next
+            # builds faulted their volumes in afresh (369k page faults per build instead
+            # of 42k, +15 % time; bench/dask_rebuilds.py). So no teardown stops them.
             if executors._task_threads is None:
                 executors._task_threads = ThreadPoolExecutor(
                     max_workers=max(1, int(worker.state.nthreads)),
                     thread_name_prefix="petcorpus-task",
                 )
-
-        def teardown(self, worker: Any) -> None:
-            from petcorpus.pipeline import executors
-
-            threads, executors._task_threads = executors._task_threads, None
-            if threads is not None:
-                threads.shutdown(wait=False)
 
     return PrepareWorkers()
