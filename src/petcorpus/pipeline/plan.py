@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sqlite3
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
@@ -77,7 +78,8 @@ def plan_build(
         ``OUTPUT_COLLISION``: two studies would share a folder.
     """
     root = Path(dicom_root)
-    scanned = stage_scan(root, catalog.scan_store(), executor=executor, skip=catalog.out_dir)
+    with _staging_errors(catalog):
+        scanned = stage_scan(root, catalog.scan_store(), executor=executor, skip=catalog.out_dir)
     if not len(scanned):
         raise PetcorpusError(
             f"no DICOM study found ({skipped_summary(scanned.skipped(), root)})",
@@ -93,7 +95,8 @@ def plan_build(
                     found[s.modality].add(s.series_uid)
             yield study
 
-    names = name_studies(studies(), naming=naming, recorded=catalog.recorded_sources())
+    with _staging_errors(catalog):
+        names = name_studies(studies(), naming=naming, recorded=catalog.recorded_sources())
     _check_series_choice(found, options, root)
     return BuildPlan(root=root, scanned=scanned, names=names)
 
@@ -145,7 +148,7 @@ def plan_tasks(
     per_study = options
     if options.workers is None and threads_per_task is not None:
         per_study = dataclasses.replace(options, workers=threads_per_task)
-    with catalog.transaction():  # one commit, not three per study
+    with _staging_errors(catalog), catalog.transaction():  # one commit, not three per study
         plan.scanned.write_cache()
         for study in plan.studies:
             uid = str(study.study_uid)
@@ -177,6 +180,21 @@ def record_skipped(catalog: Catalog, run_id: int, plan: BuildPlan) -> None:
     with catalog.transaction():
         for path, why in plan.scanned.skipped():
             catalog.record_failure(run_id, None, "scan", _skipped_error(path, why, plan.root))
+
+
+@contextlib.contextmanager
+def _staging_errors(catalog: Catalog) -> Iterator[None]:
+    """SQLite's errors while the scan is staged or read back, as one line naming the
+    catalog (a full disk, or a full temp folder: the staged rows spill there)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise PetcorpusError(
+            f"cannot keep the scan in the catalog ({exc}); check the free space of the "
+            "output folder and of the temp folder (SQLITE_TMPDIR, else TMPDIR or /var/tmp)",
+            path=catalog.path,
+            reason=Reason.OUTPUT_PATH,
+        ) from exc
 
 
 def _check_series_choice(
