@@ -13,13 +13,18 @@ from collections.abc import Callable
 from typing import Any
 
 
-def _vm_hwm_mib() -> float:
-    """Peak resident memory of this process since its exec (Linux VmHWM)."""
+def proc_status_mib(field: str) -> float:
+    """A memory line of this process's /proc/self/status (``VmHWM``, ``VmRSS``) in MiB."""
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
+
+
+def _vm_hwm_mib() -> float:
+    """Peak resident memory of this process since its exec (Linux VmHWM)."""
+    return proc_status_mib("VmHWM")
 
 
 def _target(fn: Callable[..., Any], args: tuple, queue: mp.Queue) -> None:

@@ -21,11 +21,9 @@ from build import make_data, warm_inputs
 
 
 def worker_rss_mib() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
+    from _child import proc_status_mib
+
+    return proc_status_mib("VmRSS")
 
 
 def main() -> None:

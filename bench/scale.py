@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _child import measure
+from _child import measure, proc_status_mib
 
 CT, PT = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.128"
 
@@ -121,21 +121,13 @@ def _rewrite_one_file(root: Path, k: int) -> None:
 
 
 # -- one plan, in a child process -------------------------------------------------------------
-def _vm(field: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    return math.nan
-
-
 def plan_once(root: str, out: str, emulate_converted: bool, result: str) -> None:
     """plan_build + plan_tasks over ``root`` into ``out``; the numbers go to ``result``."""
     from petcorpus.catalog import Catalog
     from petcorpus.convert import ConversionOptions
     from petcorpus.pipeline import plan_build, plan_tasks
 
-    baseline = _vm("VmRSS")
+    baseline = proc_status_mib("VmRSS")
     options = ConversionOptions()
     t0 = time.perf_counter()
     with Catalog.open(out) as cat:
@@ -157,7 +149,7 @@ def plan_once(root: str, out: str, emulate_converted: bool, result: str) -> None
                     cat.record_artifacts(task.study.study_uid, paths)
                     cat.set_status(task.study.study_uid, "done")
                     cat.record_input_fingerprint(task.study.study_uid, task.study.fingerprint)
-    peak = _vm("VmHWM")
+    peak = proc_status_mib("VmHWM")
     Path(result).write_text(
         json.dumps(
             {
