@@ -515,12 +515,9 @@ class StagedScan:
         meta = min(first_seen, key=lambda t: t[0])[1] if first_seen else {}
         # Damaged files in a folder of their own beside the study's series (a SEG, say):
         # no series claims them, yet the study may be incomplete without them.
-        parents = {_parent(rel) for rel in series_folders} - {None}
         beside = sorted(
             d
-            for parent in parents
-            for folder in self._store.folders_with_skipped_under(parent)  # type: ignore[arg-type]
-            if folder not in series_folders
+            for folder in self._store.folders_with_skipped_beside(series_folders)
             for d in self._damaged(folder)
         )
         cut = len(self._base) + 1
@@ -578,11 +575,3 @@ class StagedScan:
 @functools.lru_cache(maxsize=64)
 def _orientation(text: str) -> tuple[float, ...]:
     return tuple(json.loads(text))
-
-
-def _parent(folder: str) -> str | None:
-    """The parent of a relative folder; None for the root's (outside the tree)."""
-    if not folder:
-        return None
-    cut = folder.rfind("/")
-    return folder[:cut] if cut >= 0 else ""

@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["CachedFile", "ScanStore", "StagedFile", "path_key", "path_text"]
+__all__ = ["CachedFile", "ScanStore", "StagedFile", "parent_folder", "path_key", "path_text"]
 
 #: One cached file: size, mtime_ns, study_uid, series_uid, x, y, z, orientation (JSON),
 #: instance, acquisition, skip reason (the UIDs are None for a skipped file).
@@ -43,8 +43,6 @@ CachedFile = tuple[
 #: storable in the cache (0/1).
 StagedFile = tuple[Any, ...]
 
-_ROOT_PARENT = b"\0"  # the parent of the root folder: no folder of the tree
-
 
 def path_key(name: str) -> bytes:
     """A file or folder name as stored: its bytes, so that names that are not UTF-8
@@ -57,11 +55,13 @@ def path_text(stored: bytes | str) -> str:
     return stored.decode("utf-8", "surrogateescape") if isinstance(stored, bytes) else stored
 
 
-def _parent(folder: bytes) -> bytes:
+def parent_folder(folder: str) -> str | None:
+    """The parent of a folder relative to the root (``/``-separated, ``""`` for the root);
+    None for the root's own parent, outside the tree."""
     if not folder:
-        return _ROOT_PARENT
-    cut = folder.rfind(b"/")
-    return folder[:cut] if cut >= 0 else b""
+        return None
+    cut = folder.rfind("/")
+    return folder[:cut] if cut >= 0 else ""
 
 
 class ScanStore:
@@ -141,11 +141,23 @@ class ScanStore:
         self._conn.executemany(
             "INSERT INTO temp.scan_staged VALUES "
             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                (r[0], path_key(r[1]), path_key(r[2]), *r[3:], _parent(path_key(r[1])))
-                for r in rows
-            ),
+            ((r[0], path_key(r[1]), path_key(r[2]), *r[3:], _parent_key(r[1])) for r in rows),
         )
+
+    def folders_with_skipped_beside(self, folders: set[str]) -> list[str]:
+        """Folders holding skipped files whose parent is the parent of one of ``folders``
+        (siblings of a series' folder), ``folders`` themselves left out."""
+        self._index()
+        parents = sorted({p for f in folders if (p := parent_folder(f)) is not None})
+        found: list[str] = []
+        for parent in parents:
+            rows = self._plain(
+                "SELECT DISTINCT folder FROM temp.scan_staged WHERE skip IS NOT NULL "
+                "AND parent = ?",
+                (path_key(parent),),
+            )
+            found += (f for r in rows if (f := path_text(r[0])) not in folders)
+        return found
 
     def _index(self) -> None:
         if self._indexed:
@@ -199,15 +211,6 @@ class ScanStore:
         )
         return [(path_text(r[0]), str(r[1])) for r in rows]
 
-    def folders_with_skipped_under(self, parent: str) -> list[str]:
-        """Folders directly under ``parent`` that hold skipped files."""
-        self._index()
-        rows = self._plain(
-            "SELECT DISTINCT folder FROM temp.scan_staged WHERE skip IS NOT NULL AND parent = ?",
-            (path_key(parent),),
-        )
-        return [path_text(r[0]) for r in rows]
-
     def n_parsed(self) -> int:
         """Files whose header this scan parsed (not taken from the cache)."""
         return int(self._plain("SELECT count(*) FROM temp.scan_staged WHERE parsed").fetchone()[0])
@@ -238,3 +241,9 @@ class ScanStore:
         cur = self._conn.cursor()
         cur.row_factory = None  # plain tuples (the catalog's connection makes Rows)
         return cur.execute(sql, params)
+
+
+def _parent_key(folder: str) -> bytes | None:
+    """The stored parent of a folder (NULL for the root's: no folder of the tree)."""
+    parent = parent_folder(folder)
+    return None if parent is None else path_key(parent)
