@@ -43,9 +43,7 @@ def _copy(built: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _study_files(dicom: Path) -> dict[str, list[Path]]:
-    return {
-        st.study_uid: [f for s in st.series for f in s.files] for st in scan(dicom).studies
-    }
+    return {st.study_uid: [f for s in st.series for f in s.files] for st in scan(dicom).studies}
 
 
 def _rewrite(path: Path) -> None:
@@ -151,3 +149,66 @@ def _cached_files(db: Path) -> int:
         return 0
     finally:
         conn.close()
+
+
+def test_a_rerun_reads_no_output_of_an_unchanged_study(built, tmp_path, monkeypatch):
+    """Outputs with their recorded size and mtime are trusted when the study's inputs are
+    unchanged: no file is re-hashed. A file changed in place (new mtime) is re-hashed,
+    found wrong and its study converted again; `catalog verify` re-hashes everything."""
+    from petcorpus.catalog import records, verify
+
+    dicom, out = _copy(built, tmp_path)  # copytree keeps the mtimes it records
+    hashed: list[Path] = []
+    real = records.hash_file
+    monkeypatch.setattr(records, "hash_file", lambda p: hashed.append(Path(p)) or real(p))
+    report = build(dicom, out, workers=1)
+    assert report.headers_parsed == 0 and len(report.skipped) == 3 and hashed == []
+
+    with Catalog.open(out, readonly=True) as cat:
+        art = next(a for a in cat.artifacts() if a.kind == "SUV")
+        uid = cat.query("SELECT study_uid FROM artifacts WHERE path = ?", (art.path,))
+    suv = out / art.path
+    data = bytearray(suv.read_bytes())
+    data[-100] ^= 0xFF  # same size, other bytes, a new mtime
+    suv.write_bytes(bytes(data))
+    again = build(dicom, out, workers=1)
+    assert hashed == [suv]  # only the file whose mtime moved was read
+    assert [o.study_uid for o in again.done] == [uid["study_uid"][0]]
+    assert verify(out).ok
+
+
+def test_outputs_catalogued_without_mtime_are_hashed_once_then_trusted(
+    built, tmp_path, monkeypatch
+):
+    """A catalog from before schema 5 has no mtimes: its first re-run re-hashes every output
+    (as builds always did) and records their mtimes; the next re-run reads none."""
+    from petcorpus.catalog import records
+
+    dicom, out = _copy(built, tmp_path)
+    with sqlite3.connect(out / "catalog.sqlite") as conn:
+        conn.execute("UPDATE artifacts SET mtime_ns = NULL")
+        n_outputs = conn.execute("SELECT count(*) FROM artifacts").fetchone()[0]
+    hashed: list[Path] = []
+    real = records.hash_file
+    monkeypatch.setattr(records, "hash_file", lambda p: hashed.append(Path(p)) or real(p))
+    first = build(dicom, out, workers=1)
+    assert len(first.skipped) == 3 and len(hashed) == n_outputs
+    hashed.clear()
+    again = build(dicom, out, workers=1)
+    assert len(again.skipped) == 3 and hashed == []
+
+
+def test_a_touched_output_is_hashed_once_and_not_converted_again(built, tmp_path, monkeypatch):
+    from petcorpus.catalog import records
+
+    dicom, out = _copy(built, tmp_path)
+    ct = next(out.rglob("CT.nii.gz"))
+    st = ct.stat()
+    os.utime(ct, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same bytes, a new mtime
+    hashed: list[Path] = []
+    real = records.hash_file
+    monkeypatch.setattr(records, "hash_file", lambda p: hashed.append(Path(p)) or real(p))
+    first = build(dicom, out, workers=1)
+    assert first.done == [] and hashed == [ct]
+    again = build(dicom, out, workers=1)
+    assert again.done == [] and hashed == [ct]  # its new mtime was recorded

@@ -9,7 +9,7 @@ import os
 import platform
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -369,7 +369,7 @@ class Catalog(CatalogReads):
                 )
                 self._conn.execute(
                     "INSERT INTO artifacts(study_uid, kind, path, sha256, dtype, shape, "
-                    "spacing, bytes, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "spacing, bytes, created, mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         study_uid,
                         rec.kind,
@@ -380,6 +380,7 @@ class Catalog(CatalogReads):
                         None if rec.spacing is None else json.dumps(list(rec.spacing)),
                         rec.bytes,
                         created,
+                        rec.mtime_ns,
                     ),
                 )
         return records
@@ -526,6 +527,7 @@ class Catalog(CatalogReads):
         kinds: Iterable[str] | None = None,
         *,
         rehash: bool = True,
+        trust_mtime: bool = False,
     ) -> bool:
         """The resume check: the study has artifacts and every file exists with its checksum.
 
@@ -535,13 +537,35 @@ class Catalog(CatalogReads):
             Artifact kinds that must all be catalogued (e.g. ``CT PET SUV CTres SEG``).
         rehash : bool
             Re-hash each file (default); False compares sizes only.
+        trust_mtime : bool
+            A file whose size and modification time are those recorded is not re-hashed
+            (what a build does for a study whose inputs are unchanged: a re-run then reads
+            no output; ``petcorpus catalog verify`` still re-hashes everything).
         """
         records = self.artifacts(study_uid)
         if not records:
             return False
         if kinds is not None and not set(kinds) <= {r.kind for r in records}:
             return False
-        return all(_check(self.out_dir, r, rehash) is None for r in records)
+        return all(_check(self.out_dir, r, rehash, trust_mtime) is None for r in records)
+
+    def record_mtimes(self, study_uid: str) -> None:
+        """Record the current mtime of the study's artifacts where it differs from the one
+        recorded (none in catalogs of an older petcorpus, or a file touched since): call it
+        right after :meth:`is_complete` found them intact, so the next check trusts them."""
+        rows = self._conn.execute(
+            "SELECT artifact_id, path, mtime_ns FROM artifacts WHERE study_uid = ?",
+            (study_uid,),
+        ).fetchall()
+        with self.transaction():
+            for artifact_id, path, recorded in rows:
+                with suppress(OSError):
+                    mtime = (self.out_dir / path).stat().st_mtime_ns
+                    if mtime != recorded:
+                        self._conn.execute(
+                            "UPDATE artifacts SET mtime_ns = ? WHERE artifact_id = ?",
+                            (mtime, artifact_id),
+                        )
 
     def verify(self, *, rehash: bool = True) -> VerifyReport:
         """Re-hash every catalogued artifact; report missing files and mismatches."""

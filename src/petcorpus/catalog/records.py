@@ -69,6 +69,8 @@ class ArtifactRecord:
         Voxel dtype (numpy name) for images.
     shape, spacing : tuple or None
         Voxel grid (I, J, K) and voxel size in mm, for images.
+    mtime_ns : int or None
+        The file's modification time when it was recorded (None in older catalogs).
     """
 
     kind: str
@@ -78,6 +80,7 @@ class ArtifactRecord:
     dtype: str | None = None
     shape: tuple[int, ...] | None = None
     spacing: tuple[float, ...] | None = None
+    mtime_ns: int | None = None
 
 
 def artifact_record(
@@ -120,11 +123,13 @@ def artifact_record(
         dtype = str(hdr.get_data_dtype().newbyteorder("="))
         shape = tuple(int(s) for s in img.shape) if shape is None else shape
         spacing = tuple(float(z) for z in hdr.get_zooms()[:3]) if spacing is None else spacing
+    stat = p.stat()
     return ArtifactRecord(
         kind=kind,
         path=rel,
         sha256=sha256 or hash_file(p),
-        bytes=p.stat().st_size,
+        bytes=stat.st_size,
+        mtime_ns=stat.st_mtime_ns,
         dtype=None if dtype is None else str(dtype),
         shape=None if shape is None else tuple(int(s) for s in shape),
         spacing=None if spacing is None else tuple(float(s) for s in spacing),
@@ -217,17 +222,25 @@ def _row_to_record(row: sqlite3.Row) -> ArtifactRecord:
         dtype=row["dtype"],
         shape=None if row["shape"] is None else tuple(json.loads(row["shape"])),
         spacing=None if row["spacing"] is None else tuple(json.loads(row["spacing"])),
+        # (a read-only catalog of schema < 5 has no such column)
+        mtime_ns=row["mtime_ns"] if "mtime_ns" in row.keys() else None,  # noqa: SIM118 (a Row iterates its values)
     )
 
 
-def _check(out_dir: Path, rec: ArtifactRecord, rehash: bool) -> VerifyIssue | None:
+def _check(
+    out_dir: Path, rec: ArtifactRecord, rehash: bool, trust_mtime: bool = False
+) -> VerifyIssue | None:
+    """What is wrong with one artifact: missing, another size, or (``rehash``) another
+    SHA-256. ``trust_mtime``: a file with its recorded size and mtime is not re-hashed."""
     p = out_dir / rec.path
     try:
-        size = p.stat().st_size
+        st = p.stat()
     except FileNotFoundError:
         return VerifyIssue(None, rec.kind, rec.path, "missing", rec.sha256, "")
-    if size != rec.bytes:
-        return VerifyIssue(None, rec.kind, rec.path, "size", str(rec.bytes), str(size))
+    if st.st_size != rec.bytes:
+        return VerifyIssue(None, rec.kind, rec.path, "size", str(rec.bytes), str(st.st_size))
+    if trust_mtime and rec.mtime_ns is not None and st.st_mtime_ns == rec.mtime_ns:
+        return None
     if rehash:
         digest = hash_file(p)
         if digest != rec.sha256:

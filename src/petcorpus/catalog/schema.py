@@ -8,7 +8,7 @@ CATALOG_NAME = "catalog.sqlite"
 # SQLite result codes of a file that is not (or no longer) a database: SQLITE_CORRUPT, NOTADB.
 _SQLITE_CORRUPT = frozenset({11, 26})
 #: Bumped whenever a table or column changes; :meth:`Catalog.open` refuses newer files.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -155,4 +155,9 @@ CREATE TABLE IF NOT EXISTS study_inputs (
 );
 """,
     4: _QC_TABLES,
+    # Each artifact's mtime as written: a re-run trusts a file whose size and mtime are
+    # those recorded (and whose study's inputs are unchanged) without re-hashing it.
+    5: """
+ALTER TABLE artifacts ADD COLUMN mtime_ns INTEGER;
+""",
 }

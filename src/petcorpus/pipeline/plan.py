@@ -166,8 +166,13 @@ def plan_tasks(
             )
             if not unchanged:
                 catalog.record_series(study.series)
-            if (unchanged or recorded is None) and catalog.is_complete(uid, STUDY_KINDS):
+            # Unchanged inputs: outputs with their recorded size and mtime are not read
+            # again (a re-run then costs a stat per file; `catalog verify` re-hashes).
+            if (unchanged or recorded is None) and catalog.is_complete(
+                uid, STUDY_KINDS, trust_mtime=unchanged
+            ):
                 complete.append(uid)
+                catalog.record_mtimes(uid)  # any output re-hashed just now: trusted next time
                 if recorded is None and study.fingerprint is not None:
                     catalog.record_input_fingerprint(uid, study.fingerprint)
             else:
