@@ -232,21 +232,27 @@ def test_convert_disk_full_is_one_line_and_leaves_no_file(inputs, tmp_path) -> N
     assert not (tmp_path / "s").exists()  # a user's mistake, not a bug: no log
 
 
-def test_build_whose_staged_scan_fills_the_disk_is_one_line(inputs, tmp_path, monkeypatch):
-    """The scan stages its rows in SQLite (spilling to the temp folder): SQLite's "disk
-    full" is one line naming the catalog, and the refused build leaves no output folder."""
+@pytest.mark.parametrize(
+    ("sqlite_says", "hint"),
+    [("database or disk is full", "SQLITE_TMPDIR"), ("database is locked", "another petcorpus")],
+)
+def test_build_whose_staged_scan_fails_is_one_line(
+    inputs, tmp_path, monkeypatch, sqlite_says, hint
+):
+    """The scan stages its rows in SQLite (spilling to the temp folder): SQLite's error is
+    one line naming the catalog with what to do, and the refused build leaves no folder."""
     import sqlite3
 
     from petcorpus.dicom.scan_store import ScanStore
 
-    def full(self, rows):
-        raise sqlite3.OperationalError("database or disk is full")
+    def fails(self, rows):
+        raise sqlite3.OperationalError(sqlite_says)
 
-    monkeypatch.setattr(ScanStore, "stage", full)
+    monkeypatch.setattr(ScanStore, "stage", fails)
     out = tmp_path / "out"
     result = runner.invoke(app, ["build", str(inputs.dicom), str(out), "-j", "1"])
     line = assert_one_line(result, "catalog.sqlite")
-    assert "database or disk is full" in line and "SQLITE_TMPDIR" in line
+    assert sqlite_says in line and hint in line
     assert not out.exists()
 
 

@@ -194,9 +194,14 @@ def _staging_errors(catalog: Catalog) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
+        hint = (
+            "another petcorpus is writing this catalog; wait for it to finish"
+            if "locked" in str(exc)
+            else "check the free space of the output folder and of the temp folder "
+            "(SQLITE_TMPDIR, else TMPDIR or /var/tmp)"
+        )
         raise PetcorpusError(
-            f"cannot keep the scan in the catalog ({exc}); check the free space of the "
-            "output folder and of the temp folder (SQLITE_TMPDIR, else TMPDIR or /var/tmp)",
+            f"cannot keep the scan in the catalog ({exc}); {hint}",
             path=catalog.path,
             reason=Reason.OUTPUT_PATH,
         ) from exc
